@@ -1,0 +1,70 @@
+// Package index turns Kubernetes objects into the ambient workload API.
+//
+// Everything here is a pure function of its inputs: Build takes a complete
+// snapshot of the objects the mesh reads and returns every Workload, Service
+// and Authorization resource that the controller serves. Sources (a config
+// directory, or the Kubernetes API) only gather Inputs; they never shape
+// resources themselves.
+package index
+
+import (
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/zmesh/zmesh/pkg/workloadapi"
+	"github.com/zmesh/zmesh/pkg/workloadapi/security"
+)
+
+// Inputs is one consistent snapshot of the Kubernetes objects the index reads.
+// Build does not modify it; callers must not modify it while Build runs.
+type Inputs struct {
+	Namespaces            []*corev1.Namespace
+	Pods                  []*corev1.Pod
+	Services              []*corev1.Service
+	EndpointSlices        []*discoveryv1.EndpointSlice
+	AuthorizationPolicies []*securityv1.AuthorizationPolicy
+	PeerAuthentications   []*securityv1.PeerAuthentication
+	Gateways              []*gatewayv1.Gateway
+	ServiceEntries        []*networkingv1.ServiceEntry
+	WorkloadEntries       []*networkingv1.WorkloadEntry
+}
+
+// Config holds the mesh-wide settings that shape resources.
+type Config struct {
+	// ClusterID prefixes workload uids and fills Workload.cluster_id. Default "Kubernetes".
+	ClusterID string
+	// TrustDomain of the mesh's SPIFFE identities. Default "cluster.local".
+	TrustDomain string
+	// RootNamespace holds mesh-wide (GLOBAL) policy. Default "istio-system".
+	RootNamespace string
+	// Network names the pod network; empty is the default network.
+	Network string
+	// DomainSuffix completes service hostnames. Default "cluster.local".
+	DomainSuffix string
+}
+
+// Output is every resource the controller serves, keyed by resource name.
+// Resources are freshly allocated by Build and never modified afterwards, so
+// an Output may be shared between goroutines read-only.
+type Output struct {
+	// Workloads by uid.
+	Workloads map[string]*workloadapi.Workload
+	// Services by "<namespace>/<hostname>".
+	Services map[string]*workloadapi.Service
+	// Policies by "<namespace>/<name>".
+	Policies map[string]*security.Authorization
+	// Problems found in individual objects; each such object was skipped or
+	// served in part, and the rest of the output is complete.
+	Problems []Problem
+}
+
+// Problem reports one Kubernetes object the index could not use as given.
+type Problem struct {
+	Kind      string
+	Namespace string
+	Name      string
+	Reason    string
+}

@@ -1,0 +1,3 @@
+// Package workloadapi holds zmesh's declaration of the ambient workload API (istio.workload)
+// and its generated Go types. Run `make generate` after editing workload.proto.
+package workloadapi

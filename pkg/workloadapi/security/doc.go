@@ -1,0 +1,3 @@
+// Package security holds the ambient L4 authorization API (istio.security)
+// and its generated Go types. Run `make generate` after editing authorization.proto.
+package security
