@@ -1,0 +1,342 @@
+package configdir
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"github.com/zmesh/zmesh/controller/index"
+)
+
+// Options configures a Source.
+type Options struct {
+	// Dir is the directory read recursively for *.yaml, *.yml and *.json.
+	Dir string
+	// Validate checks one decoded object (index.Validate in production). A
+	// file with an object that fails is treated as malformed. Optional.
+	Validate func(runtime.Object) error
+	// OnChange receives a complete snapshot after the first load and after
+	// every reload that changes the effective objects. Calls never overlap.
+	// Each call gets fresh Inputs holding deep copies: the callee owns them.
+	OnChange func(*index.Inputs)
+	// Debounce is the quiet period after a file event before reloading.
+	// Default 50ms.
+	Debounce time.Duration
+	Logger   *slog.Logger
+}
+
+// Problem is a file that could not be used; its last good contents (if
+// any) remain in effect.
+type Problem struct {
+	File   string
+	Reason string
+}
+
+func (p Problem) String() string { return p.File + ": " + p.Reason }
+
+// Source watches a directory of manifests.
+type Source struct {
+	opts    Options
+	decoder *decoder
+	log     *slog.Logger
+
+	// mu guards files and problems.
+	mu       sync.Mutex
+	files    map[string]*fileState
+	problems []Problem
+
+	watcher *fsnotify.Watcher
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// fileState is what one file last contributed.
+type fileState struct {
+	hash    [sha256.Size]byte
+	objects []runtime.Object // last good contents
+	err     error            // set while the current contents are bad
+}
+
+// New validates options; it does not touch the directory.
+func New(opts Options) (*Source, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("configdir: directory is required")
+	}
+	if opts.OnChange == nil {
+		return nil, errors.New("configdir: OnChange is required")
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = 50 * time.Millisecond
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Source{
+		opts:    opts,
+		decoder: newDecoder(),
+		log:     opts.Logger.With("source", "configdir", "dir", opts.Dir),
+		files:   map[string]*fileState{},
+	}, nil
+}
+
+// Start loads the directory once, delivers the first snapshot, and starts
+// watching for changes. It fails if the directory cannot be read; problems
+// in individual files do not fail it (see Problems).
+func (s *Source) Start(ctx context.Context) error {
+	info, err := os.Stat(s.opts.Dir)
+	if err != nil {
+		return fmt.Errorf("configdir: %w", err)
+	}
+	if !info.IsDir() {
+		return fmt.Errorf("configdir: %s is not a directory", s.opts.Dir)
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("configdir: watch: %w", err)
+	}
+	s.watcher = w
+	if _, err := s.reload(true); err != nil {
+		_ = w.Close()
+		return err
+	}
+	ctx, s.cancel = context.WithCancel(ctx)
+	s.done = make(chan struct{})
+	go s.watch(ctx)
+	return nil
+}
+
+// Stop ends watching and waits for the watcher goroutine.
+func (s *Source) Stop() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	<-s.done
+	_ = s.watcher.Close()
+}
+
+// Problems returns the files currently in error, sorted by file.
+func (s *Source) Problems() []Problem {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Problem(nil), s.problems...)
+}
+
+func (s *Source) watch(ctx context.Context) {
+	defer close(s.done)
+	var timer <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-s.watcher.Events:
+			if !ok {
+				return
+			}
+			if ev.Has(fsnotify.Create) {
+				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
+					s.addWatches(ev.Name)
+				}
+			}
+			timer = time.After(s.opts.Debounce)
+		case err, ok := <-s.watcher.Errors:
+			if !ok {
+				return
+			}
+			s.log.Warn("watch error; rescanning", "err", err)
+			timer = time.After(s.opts.Debounce)
+		case <-timer:
+			timer = nil
+			if _, err := s.reload(false); err != nil {
+				s.log.Error("reload failed; keeping last good state", "err", err)
+			}
+		}
+	}
+}
+
+// addWatches watches dir and every directory below it.
+func (s *Source) addWatches(dir string) {
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			if err := s.watcher.Add(path); err != nil {
+				s.log.Warn("cannot watch directory", "path", path, "err", err)
+			}
+		}
+		return nil
+	})
+}
+
+// reload rescans the directory, re-parses files whose contents changed and
+// delivers a snapshot when the effective objects changed (or on first load).
+func (s *Source) reload(first bool) (bool, error) {
+	if first {
+		s.addWatches(s.opts.Dir)
+	}
+	paths, err := manifestFiles(s.opts.Dir)
+	if err != nil {
+		return false, fmt.Errorf("configdir: scan: %w", err)
+	}
+	s.mu.Lock()
+	changed := first
+	seen := map[string]bool{}
+	for _, p := range paths {
+		seen[p] = true
+		data, err := os.ReadFile(p)
+		if err != nil {
+			// Vanished between scan and read, or unreadable: keep what we had.
+			s.setError(p, fmt.Errorf("read: %w", err))
+			continue
+		}
+		h := sha256.Sum256(data)
+		if st, ok := s.files[p]; ok && st.hash == h {
+			continue
+		}
+		objs, err := s.parse(data)
+		st := s.files[p]
+		if st == nil {
+			st = &fileState{}
+			s.files[p] = st
+		}
+		st.hash = h
+		if err != nil {
+			st.err = err
+			continue
+		}
+		st.objects, st.err = objs, nil
+		changed = true
+	}
+	for p := range s.files {
+		if !seen[p] {
+			delete(s.files, p)
+			changed = true
+		}
+	}
+	in, problems := s.assemble()
+	s.problems = problems
+	s.mu.Unlock()
+
+	for _, p := range problems {
+		s.log.Warn("manifest rejected; its last good contents stay in effect", "file", p.File, "reason", p.Reason)
+	}
+	if changed {
+		s.opts.OnChange(in)
+	}
+	return changed, nil
+}
+
+// setError records a read error for path; the caller holds s.mu.
+func (s *Source) setError(path string, err error) {
+	st := s.files[path]
+	if st == nil {
+		st = &fileState{}
+		s.files[path] = st
+	}
+	st.err = err
+}
+
+// parse decodes and validates a whole file; any bad document rejects it.
+func (s *Source) parse(data []byte) ([]runtime.Object, error) {
+	objs, skipped, err := s.decoder.decodeAll(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, msg := range skipped {
+		s.log.Debug("document skipped", "reason", msg)
+	}
+	for i, obj := range objs {
+		m, err := meta.Accessor(obj)
+		if err != nil {
+			return nil, fmt.Errorf("object %d: %w", i+1, err)
+		}
+		if m.GetName() == "" {
+			return nil, fmt.Errorf("%s: metadata.name is required", kindOf(obj))
+		}
+		if m.GetNamespace() == "" && kindOf(obj) != "Namespace" {
+			m.SetNamespace("default")
+		}
+		if s.opts.Validate != nil {
+			if err := s.opts.Validate(obj); err != nil {
+				return nil, fmt.Errorf("%s %s/%s: %w", kindOf(obj), m.GetNamespace(), m.GetName(), err)
+			}
+		}
+	}
+	return objs, nil
+}
+
+// assemble builds Inputs from every file's good objects, in file-name order;
+// an object declared twice keeps its first declaration. The caller holds s.mu.
+func (s *Source) assemble() (*index.Inputs, []Problem) {
+	var problems []Problem
+	paths := make([]string, 0, len(s.files))
+	for p := range s.files {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	in := &index.Inputs{}
+	declared := map[string]string{}
+	for _, p := range paths {
+		st := s.files[p]
+		rel := s.rel(p)
+		if st.err != nil {
+			problems = append(problems, Problem{File: rel, Reason: st.err.Error()})
+		}
+		for _, obj := range st.objects {
+			m, _ := meta.Accessor(obj)
+			key := kindOf(obj) + " " + m.GetNamespace() + "/" + m.GetName()
+			if first, dup := declared[key]; dup {
+				problems = append(problems, Problem{File: rel, Reason: fmt.Sprintf("%s already declared in %s; ignored", key, first)})
+				continue
+			}
+			declared[key] = rel
+			addObject(in, obj.DeepCopyObject())
+		}
+	}
+	return in, problems
+}
+
+func (s *Source) rel(p string) string {
+	if r, err := filepath.Rel(s.opts.Dir, p); err == nil {
+		return r
+	}
+	return p
+}
+
+// manifestFiles lists the manifest files below dir, skipping hidden files
+// and directories (editors' swap files, ..data links of mounted ConfigMaps).
+func manifestFiles(dir string) ([]string, error) {
+	var out []string
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		name := d.Name()
+		if path != dir && strings.HasPrefix(name, ".") {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			return nil
+		}
+		switch strings.ToLower(filepath.Ext(name)) {
+		case ".yaml", ".yml", ".json":
+			out = append(out, path)
+		}
+		return nil
+	})
+	return out, err
+}
