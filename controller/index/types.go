@@ -44,11 +44,44 @@ type Config struct {
 	Network string
 	// DomainSuffix completes service hostnames. Default "cluster.local".
 	DomainSuffix string
+	// AssumeCaptured makes enrolment alone enough for a pod's workload to use
+	// HBONE. In Kubernetes it is false: the node agent writes the annotation
+	// ambient.istio.io/redirection=enabled once in-pod capture works, and only
+	// annotated enrolled pods are HBONE. Local mode (no API server for the
+	// node agent to annotate) sets it true.
+	AssumeCaptured bool
 }
+
+// withDefaults returns c with every empty field that has a default filled in.
+func (c Config) withDefaults() Config {
+	if c.ClusterID == "" {
+		c.ClusterID = DefaultClusterID
+	}
+	if c.TrustDomain == "" {
+		c.TrustDomain = DefaultTrustDomain
+	}
+	if c.RootNamespace == "" {
+		c.RootNamespace = DefaultRootNamespace
+	}
+	if c.DomainSuffix == "" {
+		c.DomainSuffix = DefaultDomainSuffix
+	}
+	return c
+}
+
+// Defaults applied by Build to an empty Config field.
+const (
+	DefaultClusterID     = "Kubernetes"
+	DefaultTrustDomain   = "cluster.local"
+	DefaultRootNamespace = "istio-system"
+	DefaultDomainSuffix  = "cluster.local"
+)
 
 // Output is every resource the controller serves, keyed by resource name.
 // Resources are freshly allocated by Build and never modified afterwards, so
-// an Output may be shared between goroutines read-only.
+// an Output may be shared between goroutines read-only. Resources of one
+// Output may share sub-messages (a waypoint's GatewayAddress, the addresses
+// and ports of a multi-host ServiceEntry): callers must not modify them.
 type Output struct {
 	// Workloads by uid.
 	Workloads map[string]*workloadapi.Workload
@@ -63,8 +96,20 @@ type Output struct {
 
 // Problem reports one Kubernetes object the index could not use as given.
 type Problem struct {
-	Kind      string
+	// Kind of the object, e.g. "Pod", "AuthorizationPolicy".
+	Kind string
+	// Namespace of the object; empty for cluster-scoped objects.
 	Namespace string
-	Name      string
-	Reason    string
+	// Name of the object.
+	Name string
+	// Reason says what is wrong, in words meant for a user.
+	Reason string
+}
+
+// String renders the problem as "Kind ns/name: reason".
+func (p Problem) String() string {
+	if p.Namespace == "" {
+		return p.Kind + " " + p.Name + ": " + p.Reason
+	}
+	return p.Kind + " " + p.Namespace + "/" + p.Name + ": " + p.Reason
 }

@@ -1,0 +1,199 @@
+package index
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"sort"
+
+	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/zmesh/zmesh/pkg/workloadapi"
+	"github.com/zmesh/zmesh/pkg/workloadapi/security"
+)
+
+// Build computes every resource served to ztunnels from one snapshot.
+//
+// Empty Config fields take their defaults (see DefaultClusterID and friends).
+// The result depends only on the content of cfg and in, never on the order of
+// the Inputs slices: equal inputs give resources whose deterministic protobuf
+// marshalling is byte-identical. Every repeated field that has no meaningful
+// order of its own is sorted. Build never panics on bad objects: an object
+// that fails Validate, or that conflicts with another, is skipped (or used in
+// part) and reported in Output.Problems. Build does not modify in.
+func Build(cfg Config, in *Inputs) *Output {
+	if in == nil {
+		in = &Inputs{}
+	}
+	b := newBuilder(cfg.withDefaults(), in)
+	b.indexNamespaces()
+	b.indexWaypoints()
+	b.buildAuthorizationPolicies()
+	b.buildPeerAuthentications()
+	b.buildServices()
+	b.buildServiceEntryServices()
+	b.indexEndpointSlices()
+	b.buildPodWorkloads()
+	b.buildWorkloadEntryWorkloads()
+	b.buildServiceEntryWorkloads()
+	return b.finish()
+}
+
+// builder carries the state of one Build call. Nothing in it outlives the call.
+type builder struct {
+	cfg Config
+	out *Output
+
+	// Valid inputs, sorted by namespace then name.
+	namespaces      []*corev1.Namespace
+	pods            []*corev1.Pod
+	services        []*corev1.Service
+	endpointSlices  []*discoveryv1.EndpointSlice
+	authzPolicies   []*securityv1.AuthorizationPolicy
+	peerAuths       []*securityv1.PeerAuthentication
+	gateways        []*gatewayv1.Gateway
+	serviceEntries  []*networkingv1.ServiceEntry
+	workloadEntries []*networkingv1.WorkloadEntry
+
+	nsByName map[string]*corev1.Namespace
+
+	// Waypoints by "<ns>/<name>", and per-service-account bindings by "<ns>/<sa>".
+	waypoints   map[string]*waypoint
+	saWaypoints map[string]*waypoint
+	// reported de-duplicates Problems raised once per object.
+	reported map[Problem]bool
+
+	// Selector-scoped authorization policies by namespace.
+	selectorPolicies map[string][]selectorPolicy
+	// PeerAuthentication state.
+	mtls mtlsIndex
+
+	// Selecting services (Service with selector, ServiceEntry with
+	// workloadSelector) by namespace, in name order.
+	selectingServices map[string][]*serviceInfo
+	// Selector-less Services by "<ns>/<name>".
+	manualServices map[string]*serviceInfo
+	// Endpoint slice membership of pods, by pod "<ns>/<name>".
+	sliceMembers map[string][]sliceMembership
+	// Published ServiceEntry hosts, in ServiceEntry order.
+	seInfos []seHost
+}
+
+func newBuilder(cfg Config, in *Inputs) *builder {
+	b := &builder{
+		cfg: cfg,
+		out: &Output{
+			Workloads: make(map[string]*workloadapi.Workload, len(in.Pods)+len(in.WorkloadEntries)),
+			Services:  make(map[string]*workloadapi.Service, len(in.Services)+len(in.ServiceEntries)),
+			Policies:  make(map[string]*security.Authorization, len(in.AuthorizationPolicies)+len(in.PeerAuthentications)+1),
+		},
+		reported:          map[Problem]bool{},
+		selectorPolicies:  map[string][]selectorPolicy{},
+		selectingServices: map[string][]*serviceInfo{},
+		manualServices:    map[string]*serviceInfo{},
+		sliceMembers:      map[string][]sliceMembership{},
+		waypoints:         map[string]*waypoint{},
+		saWaypoints:       map[string]*waypoint{},
+	}
+	b.namespaces = acceptObjects(b, kindNamespace, in.Namespaces, validateNamespace)
+	b.pods = acceptObjects(b, kindPod, in.Pods, validatePod)
+	b.services = acceptObjects(b, kindService, in.Services, validateService)
+	b.endpointSlices = acceptObjects(b, kindEndpointSlice, in.EndpointSlices, validateEndpointSlice)
+	b.authzPolicies = acceptObjects(b, kindAuthorizationPolicy, in.AuthorizationPolicies, validateAuthorizationPolicy)
+	b.peerAuths = acceptObjects(b, kindPeerAuthentication, in.PeerAuthentications, validatePeerAuthentication)
+	b.gateways = acceptObjects(b, kindGateway, in.Gateways, validateGateway)
+	b.serviceEntries = acceptObjects(b, kindServiceEntry, in.ServiceEntries, validateServiceEntry)
+	b.workloadEntries = acceptObjects(b, kindWorkloadEntry, in.WorkloadEntries, validateWorkloadEntry)
+	return b
+}
+
+// acceptObjects returns the valid, non-nil objects of list sorted by
+// namespace and name, reporting invalid ones. Objects sharing a namespace
+// and name are all refused: no choice between them would be independent of
+// the order of list.
+func acceptObjects[T interface {
+	comparable
+	namedObject
+}](b *builder, kind string, list []T, validate func(T) []string) []T {
+	var zero T
+	res := make([]T, 0, len(list))
+	for _, o := range list {
+		if o == zero {
+			continue
+		}
+		if reasons := validate(o); len(reasons) > 0 {
+			b.problem(kind, o.GetNamespace(), o.GetName(), joinReasons(reasons))
+			continue
+		}
+		res = append(res, o)
+	}
+	same := func(x, y T) bool { return x.GetNamespace() == y.GetNamespace() && x.GetName() == y.GetName() }
+	slices.SortFunc(res, func(x, y T) int {
+		return cmp.Or(cmp.Compare(x.GetNamespace(), y.GetNamespace()), cmp.Compare(x.GetName(), y.GetName()))
+	})
+	kept := res[:0]
+	for i := 0; i < len(res); {
+		j := i + 1
+		for j < len(res) && same(res[i], res[j]) {
+			j++
+		}
+		if j-i > 1 {
+			b.problem(kind, res[i].GetNamespace(), res[i].GetName(), fmt.Sprintf("%d objects share this name; none is used", j-i))
+		} else {
+			kept = append(kept, res[i])
+		}
+		i = j
+	}
+	return kept
+}
+
+func joinReasons(r []string) string {
+	s := "invalid: "
+	for i, x := range r {
+		if i > 0 {
+			s += "; "
+		}
+		s += x
+	}
+	return s
+}
+
+// problem records a Problem once.
+func (b *builder) problem(kind, ns, name, reason string) {
+	p := Problem{Kind: kind, Namespace: ns, Name: name, Reason: reason}
+	if b.reported[p] {
+		return
+	}
+	b.reported[p] = true
+	b.out.Problems = append(b.out.Problems, p)
+}
+
+func (b *builder) indexNamespaces() {
+	b.nsByName = make(map[string]*corev1.Namespace, len(b.namespaces))
+	for _, ns := range b.namespaces {
+		b.nsByName[ns.Name] = ns
+	}
+}
+
+// nsLabels returns the labels of a namespace, nil if it is unknown.
+func (b *builder) nsLabels(ns string) map[string]string {
+	if n := b.nsByName[ns]; n != nil {
+		return n.Labels
+	}
+	return nil
+}
+
+func (b *builder) finish() *Output {
+	sort.Slice(b.out.Problems, func(i, j int) bool {
+		x, y := b.out.Problems[i], b.out.Problems[j]
+		return cmp.Or(cmp.Compare(x.Kind, y.Kind), cmp.Compare(x.Namespace, y.Namespace),
+			cmp.Compare(x.Name, y.Name), cmp.Compare(x.Reason, y.Reason)) < 0
+	})
+	return b.out
+}
+
+func sortStrings(s []string) { slices.Sort(s) }

@@ -1,0 +1,126 @@
+package index
+
+import (
+	"net/netip"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/zmesh/zmesh/pkg/workloadapi"
+)
+
+// sliceMembership says a pod backs a selector-less Service through an
+// EndpointSlice, with the slice's ports by name.
+type sliceMembership struct {
+	svc   *serviceInfo
+	ports map[string]uint32
+}
+
+// indexEndpointSlices maps the endpoints of selector-less Services to pods,
+// by the endpoint's Pod targetRef or else by pod IP. Endpoints that are no
+// known pod become Workloads of their own, as Istio publishes them
+// (uid "<cluster>/discovery.k8s.io/EndpointSlice/<ns>/<slice>/<first ip>",
+// HOST_NETWORK since the address may be shared, no identity). Slices of
+// Services with a selector are ignored: the selector decides membership.
+func (b *builder) indexEndpointSlices() {
+	if len(b.endpointSlices) == 0 || len(b.manualServices) == 0 {
+		return
+	}
+	podByIP := map[netip.Addr]*corev1.Pod{}
+	podByName := make(map[string]*corev1.Pod, len(b.pods))
+	for _, p := range b.pods {
+		podByName[p.Namespace+"/"+p.Name] = p
+		if p.Spec.HostNetwork || podTerminal(p) {
+			continue // a node IP says nothing about which pod it is; a finished pod's IP may be reused
+		}
+		for _, ip := range podIPStrings(p) {
+			if a, err := netip.ParseAddr(ip); err == nil {
+				if _, dup := podByIP[a]; !dup {
+					podByIP[a] = p
+				}
+			}
+		}
+	}
+	for _, s := range b.endpointSlices {
+		info := b.manualServices[s.Namespace+"/"+s.Labels[LabelServiceName]]
+		if info == nil || s.AddressType == discoveryv1.AddressTypeFQDN {
+			continue
+		}
+		ports := make(map[string]uint32, len(s.Ports))
+		for _, p := range s.Ports {
+			if p.Port == nil || (p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP) {
+				continue
+			}
+			name := ""
+			if p.Name != nil {
+				name = *p.Name
+			}
+			ports[name] = uint32(*p.Port)
+		}
+		m := sliceMembership{svc: info, ports: ports}
+		seen := map[string]bool{}
+		for _, ep := range s.Endpoints {
+			var pod *corev1.Pod
+			isPod := ep.TargetRef != nil && ep.TargetRef.Kind == "Pod"
+			if isPod {
+				ns := ep.TargetRef.Namespace
+				if ns == "" {
+					ns = s.Namespace
+				}
+				pod = podByName[ns+"/"+ep.TargetRef.Name]
+			} else {
+				for _, a := range ep.Addresses {
+					if ip, err := netip.ParseAddr(a); err == nil && podByIP[ip] != nil {
+						pod = podByIP[ip]
+						break
+					}
+				}
+			}
+			switch {
+			case pod != nil:
+				k := pod.Namespace + "/" + pod.Name
+				b.sliceMembers[k] = append(b.sliceMembers[k], m)
+			case !isPod && len(ep.Addresses) > 0 && !seen[ep.Addresses[0]]:
+				seen[ep.Addresses[0]] = true
+				b.endpointWorkload(s, ep, m)
+			}
+		}
+	}
+}
+
+// endpointWorkload publishes an EndpointSlice endpoint that is not a pod.
+func (b *builder) endpointWorkload(s *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint, m sliceMembership) {
+	w := &workloadapi.Workload{
+		Uid:         b.cfg.ClusterID + "/discovery.k8s.io/EndpointSlice/" + s.Namespace + "/" + s.Name + "/" + ep.Addresses[0],
+		Name:        s.Name,
+		Namespace:   s.Namespace,
+		Network:     b.cfg.Network,
+		TrustDomain: b.cfg.TrustDomain,
+		ClusterId:   b.cfg.ClusterID,
+		NetworkMode: workloadapi.NetworkMode_HOST_NETWORK,
+		Services:    map[string]*workloadapi.PortList{m.svc.key: slicePorts(m)},
+	}
+	for _, a := range ep.Addresses {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			w.Addresses = append(w.Addresses, ip.AsSlice())
+		}
+	}
+	if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
+		w.Status = workloadapi.WorkloadStatus_UNHEALTHY
+	}
+	b.out.Workloads[w.Uid] = w
+}
+
+// slicePorts resolves a selector-less Service's ports through the
+// EndpointSlice port of the same name; ports the slice lacks are left out.
+func slicePorts(m sliceMembership) *workloadapi.PortList {
+	pl := &workloadapi.PortList{Ports: make([]*workloadapi.Port, 0, len(m.svc.ports))}
+	for _, sp := range m.svc.ports {
+		t, ok := m.ports[sp.name]
+		if !ok {
+			continue
+		}
+		pl.Ports = append(pl.Ports, &workloadapi.Port{ServicePort: sp.port, TargetPort: t})
+	}
+	return pl
+}
