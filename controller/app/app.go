@@ -1,0 +1,278 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/zmesh/zmesh/controller/auth"
+	"github.com/zmesh/zmesh/controller/ca"
+	"github.com/zmesh/zmesh/controller/configdir"
+	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/controller/xdsserver"
+	"github.com/zmesh/zmesh/pkg/mtls"
+)
+
+// Source delivers snapshots of Kubernetes objects to the app. The config
+// directory is one; the Kubernetes API will be another.
+type Source interface {
+	Start(ctx context.Context) error
+	Stop()
+}
+
+// App is a running controller. Create it with New, then Start; Stop shuts
+// everything down and waits for it.
+type App struct {
+	cfg      Config
+	log      *slog.Logger
+	nodeIDs  []spiffeid.ID
+	registry *prometheus.Registry
+
+	// Set by Start; read-only afterwards.
+	authority *ca.Authority
+	serving   *ca.ServingCert
+	xds       *xdsserver.Server
+	source    Source
+	grpc      *grpc.Server
+	grpcLis   net.Listener
+	mon       *http.Server
+	monLis    net.Listener
+	wg        sync.WaitGroup
+
+	state atomic.Pointer[snapshot] // latest index output; nil before the first
+	// applyMu serialises apply so that snapshots reach xDS in order, and
+	// guards lastProblems.
+	applyMu      sync.Mutex
+	lastProblems map[index.Problem]bool
+}
+
+// New validates cfg. It performs no I/O.
+func New(cfg Config) (*App, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("controller config: %w", err)
+	}
+	var nodeIDs []spiffeid.ID
+	for _, s := range cfg.NodeIdentities {
+		id, err := spiffeid.FromString(s)
+		if err != nil {
+			return nil, fmt.Errorf("controller config: node identity %q: %w", s, err)
+		}
+		nodeIDs = append(nodeIDs, id)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &App{cfg: cfg, log: cfg.Logger, nodeIDs: nodeIDs, registry: reg}, nil
+}
+
+// Start loads (or creates) the CA, starts serving gRPC and monitoring, and
+// loads the first snapshot from the source. On error, everything already
+// started is stopped.
+func (a *App) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			a.Stop()
+		}
+	}()
+	if err := a.startCA(ctx); err != nil {
+		return err
+	}
+	authn, err := a.authenticator()
+	if err != nil {
+		return err
+	}
+	a.xds, err = xdsserver.New(xdsserver.Options{
+		Authenticator: authn,
+		Registry:      a.registry,
+		Logger:        a.log.With("component", "xds"),
+		DebounceQuiet: a.cfg.DebounceQuiet,
+		DebounceMax:   a.cfg.DebounceMax,
+	})
+	if err != nil {
+		return err
+	}
+	caServer, err := ca.NewServer(ca.ServerOptions{
+		Authority:             a.authority,
+		Authenticator:         authn,
+		NodeWorkloads:         nodeWorkloads{a},
+		TrustedNodeIdentities: a.nodeIDs,
+		Registerer:            a.registry,
+		Logger:                a.log.With("component", "ca"),
+	})
+	if err != nil {
+		return err
+	}
+	// The first snapshot is published before gRPC serves: a client that
+	// reconnects must never see an empty state and drop what it holds.
+	src, err := configdir.New(configdir.Options{
+		Dir:      a.cfg.ConfigDir,
+		Validate: index.Validate,
+		OnChange: a.apply,
+		Logger:   a.log,
+	})
+	if err != nil {
+		return err
+	}
+	if err := src.Start(ctx); err != nil {
+		return err
+	}
+	a.source = src
+	if err := a.startGRPC(caServer); err != nil {
+		return err
+	}
+	if err := a.startMonitoring(); err != nil {
+		return err
+	}
+	a.log.Info("controller started", "grpc", a.grpcLis.Addr().String(), "configDir", a.cfg.ConfigDir)
+	return nil
+}
+
+func (a *App) startCA(ctx context.Context) error {
+	material, err := ca.LoadOrCreate(a.cfg.CADir, ca.LoadOptions{TrustDomain: a.cfg.Index.TrustDomain, Logger: a.log})
+	if err != nil {
+		return fmt.Errorf("CA: %w", err)
+	}
+	td, err := spiffeid.TrustDomainFromString(a.cfg.Index.TrustDomain)
+	if err != nil {
+		return fmt.Errorf("trust domain: %w", err)
+	}
+	a.authority, err = ca.NewAuthority(material, ca.AuthorityOptions{TrustDomain: td})
+	if err != nil {
+		return fmt.Errorf("CA: %w", err)
+	}
+	dns, ips := splitNames(a.cfg.ServingNames)
+	a.serving, err = ca.NewServingCert(a.authority, ca.ServingCertOptions{DNSNames: dns, IPs: ips, Logger: a.log})
+	if err != nil {
+		return fmt.Errorf("serving certificate: %w", err)
+	}
+	if err := a.serving.Start(ctx); err != nil {
+		a.serving = nil
+		return fmt.Errorf("serving certificate: %w", err)
+	}
+	return nil
+}
+
+// authenticator accepts static tokens (when configured) and mesh client
+// certificates.
+func (a *App) authenticator() (auth.Authenticator, error) {
+	chain := auth.Chain{}
+	if a.cfg.TokensFile != "" {
+		tokens, err := auth.LoadStaticTokens(a.cfg.TokensFile)
+		if err != nil {
+			return nil, fmt.Errorf("tokens file: %w", err)
+		}
+		chain = append(chain, tokens)
+	}
+	chain = append(chain, auth.ClientCert{TrustDomain: a.authority.TrustDomain()})
+	return chain, nil
+}
+
+func (a *App) startGRPC(caServer *ca.Server) error {
+	tlsCfg, err := mtls.ServerConfig(a.serving.Holder(), mtls.ServerOptions{
+		TrustDomain:        a.authority.TrustDomain(),
+		ClientCertOptional: true, // token callers bootstrap without one
+	})
+	if err != nil {
+		return fmt.Errorf("gRPC TLS: %w", err)
+	}
+	a.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	a.xds.Register(a.grpc)
+	caServer.Register(a.grpc)
+	if err := a.xds.Start(); err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", a.cfg.GRPCAddr)
+	if err != nil {
+		return fmt.Errorf("gRPC listen: %w", err)
+	}
+	a.grpcLis = lis
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		if err := a.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			a.log.Error("gRPC server failed", "err", err)
+		}
+	}()
+	return nil
+}
+
+// Stop stops the source, the servers and the certificate renewal, and waits
+// for their goroutines. It is safe after a failed Start.
+func (a *App) Stop() {
+	if a.source != nil {
+		a.source.Stop()
+	}
+	if a.mon != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = a.mon.Shutdown(ctx)
+		cancel()
+	}
+	if a.xds != nil {
+		a.xds.Stop() // ends streams so GracefulStop need not wait for clients
+	}
+	if a.grpc != nil {
+		a.grpc.GracefulStop()
+	}
+	if a.serving != nil {
+		a.serving.Stop()
+	}
+	a.wg.Wait()
+}
+
+// GRPCAddr is the address gRPC listens on (useful with port 0).
+func (a *App) GRPCAddr() net.Addr { return a.grpcLis.Addr() }
+
+// MonitoringAddr is the monitoring listener's address, nil if disabled.
+func (a *App) MonitoringAddr() net.Addr {
+	if a.monLis == nil {
+		return nil
+	}
+	return a.monLis.Addr()
+}
+
+// RootPEM is the mesh root certificate in PEM, for clients to trust.
+func (a *App) RootPEM() []byte { return mtls.EncodeCertificatesPEM(a.authority.Root()) }
+
+// Run starts the controller and serves until ctx is done.
+func Run(ctx context.Context, cfg Config) error {
+	a, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	a.log.Info("controller stopping")
+	a.Stop()
+	return nil
+}
+
+// splitNames separates IP literals from DNS names; nil in means defaults.
+func splitNames(names []string) (dns []string, ips []net.IP) {
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, n)
+		}
+	}
+	return dns, ips
+}

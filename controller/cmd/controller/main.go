@@ -1,0 +1,63 @@
+// Command controller runs the zmesh controller: the workload API over delta
+// xDS and the mesh CA. See controller/app.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/zmesh/zmesh/controller/app"
+)
+
+func main() {
+	var cfg app.Config
+	var nodeIDs, names, logLevel string
+	flag.StringVar(&cfg.ConfigDir, "config-dir", "", "directory of Kubernetes-style YAML manifests to serve (local mode)")
+	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "address for xDS and the CA (TLS)")
+	flag.StringVar(&cfg.MonitoringAddr, "monitoring-addr", ":15014", `address for /metrics, /healthz/ready and /debug/config_dump ("-" disables)`)
+	flag.StringVar(&cfg.CADir, "ca-dir", "", "directory of the CA's root (created if empty) or a plugged-in CA")
+	flag.StringVar(&cfg.TokensFile, "tokens-file", "", `static bearer tokens, one "<token> <spiffe-id> [node]" per line`)
+	flag.StringVar(&nodeIDs, "node-identities", "", "comma-separated SPIFFE IDs allowed to request certificates for pods on their node (default: the ztunnel service account)")
+	flag.StringVar(&names, "serving-names", "", "comma-separated DNS names and IPs for the controller's serving certificate")
+	flag.StringVar(&cfg.Index.TrustDomain, "trust-domain", "cluster.local", "mesh trust domain")
+	flag.StringVar(&cfg.Index.ClusterID, "cluster-id", "Kubernetes", "cluster id")
+	flag.StringVar(&cfg.Index.RootNamespace, "root-namespace", "istio-system", "namespace of mesh-wide policy")
+	flag.StringVar(&cfg.Index.DomainSuffix, "domain-suffix", "cluster.local", "service DNS domain suffix")
+	flag.StringVar(&cfg.Index.Network, "network", "", "network of this cluster's pods")
+	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		fmt.Fprintln(os.Stderr, "controller: bad -log-level:", err)
+		os.Exit(2)
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.NodeIdentities = splitList(nodeIDs)
+	cfg.ServingNames = splitList(names)
+	// Local mode has no node agent able to annotate pods: enrolment implies capture.
+	cfg.Index.AssumeCaptured = true
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := app.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "controller:", err)
+		os.Exit(1)
+	}
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
