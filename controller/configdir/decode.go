@@ -137,3 +137,9 @@ func stripComments(doc []byte) []byte {
 	}
 	return out
 }
+
+// kindOf names obj's Go type, which matches its Kubernetes kind for every
+// type the decoder knows.
+func kindOf(obj runtime.Object) string {
+	return reflect.TypeOf(obj).Elem().Name()
+}

@@ -301,7 +301,7 @@ func (s *Source) assemble() (*index.Inputs, []Problem) {
 				continue
 			}
 			declared[key] = rel
-			addObject(in, obj.DeepCopyObject())
+			in.Add(obj.DeepCopyObject())
 		}
 	}
 	return in, problems

@@ -120,36 +120,10 @@ func decodeInputs(s *runtime.Scheme, data []byte) (Config, *Inputs, error) {
 	}
 	in := &Inputs{}
 	for _, o := range objs {
-		if err := addInput(in, o); err != nil {
-			return cfg, nil, err
+		if !in.Add(o) {
+			return cfg, nil, fmt.Errorf("%T is not an index input", o)
 		}
 	}
 	return cfg, in, nil
 }
 
-// addInput appends obj to the matching Inputs slice.
-func addInput(in *Inputs, obj runtime.Object) error {
-	switch o := obj.(type) {
-	case *corev1.Namespace:
-		in.Namespaces = append(in.Namespaces, o)
-	case *corev1.Pod:
-		in.Pods = append(in.Pods, o)
-	case *corev1.Service:
-		in.Services = append(in.Services, o)
-	case *discoveryv1.EndpointSlice:
-		in.EndpointSlices = append(in.EndpointSlices, o)
-	case *securityv1.AuthorizationPolicy:
-		in.AuthorizationPolicies = append(in.AuthorizationPolicies, o)
-	case *securityv1.PeerAuthentication:
-		in.PeerAuthentications = append(in.PeerAuthentications, o)
-	case *gatewayv1.Gateway:
-		in.Gateways = append(in.Gateways, o)
-	case *networkingv1.ServiceEntry:
-		in.ServiceEntries = append(in.ServiceEntries, o)
-	case *networkingv1.WorkloadEntry:
-		in.WorkloadEntries = append(in.WorkloadEntries, o)
-	default:
-		return fmt.Errorf("%T is not an index input", obj)
-	}
-	return nil
-}

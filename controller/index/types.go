@@ -12,6 +12,7 @@ import (
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/zmesh/zmesh/pkg/workloadapi"
@@ -112,4 +113,32 @@ func (p Problem) String() string {
 		return p.Kind + " " + p.Name + ": " + p.Reason
 	}
 	return p.Kind + " " + p.Namespace + "/" + p.Name + ": " + p.Reason
+}
+
+// Add files obj under its kind and reports whether the index reads that
+// kind; objects of other kinds are ignored.
+func (in *Inputs) Add(obj runtime.Object) bool {
+	switch o := obj.(type) {
+	case *corev1.Namespace:
+		in.Namespaces = append(in.Namespaces, o)
+	case *corev1.Pod:
+		in.Pods = append(in.Pods, o)
+	case *corev1.Service:
+		in.Services = append(in.Services, o)
+	case *discoveryv1.EndpointSlice:
+		in.EndpointSlices = append(in.EndpointSlices, o)
+	case *securityv1.AuthorizationPolicy:
+		in.AuthorizationPolicies = append(in.AuthorizationPolicies, o)
+	case *securityv1.PeerAuthentication:
+		in.PeerAuthentications = append(in.PeerAuthentications, o)
+	case *gatewayv1.Gateway:
+		in.Gateways = append(in.Gateways, o)
+	case *networkingv1.ServiceEntry:
+		in.ServiceEntries = append(in.ServiceEntries, o)
+	case *networkingv1.WorkloadEntry:
+		in.WorkloadEntries = append(in.WorkloadEntries, o)
+	default:
+		return false
+	}
+	return true
 }

@@ -60,37 +60,17 @@ func (s *store) typeLocked(typeURL string) *typeStore {
 func (s *store) update(typeURL string, rs []Resource) ([]string, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
-	ts := s.types[typeURL]
 	if s.seen == nil {
 		s.seen = make(map[string]struct{}, len(rs))
 	}
 	seen := s.seen
 	defer clear(seen)
-	var changed []*entry
-	var enc encoder
-	for _, r := range rs {
-		if _, dup := seen[r.Name]; dup {
-			return nil, fmt.Errorf("update %s: %w: duplicate name %q", typeURL, errInvalidResource, r.Name)
-		}
-		seen[r.Name] = struct{}{}
-		old := ts.get(r.Name)
-		if old != nil && old.sameSource(r) {
-			continue
-		}
-		version, err := enc.encode(typeURL, r)
-		if err != nil {
-			return nil, fmt.Errorf("update %s: %w", typeURL, err)
-		}
-		if old != nil && old.version == string(version[:]) {
-			// Same content in a new message: remember the pointer so
-			// passing it again skips the encoding.
-			old.src = r.Body
-			continue
-		}
-		changed = append(changed, enc.newEntry(typeURL, r, version))
+	changed, err := s.diff("update", typeURL, rs, seen)
+	if err != nil {
+		return nil, err
 	}
 	var removed []string
-	if ts != nil {
+	if ts := s.types[typeURL]; ts != nil {
 		for name := range ts.entries {
 			if _, ok := seen[name]; !ok {
 				removed = append(removed, name)
@@ -105,13 +85,24 @@ func (s *store) update(typeURL string, rs []Resource) ([]string, error) {
 func (s *store) upsert(typeURL string, rs []Resource) ([]string, error) {
 	s.writeMu.Lock()
 	defer s.writeMu.Unlock()
+	changed, err := s.diff("upsert", typeURL, rs, make(map[string]struct{}, len(rs)))
+	if err != nil {
+		return nil, err
+	}
+	s.apply(typeURL, changed, nil)
+	return changedNames(changed, nil), nil
+}
+
+// diff encodes the resources whose content differs from what the store
+// holds and returns them as new entries, recording every name in seen. It
+// changes nothing visible to streams; the caller holds writeMu.
+func (s *store) diff(op, typeURL string, rs []Resource, seen map[string]struct{}) ([]*entry, error) {
 	ts := s.types[typeURL]
-	seen := make(map[string]struct{}, len(rs))
 	var changed []*entry
 	var enc encoder
 	for _, r := range rs {
 		if _, dup := seen[r.Name]; dup {
-			return nil, fmt.Errorf("upsert %s: %w: duplicate name %q", typeURL, errInvalidResource, r.Name)
+			return nil, fmt.Errorf("%s %s: %w: duplicate name %q", op, typeURL, errInvalidResource, r.Name)
 		}
 		seen[r.Name] = struct{}{}
 		old := ts.get(r.Name)
@@ -120,7 +111,7 @@ func (s *store) upsert(typeURL string, rs []Resource) ([]string, error) {
 		}
 		version, err := enc.encode(typeURL, r)
 		if err != nil {
-			return nil, fmt.Errorf("upsert %s: %w", typeURL, err)
+			return nil, fmt.Errorf("%s %s: %w", op, typeURL, err)
 		}
 		if old != nil && old.version == string(version[:]) {
 			// Same content in a new message: remember the pointer so
@@ -130,8 +121,7 @@ func (s *store) upsert(typeURL string, rs []Resource) ([]string, error) {
 		}
 		changed = append(changed, enc.newEntry(typeURL, r, version))
 	}
-	s.apply(typeURL, changed, nil)
-	return changedNames(changed, nil), nil
+	return changed, nil
 }
 
 // remove deletes the named resources; unknown names are ignored.
