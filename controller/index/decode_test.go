@@ -126,4 +126,3 @@ func decodeInputs(s *runtime.Scheme, data []byte) (Config, *Inputs, error) {
 	}
 	return cfg, in, nil
 }
-
