@@ -24,7 +24,7 @@ PROTOC_GEN_GO := $(TOOLS)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
 PROTOS := pkg/workloadapi/workload.proto pkg/workloadapi/security/authorization.proto pkg/zdsapi/zds.proto
 BINARIES := controller
 
-.PHONY: all build test check-fmt vet lint generate check-generate unit interop bench demo tools clean
+.PHONY: all build test packages check-fmt vet lint generate check-generate unit interop bench demo tools clean
 
 all: build
 
@@ -32,7 +32,11 @@ build:
 	@mkdir -p bin
 	$(GO) build -o bin/ $(addprefix ./controller/cmd/,$(BINARIES))
 
-test: check-fmt vet lint check-generate unit interop
+test: packages check-fmt vet lint check-generate unit interop
+
+# Debian packages the tests need (iproute2, iptables, nftables).
+packages:
+	@./hack/ensure-packages.sh
 
 check-fmt:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -90,5 +94,5 @@ clean:
 	rm -rf bin
 
 # The demo: the controller on examples/mesh, driven as a node's ztunnel would.
-demo: build
+demo: packages build
 	$(GO) run ./tests/demo -controller bin/controller -examples examples $(if $(KEEP),-keep)
