@@ -1,0 +1,344 @@
+package hbone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// errWriteClosed is returned by writes after CloseWrite.
+var errWriteClosed = errors.New("hbone: write on closed write half")
+
+// ServerStream is the server end of an accepted CONNECT tunnel. Read returns
+// the client's bytes and io.EOF after the client half-closes; CloseWrite
+// half-closes towards the client (END_STREAM) while reads continue; Close
+// ends both halves, resetting the stream if either is still open.
+//
+// One goroutine may Read while another Writes. Read must not be called
+// concurrently with itself, nor Write with Write or CloseWrite. Close may be
+// called from any goroutine, any number of times, and unblocks pending Read
+// and Write calls. Whoever got the stream from ResponseWriter.Accept must
+// Close it.
+type ServerStream struct {
+	sc     *serverConn
+	id     uint32
+	ctx    context.Context // cancelled when the stream ends
+	cancel context.CancelFunc
+
+	// Guarded by sc.mu.
+	sendWindow  int64
+	sendErr     error // set once the send half is unusable (CloseWrite, reset, conn closed)
+	sendDone    bool  // END_STREAM sent or stream reset
+	recvEnded   bool  // no more DATA will be accepted (END_STREAM, reset, or closed)
+	recvAvail   int64 // receive window remaining
+	recvUnacked int64 // consumed, not yet returned by WINDOW_UPDATE
+
+	wlock sync.Mutex // serializes Write and CloseWrite so END_STREAM follows all data
+
+	rmu      sync.Mutex // guards rbuf, recvEOF, recvErr
+	rbuf     chunkQueue
+	recvEOF  bool
+	recvErr  error
+	readWake chan struct{} // cap 1; signalled when rbuf, recvEOF or recvErr change
+
+	closeOnce sync.Once
+}
+
+func newServerStream(sc *serverConn, id uint32) *ServerStream {
+	ctx, cancel := context.WithCancel(sc.ctx)
+	return &ServerStream{
+		sc:         sc,
+		id:         id,
+		ctx:        ctx,
+		cancel:     cancel,
+		sendWindow: sc.peerInitWin,
+		recvAvail:  StreamWindow,
+		rbuf:       chunkQueue{pool: sc.srv.cfg.BufferPool},
+		readWake:   make(chan struct{}, 1),
+	}
+}
+
+// run validates and dispatches the stream; it runs on its own goroutine.
+func (st *ServerStream) run(req *Request, status int) {
+	rw := &ResponseWriter{st: st}
+	if status != 0 {
+		_ = rw.Reject(status)
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			st.sc.srv.log.Error("hbone handler panicked", "panic", fmt.Sprint(r), "authority", req.Authority.String())
+		}
+		rw.mu.Lock()
+		answered := rw.answered
+		rw.mu.Unlock()
+		if !answered {
+			_ = rw.Reject(http.StatusServiceUnavailable)
+		}
+	}()
+	st.sc.srv.cfg.Handler.ServeHBONE(st.ctx, req, rw)
+}
+
+// deliver queues received data and signals the reader. Called by the read
+// loop without sc.mu held. Data for a stream whose receive half already
+// failed is dropped and its connection-level credit returned.
+func (st *ServerStream) deliver(data []byte, ended bool) {
+	st.rmu.Lock()
+	dropped := 0
+	if st.recvErr == nil {
+		st.rbuf.write(data)
+		if ended {
+			st.recvEOF = true
+		}
+	} else {
+		dropped = len(data)
+	}
+	st.rmu.Unlock()
+	st.sc.creditConn(dropped)
+	st.wakeReader()
+}
+
+// peerEnded records the client's END_STREAM carried by a trailers frame.
+func (st *ServerStream) peerEnded() {
+	st.sc.mu.Lock()
+	st.recvEnded = true
+	st.sc.mu.Unlock()
+	st.rmu.Lock()
+	st.recvEOF = true
+	st.rmu.Unlock()
+	st.wakeReader()
+	st.sc.maybeRemove(st)
+}
+
+// fail aborts the receive half with err unless it already completed.
+func (st *ServerStream) fail(err error) {
+	st.rmu.Lock()
+	dropped := 0
+	if st.recvErr == nil && !st.recvEOF {
+		st.recvErr = err
+		dropped = st.rbuf.len()
+		st.rbuf.release()
+	}
+	st.rmu.Unlock()
+	st.sc.creditConn(dropped)
+	st.wakeReader()
+}
+
+// discard fails the receive half with err, dropping buffered data even if
+// the client already finished sending.
+func (st *ServerStream) discard(err error) {
+	st.rmu.Lock()
+	if st.recvErr == nil {
+		st.recvErr = err
+	}
+	dropped := st.rbuf.len()
+	st.rbuf.release()
+	st.rmu.Unlock()
+	st.sc.creditConn(dropped)
+	st.wakeReader()
+}
+
+func (st *ServerStream) wakeReader() {
+	select {
+	case st.readWake <- struct{}{}:
+	default:
+	}
+}
+
+// Read reads tunnelled bytes sent by the client.
+func (st *ServerStream) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	st.rmu.Lock()
+	for {
+		if st.rbuf.len() > 0 {
+			n := st.rbuf.read(p)
+			st.rmu.Unlock()
+			st.sc.consumed(st, n)
+			return n, nil
+		}
+		if st.recvErr != nil {
+			err := st.recvErr
+			st.rmu.Unlock()
+			return 0, err
+		}
+		if st.recvEOF {
+			st.rmu.Unlock()
+			return 0, io.EOF
+		}
+		st.rmu.Unlock()
+		<-st.readWake
+		st.rmu.Lock()
+	}
+}
+
+// Write sends p to the client, blocking on HTTP/2 flow control.
+func (st *ServerStream) Write(p []byte) (int, error) {
+	st.wlock.Lock()
+	defer st.wlock.Unlock()
+	written := 0
+	for len(p) > 0 {
+		n, err := st.sc.awaitSend(st, len(p))
+		if err != nil {
+			return written, err
+		}
+		if err := st.sc.writeData(st.id, false, p[:n]); err != nil {
+			return written, err
+		}
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// CloseWrite half-closes the stream towards the client; reads continue
+// until the client half-closes too. Calling it again is a no-op.
+func (st *ServerStream) CloseWrite() error {
+	st.wlock.Lock()
+	defer st.wlock.Unlock()
+	sc := st.sc
+	sc.mu.Lock()
+	if st.sendErr != nil {
+		err := st.sendErr
+		sc.mu.Unlock()
+		if errors.Is(err, errWriteClosed) {
+			return nil
+		}
+		return err
+	}
+	st.sendErr = errWriteClosed
+	st.sendDone = true
+	sc.mu.Unlock()
+	err := sc.writeData(st.id, true, nil)
+	sc.maybeRemove(st)
+	return err
+}
+
+// Close ends the stream. If either half is still open it is reset with
+// CANCEL. Pending and later Reads and Writes fail with net.ErrClosed.
+func (st *ServerStream) Close() error {
+	st.closeOnce.Do(func() {
+		sc := st.sc
+		sc.mu.Lock()
+		if _, live := sc.streams[st.id]; live {
+			if !st.recvEnded || !st.sendDone {
+				_ = sc.queueLocked(ctrlFrame{kind: ctrlRST, streamID: st.id, code: http2.ErrCodeCancel})
+			}
+			st.sendDone = true
+			st.recvEnded = true
+			sc.removeLocked(st)
+		}
+		if st.sendErr == nil || errors.Is(st.sendErr, errWriteClosed) {
+			st.sendErr = net.ErrClosed
+		}
+		sc.wakeWritersLocked()
+		sc.mu.Unlock()
+
+		st.rmu.Lock()
+		st.recvErr = nil // Close wins over any earlier failure
+		st.rmu.Unlock()
+		st.discard(net.ErrClosed)
+		st.cancel()
+	})
+	return nil
+}
+
+// LocalAddr returns the local address of the HBONE connection.
+func (st *ServerStream) LocalAddr() net.Addr { return st.sc.localAddr }
+
+// RemoteAddr returns the peer address of the HBONE connection.
+func (st *ServerStream) RemoteAddr() net.Addr { return st.sc.remoteAddr }
+
+// SetDeadline is not supported; it returns ErrDeadlineUnsupported.
+func (st *ServerStream) SetDeadline(time.Time) error { return ErrDeadlineUnsupported }
+
+// SetReadDeadline is not supported; it returns ErrDeadlineUnsupported.
+func (st *ServerStream) SetReadDeadline(time.Time) error { return ErrDeadlineUnsupported }
+
+// SetWriteDeadline is not supported; it returns ErrDeadlineUnsupported.
+func (st *ServerStream) SetWriteDeadline(time.Time) error { return ErrDeadlineUnsupported }
+
+// ResponseWriter answers one CONNECT request. Exactly one of Accept or
+// Reject takes effect; later calls return an error.
+type ResponseWriter struct {
+	st       *ServerStream
+	mu       sync.Mutex // guards answered
+	answered bool
+}
+
+var errAnswered = errors.New("hbone: request already answered")
+
+func (rw *ResponseWriter) claim() error {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	if rw.answered {
+		return errAnswered
+	}
+	rw.answered = true
+	return nil
+}
+
+// Accept sends 200 and returns the tunnel stream, which the caller must
+// Close. Call it only after the upstream connection is established.
+func (rw *ResponseWriter) Accept() (*ServerStream, error) {
+	if err := rw.claim(); err != nil {
+		return nil, err
+	}
+	st := rw.st
+	st.sc.mu.Lock()
+	err := st.sendErr
+	st.sc.mu.Unlock()
+	if err == nil {
+		err = st.sc.writeHeaders(st.id, http.StatusOK, false)
+	}
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("hbone: accept stream %d: %w", st.id, err)
+	}
+	return st, nil
+}
+
+// Reject answers with status (400, 401, 503, ...) and ends the stream.
+func (rw *ResponseWriter) Reject(status int) error {
+	if status < 400 || status > 599 {
+		return fmt.Errorf("hbone: reject with non-error status %d", status)
+	}
+	if err := rw.claim(); err != nil {
+		return err
+	}
+	st := rw.st
+	sc := st.sc
+	sc.mu.Lock()
+	err := st.sendErr
+	if err == nil {
+		st.sendErr = errWriteClosed
+		st.sendDone = true
+	}
+	sc.mu.Unlock()
+	if err == nil {
+		err = sc.writeHeaders(st.id, status, true)
+	}
+	sc.mu.Lock()
+	if _, live := sc.streams[st.id]; live {
+		if !st.recvEnded {
+			// The response is complete; ask the client to stop sending.
+			_ = sc.queueLocked(ctrlFrame{kind: ctrlRST, streamID: st.id, code: http2.ErrCodeNo})
+			st.recvEnded = true
+		}
+		sc.removeLocked(st)
+	}
+	sc.mu.Unlock()
+	st.discard(net.ErrClosed)
+	if err != nil && !errors.Is(err, errWriteClosed) {
+		return fmt.Errorf("hbone: reject stream %d: %w", st.id, err)
+	}
+	return nil
+}

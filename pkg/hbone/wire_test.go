@@ -1,0 +1,161 @@
+package hbone
+
+import (
+	"io"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// TestClientWireFormat terminates the pool's connection with a bare framer
+// and checks what ztunnel would see: settings, window sizes and the CONNECT
+// header block.
+func TestClientWireFormat(t *testing.T) {
+	pki := newPKI(t, "cluster.local")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	srvCfg := serverTLSConfig(staticCert(pki.leaf(t, serverSPIFFE)), pki.bundle, pki.td)
+
+	type seen struct {
+		settings map[http2.SettingID]uint32
+		connWU   uint32
+		fields   map[string]string
+		count    map[string]int
+	}
+	result := make(chan seen, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer func() { _ = c.Close() }()
+		tc := tlsServer(c, srvCfg)
+		_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(tc, preface); err != nil || string(preface) != http2.ClientPreface {
+			t.Errorf("preface %q, %v", preface, err)
+			return
+		}
+		fr := http2.NewFramer(tc, tc)
+		fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+		_ = fr.WriteSettings()
+		s := seen{settings: map[http2.SettingID]uint32{}, fields: map[string]string{}, count: map[string]int{}}
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				t.Errorf("read: %v", err)
+				return
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = f.ForeachSetting(func(st http2.Setting) error { s.settings[st.ID] = st.Val; return nil })
+					_ = fr.WriteSettingsAck()
+				}
+			case *http2.WindowUpdateFrame:
+				if f.StreamID == 0 {
+					s.connWU += f.Increment
+				}
+			case *http2.MetaHeadersFrame:
+				for _, hf := range f.Fields {
+					s.fields[hf.Name] = hf.Value
+					s.count[hf.Name]++
+				}
+				result <- s
+				return
+			}
+		}
+	}()
+
+	pool := newTestPool(t, pki, nil)
+	req := dialReq(pki, t, netipOf(ln.Addr()), nil)
+	req.Authority = netip.MustParseAddrPort("[fd00::7]:9090")
+	req.Traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	ctx := testCtx(t)
+	go func() {
+		if st, err := pool.Dial(ctx, req); err == nil {
+			_ = st.Close()
+		}
+	}()
+	var s seen
+	select {
+	case s = <-result:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no CONNECT seen")
+	}
+
+	if got := s.settings[http2.SettingInitialWindowSize]; got != StreamWindow {
+		t.Errorf("client INITIAL_WINDOW_SIZE = %d, want %d", got, StreamWindow)
+	}
+	if got := s.settings[http2.SettingMaxFrameSize]; got != MaxFrameSize {
+		t.Errorf("client MAX_FRAME_SIZE = %d, want %d", got, MaxFrameSize)
+	}
+	if got := s.connWU + 65535; got != ConnWindow+65535 && got != ConnWindow {
+		t.Errorf("client connection window = %d, want about %d", got, ConnWindow)
+	}
+	want := map[string]string{
+		":method":     "CONNECT",
+		":authority":  "[fd00::7]:9090",
+		"forwarded":   `for="10.0.0.1:40000"`,
+		"baggage":     "k8s.namespace.name=a",
+		"traceparent": req.Traceparent,
+	}
+	for k, v := range want {
+		if s.fields[k] != v || s.count[k] != 1 {
+			t.Errorf("%s = %q (x%d), want %q once", k, s.fields[k], s.count[k], v)
+		}
+	}
+	for _, k := range []string{":scheme", ":path", ":protocol", "user-agent", "accept-encoding", "content-length"} {
+		if _, ok := s.fields[k]; ok {
+			t.Errorf("unexpected header %s: %q", k, s.fields[k])
+		}
+	}
+}
+
+// TestServerWireSettings checks the SETTINGS and connection window the
+// server advertises.
+func TestServerWireSettings(t *testing.T) {
+	pki := newPKI(t, "cluster.local")
+	_, addr := startServer(t, pki, &echoHandler{}, nil)
+	rc := dialRaw(t, pki, addr)
+	_ = rc.tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	settings := map[http2.SettingID]uint32{}
+	var connWU uint32
+	for connWU == 0 {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = f.ForeachSetting(func(s http2.Setting) error { settings[s.ID] = s.Val; return nil })
+			}
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				connWU = f.Increment
+			}
+		}
+	}
+	want := map[http2.SettingID]uint32{
+		http2.SettingMaxConcurrentStreams: 200,
+		http2.SettingInitialWindowSize:    4 << 20,
+		http2.SettingMaxFrameSize:         1 << 20,
+		http2.SettingMaxHeaderListSize:    64 << 10,
+	}
+	for id, v := range want {
+		if settings[id] != v {
+			t.Errorf("%v = %d, want %d", id, settings[id], v)
+		}
+	}
+	if connWU+65535 != 16<<20 {
+		t.Errorf("connection window = %d, want %d", connWU+65535, 16<<20)
+	}
+}
