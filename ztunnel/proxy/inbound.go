@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+
+	"github.com/zmesh/zmesh/pkg/hbone"
+)
+
+// serveHBONE handles one CONNECT arriving at the pod's 15008: the target
+// must be this pod, policy must allow the peer, and the app must accept the
+// connection before the tunnel is answered with 200.
+func (pp *PodProxy) serveHBONE(ctx context.Context, req *hbone.Request, rw *hbone.ResponseWriter) {
+	src, _ := addrPort(req.RemoteAddr)
+	log := pp.log.With("src", src, "peer", req.PeerID.String(), "authority", req.Authority)
+	if !pp.ownsIP(req.Authority.Addr()) {
+		log.Info("inbound tunnel for an address that is not this pod's")
+		_ = rw.Reject(http.StatusBadRequest)
+		return
+	}
+	conn := Conn{SrcIdentity: req.PeerID, Src: src, Dst: req.Authority}
+	peer := pp.p.cfg.Resolver.PeerByIP(src.Addr())
+	peer.Principal = req.PeerID.String()
+	labels := connLabels{reporter: reporterDestination, src: peer, dst: pp.info.Peer, security: "mutual_tls"}
+	app, ok := pp.admit(ctx, conn, labels, log)
+	if !ok {
+		_ = rw.Reject(http.StatusUnauthorized)
+		return
+	}
+	if app == nil {
+		_ = rw.Reject(http.StatusServiceUnavailable)
+		return
+	}
+	stream, err := rw.Accept()
+	if err != nil {
+		_ = app.Close()
+		pp.p.cfg.Metrics.close(labels, flagNone, 0, 0)
+		return
+	}
+	pp.relay(conn, stream, app, labels)
+}
+
+// handlePlaintext handles a connection captured on 15006: no identity, so
+// only policy that admits plaintext peers lets it through (STRICT does not).
+func (pp *PodProxy) handlePlaintext(c net.Conn) {
+	src, _ := addrPort(c.RemoteAddr())
+	dst, err := pp.sockets.OriginalDst(c)
+	if err != nil {
+		pp.log.Warn("inbound connection without original destination", "src", src, "err", err)
+		return
+	}
+	log := pp.log.With("src", src, "dst", dst)
+	if !pp.ownsIP(dst.Addr()) {
+		log.Info("plaintext connection for an address that is not this pod's")
+		return
+	}
+	conn := Conn{Src: src, Dst: dst}
+	labels := connLabels{reporter: reporterDestination, src: pp.p.cfg.Resolver.PeerByIP(src.Addr()), dst: pp.info.Peer, security: "none"}
+	app, ok := pp.admit(pp.ctx, conn, labels, log)
+	if !ok || app == nil {
+		return
+	}
+	pp.relay(conn, c.(hbone.HalfCloser), app, labels)
+}
+
+// admit counts the connection, applies policy and dials the app. It returns
+// ok=false when policy denies, and a nil app when the app cannot be reached;
+// either way the connection has been counted as closed.
+func (pp *PodProxy) admit(ctx context.Context, c Conn, labels connLabels, log *slog.Logger) (hbone.HalfCloser, bool) {
+	m := pp.p.cfg.Metrics
+	m.open(labels)
+	if v := pp.p.cfg.Authorizer.Authorize(&pp.info, c); !v.Allow {
+		log.Info("inbound connection denied", "policy", v.Policy, "reason", v.Reason)
+		m.close(labels, flagUnauthorized, 0, 0)
+		return nil, false
+	}
+	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	app, err := pp.dialPlain(dctx, c.Dst)
+	if err != nil {
+		log.Info("inbound connection: app unreachable", "err", err)
+		m.close(labels, flagUpstreamFailure, 0, 0)
+		return nil, true
+	}
+	return app, true
+}
+
+// relay copies between the downstream and the app until both sides end, or
+// until a policy change closes the connection.
+func (pp *PodProxy) relay(c Conn, down, app hbone.HalfCloser, labels connLabels) {
+	untrack := pp.p.cfg.Authorizer.Track(&pp.info, c, func() {
+		_ = down.Close()
+		_ = app.Close()
+	})
+	res := hbone.Splice(down, app, pp.p.cfg.Buffers)
+	untrack()
+	pp.p.cfg.Metrics.close(labels, flagNone, res.AToB, res.BToA)
+}

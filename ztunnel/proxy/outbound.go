@@ -1,0 +1,85 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/zmesh/zmesh/pkg/hbone"
+)
+
+// connectTimeout bounds reaching the next hop (TCP, TLS and CONNECT).
+const connectTimeout = 10 * time.Second
+
+// handleOutbound carries one connection the pod opened (captured on 15001)
+// to its destination.
+func (pp *PodProxy) handleOutbound(c net.Conn) {
+	src, _ := addrPort(c.RemoteAddr())
+	dst, err := pp.sockets.OriginalDst(c)
+	if err != nil {
+		pp.log.Warn("outbound connection without original destination", "src", src, "err", err)
+		return
+	}
+	route := pp.p.cfg.Resolver.Outbound(&pp.info, dst)
+	labels := connLabels{reporter: reporterSource, src: pp.info.Peer, dst: route.Destination, service: route.Service, security: "none"}
+	if route.Kind == RouteHBONE {
+		labels.security = "mutual_tls"
+	}
+	m := pp.p.cfg.Metrics
+	m.open(labels)
+	log := pp.log.With("src", src, "dst", dst, "route", route.Kind.String())
+	if route.Kind == RouteDeny {
+		log.Info("outbound connection refused", "reason", route.Reason)
+		m.close(labels, flagNoRoute, 0, 0)
+		return
+	}
+	ctx, cancel := context.WithTimeout(pp.ctx, connectTimeout)
+	up, err := pp.dialRoute(ctx, src, route)
+	cancel()
+	if err != nil {
+		log.Info("outbound connection failed", "authority", route.Authority, "nextHop", route.NextHop, "err", err)
+		m.close(labels, flagUpstreamFailure, 0, 0)
+		return
+	}
+	res := hbone.Splice(c.(hbone.HalfCloser), up, pp.p.cfg.Buffers)
+	m.close(labels, flagNone, res.AToB, res.BToA)
+	log.Debug("outbound connection closed", "sent", res.AToB, "received", res.BToA, "err", res.Err())
+}
+
+// dialRoute opens the upstream side of an outbound connection.
+func (pp *PodProxy) dialRoute(ctx context.Context, src netip.AddrPort, r Route) (hbone.HalfCloser, error) {
+	if r.Kind != RouteHBONE {
+		return pp.dialPlain(ctx, r.Authority)
+	}
+	id := pp.info.Identity
+	stream, err := pp.p.cfg.Pool.Dial(ctx, &hbone.DialRequest{
+		NextHop:     r.NextHop,
+		Authority:   r.Authority,
+		SourceID:    id,
+		Certificate: func() (*tls.Certificate, error) { return pp.p.cfg.Certificates(id) },
+		ExpectedIDs: r.ExpectedIDs,
+		SourceIP:    src.Addr(),
+		Forwarded:   hbone.FormatForwarded(src, ""),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return stream, nil
+}
+
+// dialPlain dials addr from the pod's network namespace.
+func (pp *PodProxy) dialPlain(ctx context.Context, addr netip.AddrPort) (hbone.HalfCloser, error) {
+	c, err := pp.sockets.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	hc, ok := c.(hbone.HalfCloser)
+	if !ok {
+		_ = c.Close()
+		return nil, fmt.Errorf("dial %s: %T cannot half-close", addr, c)
+	}
+	return hc, nil
+}
