@@ -1,0 +1,83 @@
+package echo
+
+import (
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxDelay bounds the ?delay= a request may ask for.
+const maxDelay = 30 * time.Second
+
+// handler answers every request with a Report.
+//
+// Request controls: a path of the form /status/<code> sets the response
+// status; ?delay=<duration> delays the answer (at most maxDelay);
+// Accept: application/json or ?format=json selects JSON.
+type handler struct {
+	pod, namespace string
+	port           int
+	log            *slog.Logger
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rep := &Report{
+		Pod:       h.pod,
+		Namespace: h.namespace,
+		Port:      h.port,
+		Method:    r.Method,
+		Path:      r.URL.Path,
+		Host:      r.Host,
+		Peer:      r.RemoteAddr,
+		Headers:   make(map[string]string, len(r.Header)),
+	}
+	for k, v := range r.Header {
+		rep.Headers[k] = strings.Join(v, ", ")
+	}
+	if c, ok := r.Context().Value(connKey{}).(net.Conn); ok {
+		info, err := describeConn(c)
+		if err != nil {
+			h.log.Warn("echo: PROXY header", "err", err)
+		}
+		rep.Peer = info.peer
+		rep.SocketPeer = info.socketPeer
+		rep.Local = info.local
+		rep.ProxyProtocol = info.proxied
+		rep.Identity = info.header.Identity
+		rep.Service = info.header.Service
+		if info.proxied && info.header.Destination.IsValid() {
+			rep.ProxyDestination = info.header.Destination.String()
+		}
+	}
+
+	status := http.StatusOK
+	if code, ok := strings.CutPrefix(r.URL.Path, "/status/"); ok {
+		if n, err := strconv.Atoi(code); err == nil && n >= 200 && n <= 599 {
+			status = n
+		}
+	}
+	if d := r.URL.Query().Get("delay"); d != "" {
+		if dur, err := time.ParseDuration(d); err == nil && dur > 0 {
+			t := time.NewTimer(min(dur, maxDelay))
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+				return
+			}
+		}
+	}
+
+	body, ctype := rep.Text(), "text/plain; charset=utf-8"
+	if r.URL.Query().Get("format") == "json" || strings.Contains(r.Header.Get("Accept"), "application/json") {
+		body, ctype = rep.JSON(), "application/json"
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Header().Set("X-Echo-Pod", h.pod)
+	w.WriteHeader(status)
+	w.Write(body)
+}
