@@ -79,14 +79,17 @@ func New(cfg Config) (*App, error) {
 }
 
 // Start loads (or creates) the CA, starts serving gRPC and monitoring, and
-// loads the first snapshot from the source. On error, everything already
-// started is stopped.
+// loads the first snapshot from the source. ctx bounds the start only: what
+// Start begins runs until Stop. On error, everything already started is
+// stopped.
 func (a *App) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
 			a.Stop()
 		}
 	}()
+	// Long-lived work keeps ctx's values but not its deadline; Stop ends it.
+	ctx = context.WithoutCancel(ctx)
 	if err := a.startCA(ctx); err != nil {
 		return err
 	}
