@@ -1,0 +1,103 @@
+package e2e
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/zmesh/zmesh/tests/e2e/cluster"
+	"github.com/zmesh/zmesh/tests/e2e/echo"
+)
+
+func basicMesh() meshSpec {
+	ambient := map[string]string{"istio.io/dataplane-mode": "ambient"}
+	return meshSpec{
+		namespaces: map[string]map[string]string{"demo": ambient, "legacy": nil},
+		pods: []cluster.PodSpec{
+			{Name: "sleep-0", Namespace: "demo", Node: "node1", ServiceAccount: "sleep", Labels: map[string]string{"app": "sleep"}},
+			{Name: "httpbin-0", Namespace: "demo", Node: "node2", ServiceAccount: "httpbin", Labels: map[string]string{"app": "httpbin"}},
+			{Name: "httpbin-1", Namespace: "demo", Node: "node1", ServiceAccount: "httpbin", Labels: map[string]string{"app": "httpbin"}},
+			{Name: "client-0", Namespace: "legacy", Node: "node1", Labels: map[string]string{"app": "client"}},
+		},
+		services: []cluster.ServiceSpec{{Name: "httpbin", Namespace: "demo", ClusterIP: "10.96.0.10",
+			Selector: map[string]string{"app": "httpbin"}, Ports: []cluster.ServicePort{{Name: "http", Port: 80, TargetPort: intOrPort(8080)}}}},
+	}
+}
+
+// TestPodToPodOverHBONE: traffic between ambient pods crosses the node
+// link only as TLS to 15008, and the app still sees the real client.
+func TestPodToPodOverHBONE(t *testing.T) {
+	m := startMesh(t, basicMesh())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sleep, remote, local := m.pods["sleep-0"], m.pods["httpbin-0"], m.pods["httpbin-1"]
+
+	capture, err := m.c.CaptureLink(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := sleep.Netns.HTTPClient(10 * time.Second)
+	for _, tc := range []struct {
+		name, url string
+		pods      []string // acceptable serving pods
+	}{
+		{"across nodes", "http://" + remote.IP.String() + ":8080/across", []string{"httpbin-0"}},
+		{"same node", "http://" + local.IP.String() + ":8080/local", []string{"httpbin-1"}},
+		{"service VIP", "http://10.96.0.10/vip", []string{"httpbin-0", "httpbin-1"}},
+	} {
+		resp, err := echo.Get(ctx, client, tc.url, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if resp.Status != 200 || resp.Report == nil {
+			t.Fatalf("%s: status %d body %q", tc.name, resp.Status, resp.Body)
+		}
+		if !contains(tc.pods, resp.Report.Pod) {
+			t.Errorf("%s: served by %s", tc.name, resp.Report.Pod)
+		}
+		if peer, _ := netip.ParseAddrPort(resp.Report.Peer); peer.Addr() != sleep.IP {
+			t.Errorf("%s: app saw peer %s, want %s", tc.name, resp.Report.Peer, sleep.IP)
+		}
+	}
+	segs, err := capture.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(segs) == 0 {
+		t.Fatal("nothing crossed the node link")
+	}
+	if cluster.Contains(segs, []byte("GET /across")) {
+		t.Error("application bytes crossed the node link in plaintext")
+	}
+	for _, f := range cluster.Flows(segs) {
+		if f.Src.Port() != 15008 && f.Dst.Port() != 15008 {
+			t.Errorf("flow %v on the node link is not HBONE", f)
+		}
+	}
+}
+
+// TestUncapturedPodsTalkPlaintext: a pod outside the mesh reaches an ambient
+// pod (PERMISSIVE), and the app sees it directly.
+func TestUncapturedPodsTalkPlaintext(t *testing.T) {
+	m := startMesh(t, basicMesh())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	legacy, remote := m.pods["client-0"], m.pods["httpbin-0"]
+	resp, err := echo.Get(ctx, legacy.Netns.HTTPClient(10*time.Second), "http://"+remote.IP.String()+":8080/plain", nil)
+	if err != nil || resp.Status != 200 {
+		t.Fatalf("legacy -> ambient: %v %+v", err, resp)
+	}
+	if peer, _ := netip.ParseAddrPort(resp.Report.Peer); peer.Addr() != legacy.IP {
+		t.Errorf("app saw %s, want %s", resp.Report.Peer, legacy.IP)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
