@@ -94,8 +94,11 @@ func (s *loopSockets) Listen(port uint16) (net.Listener, error) {
 	return ln, nil
 }
 
-func (s *loopSockets) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: s.ip.AsSlice()}}
+func (s *loopSockets) Dial(ctx context.Context, addr netip.AddrPort, src netip.Addr) (net.Conn, error) {
+	if !src.IsValid() {
+		src = s.ip
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
 	return d.DialContext(ctx, "tcp", addr.String())
 }
 

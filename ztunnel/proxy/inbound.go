@@ -78,7 +78,8 @@ func (pp *PodProxy) admit(ctx context.Context, c Conn, labels connLabels, log *s
 	}
 	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
-	app, err := pp.dialPlain(dctx, c.Dst)
+	// The app sees the original client's address, as without the mesh.
+	app, err := pp.dialPlain(dctx, c.Dst, c.Src.Addr())
 	if err != nil {
 		log.Info("inbound connection: app unreachable", "err", err)
 		m.close(labels, flagUpstreamFailure, 0, 0)

@@ -120,8 +120,10 @@ type Sockets interface {
 	// Listen opens a TCP listener on port (all of the pod's addresses).
 	Listen(port uint16) (net.Listener, error)
 	// Dial connects from the pod to addr with ztunnel's socket mark, so the
-	// connection is not captured again.
-	Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
+	// connection is not captured again. A valid src makes the connection
+	// appear to come from src (the original client, for inbound traffic to
+	// the app); otherwise the pod's own address is used.
+	Dial(ctx context.Context, addr netip.AddrPort, src netip.Addr) (net.Conn, error)
 	// OriginalDst returns the destination a redirected connection was
 	// addressed to before capture.
 	OriginalDst(c net.Conn) (netip.AddrPort, error)

@@ -52,7 +52,7 @@ func (pp *PodProxy) handleOutbound(c net.Conn) {
 // dialRoute opens the upstream side of an outbound connection.
 func (pp *PodProxy) dialRoute(ctx context.Context, src netip.AddrPort, r Route) (hbone.HalfCloser, error) {
 	if r.Kind != RouteHBONE {
-		return pp.dialPlain(ctx, r.Authority)
+		return pp.dialPlain(ctx, r.Authority, netip.Addr{})
 	}
 	id := pp.info.Identity
 	stream, err := pp.p.cfg.Pool.Dial(ctx, &hbone.DialRequest{
@@ -70,9 +70,9 @@ func (pp *PodProxy) dialRoute(ctx context.Context, src netip.AddrPort, r Route) 
 	return stream, nil
 }
 
-// dialPlain dials addr from the pod's network namespace.
-func (pp *PodProxy) dialPlain(ctx context.Context, addr netip.AddrPort) (hbone.HalfCloser, error) {
-	c, err := pp.sockets.Dial(ctx, addr)
+// dialPlain dials addr from the pod's network namespace, from src when valid.
+func (pp *PodProxy) dialPlain(ctx context.Context, addr netip.AddrPort, src netip.Addr) (hbone.HalfCloser, error) {
+	c, err := pp.sockets.Dial(ctx, addr, src)
 	if err != nil {
 		return nil, err
 	}
