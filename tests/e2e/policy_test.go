@@ -5,8 +5,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -16,28 +14,9 @@ import (
 
 func policyMesh() meshSpec {
 	spec := basicMesh()
-	spec.pods = append(spec.pods, cluster.PodSpec{Name: "other-0", Namespace: "demo", Node: "node1", ServiceAccount: "other",
+	spec.Pods = append(spec.Pods, cluster.PodSpec{Name: "other-0", Namespace: "demo", Node: "node1", ServiceAccount: "other",
 		Labels: map[string]string{"app": "other"}})
 	return spec
-}
-
-// writeConfig adds or replaces a manifest in the controller's directory.
-func (m *mesh) writeConfig(name, yaml string) {
-	m.t.Helper()
-	tmp := filepath.Join(m.configDir, "."+name+".tmp")
-	if err := os.WriteFile(tmp, []byte(yaml), 0o644); err != nil {
-		m.t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(m.configDir, name)); err != nil {
-		m.t.Fatal(err)
-	}
-}
-
-func (m *mesh) removeConfig(name string) {
-	m.t.Helper()
-	if err := os.Remove(filepath.Join(m.configDir, name)); err != nil {
-		m.t.Fatal(err)
-	}
 }
 
 // reaches reports whether an HTTP request from pod src to dst:8080 succeeds.

@@ -32,7 +32,7 @@ func TestZtunnelRestart(t *testing.T) {
 	if !m.reaches("sleep-0", "httpbin-0") {
 		t.Fatal("no traffic before the restart")
 	}
-	m.ztunnels["node2"].Stop()
+	m.StopZtunnel("node2")
 	if m.reaches("sleep-0", "httpbin-0") {
 		t.Fatal("traffic reached a pod whose ztunnel is down: it is not captured")
 	}
@@ -41,13 +41,17 @@ func TestZtunnelRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ns.Close()
-	if err := m.rd.Check(ns); err != nil {
+	if err := m.Redirector.Check(ns); err != nil {
 		t.Fatalf("redirection gone while ztunnel was down: %v", err)
 	}
-	m.startZtunnel(ctx, "node2")
-	m.waitReady(ctx, "node2")
+	if err := m.StartZtunnel(ctx, "node2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WaitReady(ctx, "node2"); err != nil {
+		t.Fatal(err)
+	}
 	m.eventually("traffic resumes after the restart", func() bool { return m.reaches("sleep-0", "httpbin-0") })
-	if err := m.rd.Check(ns); err != nil {
+	if err := m.Redirector.Check(ns); err != nil {
 		t.Fatalf("redirection changed by the restart: %v", err)
 	}
 }

@@ -13,14 +13,14 @@ import (
 func basicMesh() meshSpec {
 	ambient := map[string]string{"istio.io/dataplane-mode": "ambient"}
 	return meshSpec{
-		namespaces: map[string]map[string]string{"demo": ambient, "legacy": nil},
-		pods: []cluster.PodSpec{
+		Namespaces: map[string]map[string]string{"demo": ambient, "legacy": nil},
+		Pods: []cluster.PodSpec{
 			{Name: "sleep-0", Namespace: "demo", Node: "node1", ServiceAccount: "sleep", Labels: map[string]string{"app": "sleep"}},
 			{Name: "httpbin-0", Namespace: "demo", Node: "node2", ServiceAccount: "httpbin", Labels: map[string]string{"app": "httpbin"}},
 			{Name: "httpbin-1", Namespace: "demo", Node: "node1", ServiceAccount: "httpbin", Labels: map[string]string{"app": "httpbin"}},
 			{Name: "client-0", Namespace: "legacy", Node: "node1", Labels: map[string]string{"app": "client"}},
 		},
-		services: []cluster.ServiceSpec{{Name: "httpbin", Namespace: "demo", ClusterIP: "10.96.0.10",
+		Services: []cluster.ServiceSpec{{Name: "httpbin", Namespace: "demo", ClusterIP: "10.96.0.10",
 			Selector: map[string]string{"app": "httpbin"}, Ports: []cluster.ServicePort{{Name: "http", Port: 80, TargetPort: intOrPort(8080)}}}},
 	}
 }
@@ -33,7 +33,7 @@ func TestPodToPodOverHBONE(t *testing.T) {
 	defer cancel()
 	sleep, remote, local := m.pods["sleep-0"], m.pods["httpbin-0"], m.pods["httpbin-1"]
 
-	capture, err := m.c.CaptureLink(ctx)
+	capture, err := m.Cluster.CaptureLink(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

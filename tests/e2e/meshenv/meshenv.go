@@ -1,0 +1,307 @@
+// Package meshenv brings up a complete zmesh on this machine: a
+// network-namespace cluster with an echo app in every pod, the controller in
+// local mode serving a manifest directory, and on each node a ZDS server, a
+// node agent and a ztunnel. The e2e tests, `make demo` and the benchmarks
+// share it.
+//
+// The controller, agents and ztunnels run inside the calling process, in
+// the root network namespace; ztunnel opens its pod sockets inside the
+// pods' namespaces, exactly as in-pod mode does in a real node. Needs root.
+package meshenv
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"k8s.io/apimachinery/pkg/runtime"
+
+	controllerapp "github.com/zmesh/zmesh/controller/app"
+	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/pkg/zds"
+	"github.com/zmesh/zmesh/tests/e2e/cluster"
+	ztunnelapp "github.com/zmesh/zmesh/ztunnel/app"
+	"github.com/zmesh/zmesh/ztunnel/nodeagent"
+	"github.com/zmesh/zmesh/ztunnel/redirect"
+)
+
+// Spec describes the mesh to start.
+type Spec struct {
+	// Nodes in the cluster (default 2).
+	Nodes int
+	// Prefix names the cluster's namespaces; leftovers of crashed runs with
+	// the same prefix are removed first.
+	Prefix string
+	// Namespaces and their labels.
+	Namespaces map[string]map[string]string
+	Pods       []cluster.PodSpec
+	Services   []cluster.ServiceSpec
+	// Extra objects for the controller (policies...).
+	Extra []runtime.Object
+	// EchoPath and EchoEnv run the echo app in every pod (HTTP 8080, TCP 9000).
+	EchoPath string
+	EchoEnv  []string
+	Logger   *slog.Logger
+}
+
+// Mesh is a running mesh. Close tears everything down.
+type Mesh struct {
+	Cluster    *cluster.Cluster
+	ConfigDir  string
+	Pods       map[string]*cluster.Pod // by pod name
+	Controller *controllerapp.App
+	Agents     map[string]*nodeagent.Agent // by node
+	Ztunnels   map[string]*ztunnelapp.App  // by node
+	Redirector *redirect.Redirector
+
+	log       *slog.Logger
+	ztConfigs map[string]ztunnelapp.Config
+	closers   []func() // run in reverse by Close
+	closeErr  error    // the cluster's teardown error
+}
+
+// Start builds the cluster and starts every component; on error it tears
+// down what it started.
+func Start(ctx context.Context, spec Spec) (_ *Mesh, err error) {
+	if spec.Nodes == 0 {
+		spec.Nodes = 2
+	}
+	if spec.Logger == nil {
+		spec.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &Mesh{Pods: map[string]*cluster.Pod{}, Agents: map[string]*nodeagent.Agent{},
+		Ztunnels: map[string]*ztunnelapp.App{}, ztConfigs: map[string]ztunnelapp.Config{}, log: spec.Logger}
+	defer func() {
+		if err != nil {
+			_ = m.Close()
+		}
+	}()
+	if err := cluster.Cleanup(spec.Prefix); err != nil {
+		m.log.Warn("cleanup of earlier runs failed", "err", err)
+	}
+	c, err := cluster.New(cluster.Options{Nodes: spec.Nodes, Prefix: spec.Prefix, Logger: spec.Logger})
+	if err != nil {
+		return nil, err
+	}
+	m.Cluster = c
+	m.closers = append(m.closers, func() { m.closeErr = c.Close() })
+	if err := c.Start(ctx); err != nil {
+		return nil, err
+	}
+	if err := m.startPods(ctx, spec); err != nil {
+		return nil, err
+	}
+	if err := m.writeManifests(spec); err != nil {
+		return nil, err
+	}
+	if err := m.startControlPlane(ctx); err != nil {
+		return nil, err
+	}
+	for _, n := range c.Nodes() {
+		if err := m.startNode(ctx, n); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.enrol(ctx, spec); err != nil {
+		return nil, err
+	}
+	for node := range m.Ztunnels {
+		if err := m.WaitReady(ctx, node); err != nil {
+			return nil, err
+		}
+	}
+	for _, p := range m.Pods {
+		if err := p.Netns.WaitDial(ctx, p.IP.String()+":8080"); err != nil {
+			return nil, fmt.Errorf("echo app in %s: %w", p.Name, err)
+		}
+	}
+	return m, nil
+}
+
+func (m *Mesh) startPods(ctx context.Context, spec Spec) error {
+	for _, ps := range spec.Pods {
+		p, err := m.Cluster.AddPod(ctx, ps)
+		if err != nil {
+			return err
+		}
+		m.Pods[p.Name] = p
+		if spec.EchoPath == "" {
+			continue
+		}
+		if _, err := m.Cluster.StartProcess(cluster.ProcessSpec{
+			Name: "echo-" + p.Name, Netns: p.Netns, Path: spec.EchoPath, Env: spec.EchoEnv,
+			Args: []string{"serve", "--pod", p.Name, "--namespace", p.Namespace, "--http", "8080", "--tcp", "9000"},
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeManifests writes the controller's directory: namespaces, pods,
+// services and the extra objects.
+func (m *Mesh) writeManifests(spec Spec) error {
+	m.ConfigDir = filepath.Join(m.Cluster.WorkDir(), "config")
+	if err := os.MkdirAll(m.ConfigDir, 0o755); err != nil {
+		return err
+	}
+	objs := []any{cluster.NamespaceObject("istio-system", nil)}
+	for name, labels := range spec.Namespaces {
+		objs = append(objs, cluster.NamespaceObject(name, labels))
+	}
+	for _, p := range m.Cluster.PodObjects() {
+		objs = append(objs, p)
+	}
+	for _, s := range spec.Services {
+		objs = append(objs, cluster.ServiceObject(s))
+	}
+	for _, o := range spec.Extra {
+		objs = append(objs, o)
+	}
+	return cluster.WriteYAML(filepath.Join(m.ConfigDir, "mesh.yaml"), objs...)
+}
+
+// startControlPlane starts the controller with a token per node's ztunnel.
+func (m *Mesh) startControlPlane(ctx context.Context) error {
+	work := m.Cluster.WorkDir()
+	var lines string
+	for _, n := range m.Cluster.Nodes() {
+		lines += fmt.Sprintf("%s-token spiffe://cluster.local/ns/istio-system/sa/ztunnel %s\n", n.Name, n.Name)
+		if err := os.WriteFile(filepath.Join(work, n.Name+".token"), []byte(n.Name+"-token\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	tokens := filepath.Join(work, "tokens")
+	if err := os.WriteFile(tokens, []byte(lines), 0o600); err != nil {
+		return err
+	}
+	ctrl, err := controllerapp.New(controllerapp.Config{
+		ConfigDir: m.ConfigDir, CADir: filepath.Join(work, "ca"), TokensFile: tokens,
+		GRPCAddr: "127.0.0.1:0", MonitoringAddr: "-",
+		Index:  index.Config{AssumeCaptured: true},
+		Logger: m.log.With("proc", "controller"),
+	})
+	if err != nil {
+		return err
+	}
+	if err := ctrl.Start(ctx); err != nil {
+		return err
+	}
+	m.Controller = ctrl
+	m.closers = append(m.closers, ctrl.Stop)
+	return nil
+}
+
+// startNode starts a node's ZDS server, agent and ztunnel.
+func (m *Mesh) startNode(ctx context.Context, n *cluster.Node) error {
+	log := m.log.With("proc", "ztunnel-"+n.Name)
+	sock := filepath.Join(m.Cluster.WorkDir(), n.Name+"-ztunnel.sock")
+	srv, err := zds.NewServer(zds.ServerConfig{Path: sock, Logger: log.With("component", "zds-server")})
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	m.closers = append(m.closers, srv.Stop)
+	if m.Redirector == nil {
+		if m.Redirector, err = redirect.New(redirect.Config{Logger: log}); err != nil {
+			return err
+		}
+	}
+	agent, err := nodeagent.New(nodeagent.Config{Redirector: m.Redirector, Workloads: srv, Logger: log.With("component", "nodeagent")})
+	if err != nil {
+		return err
+	}
+	m.Agents[n.Name] = agent
+	m.ztConfigs[n.Name] = ztunnelapp.Config{
+		ControllerAddr: m.Controller.GRPCAddr().String(), ControllerName: "localhost",
+		RootCertFile: filepath.Join(m.Cluster.WorkDir(), "ca", "root-cert.pem"),
+		TokenFile:    filepath.Join(m.Cluster.WorkDir(), n.Name+".token"),
+		NodeName:     n.Name, NodeIP: n.IP.String(), ZDSSocket: sock,
+		AdminAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", ReadyAddr: "127.0.0.1:0",
+		Logger: log,
+	}
+	return m.StartZtunnel(ctx, n.Name)
+}
+
+// enrol plays the kubelet: the agents learn namespaces and pods, then each
+// pod's netns as the CNI plugin would report it.
+func (m *Mesh) enrol(ctx context.Context, spec Spec) error {
+	for name, labels := range spec.Namespaces {
+		for _, a := range m.Agents {
+			if err := a.SetNamespace(ctx, name, labels); err != nil {
+				return err
+			}
+		}
+	}
+	for _, p := range m.Pods {
+		a := m.Agents[p.Node.Name]
+		if err := a.UpsertPod(ctx, nodeagent.Pod{UID: p.UID, Name: p.Name, Namespace: p.Namespace,
+			ServiceAccount: p.ServiceAccount, Labels: p.Labels}); err != nil {
+			return err
+		}
+		if err := a.SetNetns(ctx, p.UID, p.Netns.Path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StartZtunnel (re)starts node's ztunnel; the agent replays its pods.
+func (m *Mesh) StartZtunnel(ctx context.Context, node string) error {
+	zt, err := ztunnelapp.New(m.ztConfigs[node])
+	if err != nil {
+		return err
+	}
+	if err := zt.Start(ctx); err != nil {
+		return err
+	}
+	m.Ztunnels[node] = zt
+	m.closers = append(m.closers, zt.Stop)
+	return nil
+}
+
+// StopZtunnel stops node's ztunnel (its pods stay captured).
+func (m *Mesh) StopZtunnel(node string) { m.Ztunnels[node].Stop() }
+
+// WaitReady waits for node's ztunnel to be ready.
+func (m *Mesh) WaitReady(ctx context.Context, node string) error {
+	for {
+		err := m.Ztunnels[node].Ready()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ztunnel %s not ready: %w", node, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// WriteConfig adds or replaces a manifest in the controller's directory.
+func (m *Mesh) WriteConfig(name, yaml string) error {
+	tmp := filepath.Join(m.ConfigDir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(yaml), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(m.ConfigDir, name))
+}
+
+// RemoveConfig removes a manifest from the controller's directory.
+func (m *Mesh) RemoveConfig(name string) error {
+	return os.Remove(filepath.Join(m.ConfigDir, name))
+}
+
+// Close stops every component and tears the cluster down.
+func (m *Mesh) Close() error {
+	for i := len(m.closers) - 1; i >= 0; i-- {
+		m.closers[i]()
+	}
+	m.closers = nil
+	return m.closeErr
+}
