@@ -22,7 +22,7 @@ GOLANGCI_LINT := $(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 PROTOC_GEN_GO := $(TOOLS)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
 
 PROTOS := pkg/workloadapi/workload.proto pkg/workloadapi/security/authorization.proto pkg/zdsapi/zds.proto
-BINARIES := controller
+BINARIES := controller/cmd/controller ztunnel/cmd/ztunnel tests/e2e/cmd/echo
 
 .PHONY: all build test packages check-fmt vet lint generate check-generate unit interop bench demo tools clean
 
@@ -30,7 +30,7 @@ all: build
 
 build:
 	@mkdir -p bin
-	$(GO) build -o bin/ $(addprefix ./controller/cmd/,$(BINARIES))
+	$(GO) build -o bin/ $(addprefix ./,$(BINARIES))
 
 test: packages check-fmt vet lint check-generate unit interop
 
@@ -93,6 +93,9 @@ $(PROTOC_GEN_GO):
 clean:
 	rm -rf bin
 
-# The demo: the controller on examples/mesh, driven as a node's ztunnel would.
-demo: packages build
-	$(GO) run ./tests/demo -controller bin/controller -examples examples $(if $(KEEP),-keep)
+# The demo: a two-node mesh in network namespaces (needs root), driven
+# through the examples in examples/demo. KEEP=1 leaves it running.
+demo: packages
+	@mkdir -p bin
+	$(GO) build -o bin/echo ./tests/e2e/cmd/echo
+	$(GO) run ./tests/demo -echo bin/echo -examples examples $(if $(KEEP),-keep)

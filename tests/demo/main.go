@@ -1,9 +1,10 @@
-// Command demo runs the controller binary on a copy of examples/mesh and
-// shows, step by step, what a node's ztunnel gets from it: the workload API
-// over delta xDS, certificates from the CA (and a refused impersonation),
-// live updates on edit, and a bad edit that changes nothing.
+// Command demo runs a small zmesh on this machine and prints what each step
+// proves: two nodes and four pods in network namespaces, the controller in
+// local mode, and on each node a node agent and a ztunnel. It sends traffic
+// through the mesh, applies the policies in examples/demo, and tears
+// everything down (or, with -keep, leaves it running).
 //
-// Usage: demo -controller bin/controller -examples examples [-keep]
+// Usage (as root): demo -echo bin/echo -examples examples [-keep]
 package main
 
 import (
@@ -12,361 +13,241 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
+	"log/slog"
 	"net/http"
-	"net/netip"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
+	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/zmesh/zmesh/pkg/caclient"
-	"github.com/zmesh/zmesh/pkg/mtls"
-	"github.com/zmesh/zmesh/pkg/workloadapi"
-	"github.com/zmesh/zmesh/pkg/workloadapi/security"
-	"github.com/zmesh/zmesh/pkg/xds"
+	"github.com/zmesh/zmesh/tests/e2e/cluster"
+	"github.com/zmesh/zmesh/tests/e2e/echo"
+	"github.com/zmesh/zmesh/tests/e2e/meshenv"
 )
 
 func main() {
-	controller := flag.String("controller", "bin/controller", "controller binary")
-	examples := flag.String("examples", "examples", "examples directory (mesh/ and tokens.txt)")
-	keep := flag.Bool("keep", false, "leave the controller running until interrupted")
+	echoBin := flag.String("echo", "bin/echo", "echo app binary run in every pod")
+	examples := flag.String("examples", "examples", "examples directory (demo/ holds the policies)")
+	keep := flag.Bool("keep", false, "leave the mesh running until interrupted")
+	verbose := flag.Bool("v", false, "print component logs")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *controller, *examples, *keep); err != nil {
+	if err := run(ctx, *echoBin, *examples, *keep, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, controllerBin, examples string, keep bool) error {
-	work, err := os.MkdirTemp("", "zmesh-demo-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
-	meshDir, caDir := filepath.Join(work, "mesh"), filepath.Join(work, "ca")
-	if err := copyDir(filepath.Join(examples, "mesh"), meshDir); err != nil {
-		return err
-	}
-	grpcAddr, monAddr := freeAddr(), freeAddr()
+var ambient = map[string]string{"istio.io/dataplane-mode": "ambient"}
 
-	cmd := exec.CommandContext(ctx, controllerBin, "--config-dir", meshDir, "--ca-dir", caDir,
-		"--tokens-file", filepath.Join(examples, "tokens.txt"), "--grpc-addr", grpcAddr, "--monitoring-addr", monAddr,
-		"--log-level", "warn")
-	logFile, err := os.Create(filepath.Join(work, "controller.log"))
-	if err != nil {
-		return err
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start controller: %w", err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-	}()
-	if err := waitReady("http://" + monAddr + "/healthz/ready"); err != nil {
-		return fmt.Errorf("controller not ready (log: %s): %w", tail(logFile.Name()), err)
-	}
-	step(1, "controller started: xDS + CA on %s (TLS), monitoring on %s, serving %s", grpcAddr, monAddr, "examples/mesh")
-
-	rootPEM, err := os.ReadFile(filepath.Join(caDir, "root-cert.pem"))
-	if err != nil {
-		return err
-	}
-	roots, err := mtls.ParseCertificatesPEM(rootPEM)
-	if err != nil {
-		return err
-	}
-	creds, err := caclient.TransportCredentials(roots, "localhost")
-	if err != nil {
-		return err
-	}
-
-	// 2. Subscribe as node1's ztunnel.
-	addrs, policies := newView(), newView()
-	client, err := xds.New(xds.Config{
-		Address:     grpcAddr,
-		DialOptions: []grpc.DialOption{grpc.WithTransportCredentials(creds)},
-		Node:        xds.Node{IP: "172.30.0.11", PodName: "ztunnel-node1", Namespace: "istio-system", NodeName: "node1"},
-		Token:       func(context.Context) (string, error) { return "demo-node1-ztunnel", nil },
-		Types: []xds.TypeConfig{
-			{TypeURL: workloadapi.AddressTypeURL, New: func() proto.Message { return &workloadapi.Address{} }, Handler: addrs},
-			{TypeURL: security.AuthorizationTypeURL, New: func() proto.Message { return &security.Authorization{} }, Handler: policies},
+func spec(echoBin string, logger *slog.Logger) meshenv.Spec {
+	httpbin := map[string]string{"app": "httpbin"}
+	return meshenv.Spec{
+		Prefix:     "zmdemo",
+		Namespaces: map[string]map[string]string{"demo": ambient, "legacy": nil},
+		Pods: []cluster.PodSpec{
+			{Name: "sleep", Namespace: "demo", Node: "node1", ServiceAccount: "sleep", Labels: map[string]string{"app": "sleep"}},
+			{Name: "notsleep", Namespace: "demo", Node: "node1", ServiceAccount: "notsleep", Labels: map[string]string{"app": "notsleep"}},
+			{Name: "httpbin-1", Namespace: "demo", Node: "node2", ServiceAccount: "httpbin", Labels: httpbin},
+			{Name: "httpbin-2", Namespace: "demo", Node: "node2", ServiceAccount: "httpbin", Labels: httpbin},
+			{Name: "legacy", Namespace: "legacy", Node: "node1", Labels: map[string]string{"app": "legacy"}},
 		},
-	})
-	if err != nil {
-		return err
+		Services: []cluster.ServiceSpec{{Name: "httpbin", Namespace: "demo", ClusterIP: "10.96.0.10", Selector: httpbin,
+			Ports: []cluster.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}},
+		EchoPath: echoBin,
+		Logger:   logger,
 	}
-	if err := client.Start(); err != nil {
-		return err
-	}
-	defer client.Stop()
-	for _, typ := range []string{workloadapi.AddressTypeURL, security.AuthorizationTypeURL} {
-		select {
-		case <-client.Synced(typ):
-		case <-time.After(10 * time.Second):
-			return fmt.Errorf("no %s from the controller", typ)
-		}
-	}
-	addrs.take()
-	policies.take()
-	step(2, "node1's ztunnel subscribed over delta xDS: %d addresses, %d authorization policies", addrs.len(), policies.len())
-	printWorkloads(addrs)
+}
 
-	// 3 and 4. Certificates by impersonation.
-	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(creds))
-	if err != nil {
-		return err
+func run(ctx context.Context, echoBin, examples string, keep, verbose bool) error {
+	if os.Geteuid() != 0 {
+		return errors.New("the demo builds network namespaces and needs root")
 	}
-	defer conn.Close()
-	ca, err := caclient.New(conn, caclient.Options{Roots: roots, Token: "demo-node1-ztunnel"})
-	if err != nil {
-		return err
+	if _, err := os.Stat(echoBin); err != nil {
+		return fmt.Errorf("echo app: %w (run `make demo`)", err)
 	}
-	sleep := spiffeid.RequireFromString("spiffe://cluster.local/ns/demo/sa/sleep")
-	cert, err := ca.Fetch(ctx, caclient.Request{Identity: sleep, Impersonate: true})
-	if err != nil {
-		return fmt.Errorf("certificate for sleep: %w", err)
-	}
-	bundle := x509bundle.FromX509Authorities(sleep.TrustDomain(), roots)
-	id, _, err := x509svid.Verify(cert.Chain(), bundle)
-	if err != nil {
-		return fmt.Errorf("issued certificate does not verify: %w", err)
-	}
-	step(3, "CA: node1's ztunnel got a certificate for %s (sleep-0 runs on node1), valid until %s, verified as an X.509-SVID",
-		id, cert.NotAfter().Format(time.RFC3339))
-	nobody := spiffeid.RequireFromString("spiffe://cluster.local/ns/prod/sa/nobody")
-	_, err = ca.Fetch(ctx, caclient.Request{Identity: nobody, Impersonate: true})
-	if err == nil {
-		return errors.New("CA issued a certificate for a service account with no pod on the node")
-	}
-	step(4, "CA: refused %s to node1's ztunnel (no such pod on node1): %s", nobody, status.Code(err))
-
-	// 5. A live edit reaches the ztunnel as a one-resource delta.
-	pods := filepath.Join(meshDir, "pods.yaml")
-	data, err := os.ReadFile(pods)
-	if err != nil {
-		return err
-	}
-	edited, ok := markUnready(string(data), "httpbin-0")
-	if !ok {
-		return errors.New("httpbin-0 not found in pods.yaml")
+	echoBin, _ = filepath.Abs(echoBin)
+	logger := slog.New(slog.DiscardHandler)
+	if verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	start := time.Now()
-	if err := writeAtomic(pods, edited); err != nil {
-		return err
-	}
-	d, err := addrs.wait(5 * time.Second)
+	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	m, err := meshenv.Start(sctx, spec(echoBin, logger))
+	cancel()
 	if err != nil {
-		return err
+		return fmt.Errorf("mesh: %w", err)
 	}
-	step(5, "edit: httpbin-0 became unready -> ztunnel received %d changed resource(s) %v in %v",
-		len(d.Upserts), names(d), time.Since(start).Round(time.Millisecond))
+	defer func() {
+		if err := m.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "teardown:", err)
+		}
+	}()
+	d := &demo{m: m, ctx: ctx}
+	d.say("mesh up in %v: 2 nodes, 5 pods; controller, 2 node agents and 2 ztunnels ready; demo/ is ambient, legacy/ is not",
+		time.Since(start).Round(time.Millisecond))
 
-	// 6. A broken edit changes nothing.
-	if err := writeAtomic(filepath.Join(meshDir, "policies.yaml"), "kind: [broken\n"); err != nil {
-		return err
-	}
-	if d, err := addrs.wait(700 * time.Millisecond); err == nil {
-		return fmt.Errorf("a broken file changed served state: %v", names(d))
-	}
-	dump, err := httpGet("http://" + monAddr + "/debug/config_dump")
+	// mTLS across nodes, proven three ways.
+	capture, err := m.Cluster.CaptureLink(ctx)
 	if err != nil {
 		return err
 	}
-	if !strings.Contains(dump, `"File": "policies.yaml"`) {
-		return errors.New("the controller did not report the broken file")
+	r, err := d.get("sleep", "http://"+m.Pods["httpbin-1"].IP.String()+":8080/hello")
+	if err != nil {
+		return err
 	}
-	step(6, "bad edit: policies.yaml broken -> nothing pushed, %d policies still served, problem reported in /debug/config_dump",
-		policies.len())
+	segs, err := capture.Stop()
+	if err != nil {
+		return err
+	}
+	if cluster.Contains(segs, []byte("GET /hello")) {
+		return errors.New("the request crossed the node link in plaintext")
+	}
+	for _, f := range cluster.Flows(segs) {
+		if f.Src.Port() != 15008 && f.Dst.Port() != 15008 {
+			return fmt.Errorf("non-HBONE flow on the node link: %v", f)
+		}
+	}
+	peer, err := d.peerSeenBy("node2", "httpbin-1")
+	if err != nil {
+		return err
+	}
+	d.say("sleep -> httpbin-1 (node1 -> node2): %d, app saw client %s; node2's ztunnel saw peer %s over mutual TLS; node link carried %d segments, all TLS to 15008, no plaintext",
+		r.Status, r.Report.Peer, peer, len(segs))
+
+	r, err = d.get("sleep", "http://10.96.0.10/")
+	if err != nil {
+		return err
+	}
+	d.say("sleep -> httpbin service VIP 10.96.0.10:80: %d, served by %s (endpoint picked by ztunnel, target port 8080)", r.Status, r.Report.Pod)
+
+	r, err = d.get("legacy", "http://"+m.Pods["httpbin-2"].IP.String()+":8080/")
+	if err != nil {
+		return err
+	}
+	d.say("legacy (outside the mesh) -> httpbin-2: %d in plaintext, allowed because demo/ is PERMISSIVE", r.Status)
+
+	// STRICT.
+	if err := d.apply(examples, "strict.yaml"); err != nil {
+		return err
+	}
+	if err := d.until("legacy is refused", func() bool { return !d.reaches("legacy", "httpbin-2") }); err != nil {
+		return err
+	}
+	if !d.reaches("sleep", "httpbin-2") {
+		return errors.New("mTLS traffic refused under STRICT")
+	}
+	d.say("applied examples/demo/strict.yaml: legacy -> httpbin-2 refused (plaintext under STRICT); sleep -> httpbin-2 still 200 over mTLS")
+
+	// ALLOW by principal.
+	if err := d.apply(examples, "allow-sleep.yaml"); err != nil {
+		return err
+	}
+	if err := d.until("notsleep is refused", func() bool { return !d.reaches("notsleep", "httpbin-1") }); err != nil {
+		return err
+	}
+	if !d.reaches("sleep", "httpbin-1") {
+		return errors.New("the allowed principal is refused")
+	}
+	d.say("applied examples/demo/allow-sleep.yaml: notsleep -> httpbin-1 denied (spiffe://cluster.local/ns/demo/sa/notsleep not allowed); sleep -> httpbin-1 still 200")
 
 	if keep {
-		fmt.Printf("\nController left running (Ctrl-C to stop). Try:\n  curl -s http://%s/debug/config_dump | less\n  curl -s http://%s/metrics | grep -E 'pilot_|citadel_'\n  edit files under %s and watch the log at %s\n",
-			monAddr, monAddr, meshDir, logFile.Name())
+		d.printTryIt()
 		<-ctx.Done()
 	}
-	fmt.Println("\ndemo passed: controller stopped and cleaned up")
+	fmt.Println("\ndemo passed; tearing the mesh down")
 	return nil
 }
 
-func step(n int, format string, args ...any) {
-	fmt.Printf("%d. %s\n", n, fmt.Sprintf(format, args...))
+// demo holds the running mesh and numbers the steps it prints.
+type demo struct {
+	m    *meshenv.Mesh
+	ctx  context.Context
+	step int
 }
 
-// view is a client's copy of one resource type.
-type view struct {
-	mu     sync.Mutex
-	state  map[string]proto.Message
-	deltas chan xds.Delta
+func (d *demo) say(format string, args ...any) {
+	d.step++
+	fmt.Printf("%d. %s\n", d.step, fmt.Sprintf(format, args...))
 }
 
-func newView() *view {
-	return &view{state: map[string]proto.Message{}, deltas: make(chan xds.Delta, 16)}
-}
-
-func (v *view) HandleDelta(d xds.Delta) []xds.Rejection {
-	v.mu.Lock()
-	for _, u := range d.Upserts {
-		v.state[u.Name] = u.Message
-	}
-	for _, r := range d.Removals {
-		delete(v.state, r)
-	}
-	v.mu.Unlock()
-	select {
-	case v.deltas <- d:
-	default:
-	}
-	return nil
-}
-
-func (v *view) len() int { v.mu.Lock(); defer v.mu.Unlock(); return len(v.state) }
-
-// take discards the initial-state delta.
-func (v *view) take() { <-v.deltas }
-
-func (v *view) wait(d time.Duration) (xds.Delta, error) {
-	select {
-	case got := <-v.deltas:
-		return got, nil
-	case <-time.After(d):
-		return xds.Delta{}, fmt.Errorf("no update within %v", d)
-	}
-}
-
-func names(d xds.Delta) []string {
-	var out []string
-	for _, u := range d.Upserts {
-		out = append(out, u.Name)
-	}
-	return out
-}
-
-func printWorkloads(v *view) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "   NAMESPACE\tNAME\tIP\tNODE\tIDENTITY\tPROTOCOL\tPOLICIES")
-	keys := make([]string, 0, len(v.state))
-	for k := range v.state {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		w := v.state[k].(*workloadapi.Address).GetWorkload()
-		if w == nil {
-			continue
-		}
-		ip := ""
-		if len(w.GetAddresses()) > 0 {
-			a, _ := netip.AddrFromSlice(w.GetAddresses()[0])
-			ip = a.String()
-		}
-		fmt.Fprintf(tw, "   %s\t%s\t%s\t%s\tspiffe://%s/ns/%s/sa/%s\t%s\t%s\n", w.GetNamespace(), w.GetName(), ip, w.GetNode(),
-			w.GetTrustDomain(), w.GetNamespace(), w.GetServiceAccount(), w.GetTunnelProtocol(), strings.Join(w.GetAuthorizationPolicies(), ","))
-	}
-	_ = tw.Flush()
-}
-
-// markUnready flips the Ready condition of the named pod's document.
-func markUnready(all, pod string) (string, bool) {
-	docs := strings.Split(all, "\n---\n")
-	for i, d := range docs {
-		if strings.Contains(d, "name: "+pod+"\n") && strings.Contains(d, `status: "True"`) {
-			docs[i] = strings.Replace(d, `status: "True"`, `status: "False"`, 1)
-			return strings.Join(docs, "\n---\n"), true
-		}
-	}
-	return all, false
-}
-
-func copyDir(src, dst string) error {
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		return err
-	}
-	entries, err := os.ReadDir(src)
+// get sends a request from pod and requires a 200 from the echo app.
+func (d *demo) get(pod, url string) (*echo.Response, error) {
+	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+	defer cancel()
+	r, err := echo.Get(ctx, d.m.Pods[pod].Netns.HTTPClient(10*time.Second), url, nil)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("%s -> %s: %w", pod, url, err)
 	}
-	for _, e := range entries {
-		data, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), data, 0o644); err != nil {
-			return err
-		}
+	if r.Status != 200 || r.Report == nil {
+		return nil, fmt.Errorf("%s -> %s: status %d", pod, url, r.Status)
 	}
-	return nil
+	return r, nil
 }
 
-func writeAtomic(path, body string) error {
-	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
-	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+func (d *demo) reaches(src, dst string) bool {
+	_, err := d.get(src, "http://"+d.m.Pods[dst].IP.String()+":8080/")
+	return err == nil
 }
 
-// freeAddr picks a free loopback port; "127.0.0.1:0" if none can be probed
-// (the controller then fails to be reached and the demo says so).
-func freeAddr() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "127.0.0.1:0"
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func waitReady(url string) error {
+func (d *demo) until(what string, cond func() bool) error {
 	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("%s answered %s", url, resp.Status)
-		}
+	for !cond() {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("not ready after 15s: %w", err)
+			return fmt.Errorf("timed out waiting until %s", what)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	return nil
 }
 
-func httpGet(url string) (string, error) {
-	resp, err := http.Get(url)
+func (d *demo) apply(examples, name string) error {
+	b, err := os.ReadFile(filepath.Join(examples, "demo", name))
+	if err != nil {
+		return err
+	}
+	return d.m.WriteConfig(name, string(b))
+}
+
+// peerSeenBy reads node's ztunnel metrics for the source principal of
+// connections it accepted for pod.
+func (d *demo) peerSeenBy(node, pod string) (string, error) {
+	resp, err := http.Get("http://" + d.m.Ztunnels[node].MetricsAddr().String() + "/metrics")
 	if err != nil {
 		return "", err
 	}
 	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return string(b), err
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "istio_tcp_connections_opened_total{") &&
+			strings.Contains(line, `reporter="destination"`) && strings.Contains(line, `destination_workload="`+pod+`"`) &&
+			strings.Contains(line, `connection_security_policy="mutual_tls"`) {
+			if _, rest, ok := strings.Cut(line, `source_principal="`); ok {
+				principal, _, _ := strings.Cut(rest, `"`)
+				return principal, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%s's ztunnel reported no mTLS connection to %s", node, pod)
 }
 
-func tail(path string) string {
-	b, _ := os.ReadFile(path)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
+func (d *demo) printTryIt() {
+	m := d.m
+	fmt.Printf("\nThe mesh keeps running (Ctrl-C to stop). Try, as root:\n")
+	fmt.Printf("  ip netns exec %s %s client --url http://%s:8080/   # sleep -> httpbin-1\n",
+		m.Pods["sleep"].Netns.Name, "bin/echo", m.Pods["httpbin-1"].IP)
+	fmt.Printf("  ip netns exec %s %s client --url http://10.96.0.10/  # via the service VIP\n", m.Pods["sleep"].Netns.Name, "bin/echo")
+	for node, zt := range m.Ztunnels {
+		fmt.Printf("  curl -s http://%s/config_dump | less          # %s's ztunnel: workloads, policies, certificates\n", zt.AdminAddr(), node)
+		fmt.Printf("  curl -s http://%s/metrics | grep istio_tcp    # %s's ztunnel metrics\n", zt.MetricsAddr(), node)
 	}
-	return string(b)
+	fmt.Printf("  edit or add policies under %s (the controller reloads them)\n", m.ConfigDir)
 }

@@ -33,11 +33,25 @@ func (a *App) startHTTP() error {
 		}
 		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10e9}
 		a.servers = append(a.servers, srv)
+		a.httpAddrs = append(a.httpAddrs, ln.Addr())
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
 			_ = srv.Serve(ln)
 		}()
+	}
+	return nil
+}
+
+// AdminAddr, MetricsAddr and ReadyAddr are where the HTTP endpoints listen
+// (useful with port 0); nil before Start.
+func (a *App) AdminAddr() net.Addr   { return a.httpAddr(0) }
+func (a *App) MetricsAddr() net.Addr { return a.httpAddr(1) }
+func (a *App) ReadyAddr() net.Addr   { return a.httpAddr(2) }
+
+func (a *App) httpAddr(i int) net.Addr {
+	if i < len(a.httpAddrs) {
+		return a.httpAddrs[i]
 	}
 	return nil
 }

@@ -53,6 +53,7 @@ type App struct {
 	pods       *pods
 	zds        *zds.Client
 	servers    []*http.Server
+	httpAddrs  []net.Addr // admin, metrics, ready
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 
