@@ -12,9 +12,13 @@ package meshenv
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -44,7 +48,16 @@ type Spec struct {
 	// EchoPath and EchoEnv run the echo app in every pod (HTTP 8080, TCP 9000).
 	EchoPath string
 	EchoEnv  []string
-	Logger   *slog.Logger
+	// ZtunnelBinary, when set, runs each node's ztunnel as its own process
+	// (for benchmarks that measure its CPU and memory) instead of in this
+	// process.
+	ZtunnelBinary string
+	Logger        *slog.Logger
+}
+
+// ZtunnelAddrs are where a ztunnel's HTTP endpoints listen.
+type ZtunnelAddrs struct {
+	Admin, Metrics, Ready string
 }
 
 // Mesh is a running mesh. Close tears everything down.
@@ -54,10 +67,15 @@ type Mesh struct {
 	Pods       map[string]*cluster.Pod // by pod name
 	Controller *controllerapp.App
 	Agents     map[string]*nodeagent.Agent // by node
-	Ztunnels   map[string]*ztunnelapp.App  // by node
-	Redirector *redirect.Redirector
+	// Ztunnels holds in-process ztunnels; ZtunnelProcs ztunnel processes
+	// (Spec.ZtunnelBinary). ZtunnelHTTP has both kinds' endpoints.
+	Ztunnels     map[string]*ztunnelapp.App // by node
+	ZtunnelProcs map[string]*cluster.Process
+	ZtunnelHTTP  map[string]ZtunnelAddrs
+	Redirector   *redirect.Redirector
 
 	log       *slog.Logger
+	ztBinary  string
 	ztConfigs map[string]ztunnelapp.Config
 	closers   []func() // run in reverse by Close
 	closeErr  error    // the cluster's teardown error
@@ -73,7 +91,8 @@ func Start(ctx context.Context, spec Spec) (_ *Mesh, err error) {
 		spec.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Mesh{Pods: map[string]*cluster.Pod{}, Agents: map[string]*nodeagent.Agent{},
-		Ztunnels: map[string]*ztunnelapp.App{}, ztConfigs: map[string]ztunnelapp.Config{}, log: spec.Logger}
+		Ztunnels: map[string]*ztunnelapp.App{}, ZtunnelProcs: map[string]*cluster.Process{}, ZtunnelHTTP: map[string]ZtunnelAddrs{},
+		ztConfigs: map[string]ztunnelapp.Config{}, log: spec.Logger, ztBinary: spec.ZtunnelBinary}
 	defer func() {
 		if err != nil {
 			_ = m.Close()
@@ -108,8 +127,8 @@ func Start(ctx context.Context, spec Spec) (_ *Mesh, err error) {
 	if err := m.enrol(ctx, spec); err != nil {
 		return nil, err
 	}
-	for node := range m.Ztunnels {
-		if err := m.WaitReady(ctx, node); err != nil {
+	for _, n := range c.Nodes() {
+		if err := m.WaitReady(ctx, n.Name); err != nil {
 			return nil, err
 		}
 	}
@@ -253,7 +272,11 @@ func (m *Mesh) enrol(ctx context.Context, spec Spec) error {
 
 // StartZtunnel (re)starts node's ztunnel; the agent replays its pods.
 func (m *Mesh) StartZtunnel(ctx context.Context, node string) error {
-	zt, err := ztunnelapp.New(m.ztConfigs[node])
+	cfg := m.ztConfigs[node]
+	if m.ztBinary != "" {
+		return m.startZtunnelProcess(cfg)
+	}
+	zt, err := ztunnelapp.New(cfg)
 	if err != nil {
 		return err
 	}
@@ -261,23 +284,65 @@ func (m *Mesh) StartZtunnel(ctx context.Context, node string) error {
 		return err
 	}
 	m.Ztunnels[node] = zt
+	m.ZtunnelHTTP[node] = ZtunnelAddrs{Admin: zt.AdminAddr().String(), Metrics: zt.MetricsAddr().String(), Ready: zt.ReadyAddr().String()}
 	m.closers = append(m.closers, zt.Stop)
 	return nil
 }
 
-// StopZtunnel stops node's ztunnel (its pods stay captured).
-func (m *Mesh) StopZtunnel(node string) { m.Ztunnels[node].Stop() }
-
-// WaitReady waits for node's ztunnel to be ready.
-func (m *Mesh) WaitReady(ctx context.Context, node string) error {
-	for {
-		err := m.Ztunnels[node].Ready()
-		if err == nil {
-			return nil
+// startZtunnelProcess runs the ztunnel binary for a node, in the root
+// netns like the in-process one, on free loopback ports.
+func (m *Mesh) startZtunnelProcess(cfg ztunnelapp.Config) error {
+	addrs := ZtunnelAddrs{}
+	for _, a := range []*string{&addrs.Admin, &addrs.Metrics, &addrs.Ready} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
 		}
+		*a = ln.Addr().String()
+		_ = ln.Close()
+	}
+	p, err := m.Cluster.StartProcess(cluster.ProcessSpec{
+		Name: "ztunnel-" + cfg.NodeName, Path: m.ztBinary,
+		Args: []string{"--controller", cfg.ControllerAddr, "--controller-name", cfg.ControllerName,
+			"--root-cert", cfg.RootCertFile, "--token-file", cfg.TokenFile, "--node-name", cfg.NodeName,
+			"--node-ip", cfg.NodeIP, "--zds-socket", cfg.ZDSSocket,
+			"--admin-addr", addrs.Admin, "--metrics-addr", addrs.Metrics, "--ready-addr", addrs.Ready},
+	})
+	if err != nil {
+		return err
+	}
+	m.ZtunnelProcs[cfg.NodeName] = p
+	m.ZtunnelHTTP[cfg.NodeName] = addrs
+	return nil
+}
+
+// StopZtunnel stops node's ztunnel (its pods stay captured).
+func (m *Mesh) StopZtunnel(node string) {
+	if p := m.ZtunnelProcs[node]; p != nil {
+		_ = p.Stop()
+		return
+	}
+	m.Ztunnels[node].Stop()
+}
+
+// WaitReady waits for node's ztunnel to answer /healthz/ready.
+func (m *Mesh) WaitReady(ctx context.Context, node string) error {
+	client := &http.Client{Timeout: time.Second}
+	var last error
+	for {
+		resp, err := client.Get("http://" + m.ZtunnelHTTP[node].Ready + "/healthz/ready")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
+		}
+		last = err
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("ztunnel %s not ready: %w", node, err)
+			return fmt.Errorf("ztunnel %s not ready: %w", node, last)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
