@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -23,6 +22,7 @@ import (
 	"github.com/zmesh/zmesh/controller/configdir"
 	"github.com/zmesh/zmesh/controller/index"
 	"github.com/zmesh/zmesh/controller/xdsserver"
+	"github.com/zmesh/zmesh/pkg/metrics"
 	"github.com/zmesh/zmesh/pkg/mtls"
 )
 
@@ -73,8 +73,7 @@ func New(cfg Config) (*App, error) {
 		}
 		nodeIDs = append(nodeIDs, id)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := metrics.NewRegistry()
 	return &App{cfg: cfg, log: cfg.Logger, nodeIDs: nodeIDs, registry: reg}, nil
 }
 

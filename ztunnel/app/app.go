@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
@@ -24,6 +23,7 @@ import (
 
 	"github.com/zmesh/zmesh/pkg/caclient"
 	"github.com/zmesh/zmesh/pkg/hbone"
+	"github.com/zmesh/zmesh/pkg/metrics"
 	"github.com/zmesh/zmesh/pkg/mtls"
 	"github.com/zmesh/zmesh/pkg/workloadapi"
 	"github.com/zmesh/zmesh/pkg/workloadapi/security"
@@ -70,8 +70,7 @@ func New(cfg Config) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ztunnel config: trust domain: %w", err)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := metrics.NewRegistry()
 	return &App{cfg: cfg, log: cfg.Logger, td: td, registry: reg}, nil
 }
 

@@ -6,11 +6,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/zmesh/zmesh/pkg/log"
 
 	"github.com/zmesh/zmesh/controller/app"
 )
@@ -33,12 +34,12 @@ func main() {
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-		fmt.Fprintln(os.Stderr, "controller: bad -log-level:", err)
+	logger, err := log.New(os.Stderr, logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "controller:", err)
 		os.Exit(2)
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = logger
 	cfg.NodeIdentities = splitList(nodeIDs)
 	cfg.ServingNames = splitList(names)
 	// Local mode has no node agent able to annotate pods: enrolment implies capture.
