@@ -21,7 +21,7 @@ var _ proxy.Authorizer = (*authorizer)(nil)
 func (a *authorizer) Authorize(pod *proxy.PodInfo, c proxy.Conn) proxy.Verdict {
 	w := a.state.WorkloadByUID(pod.UID)
 	if w == nil {
-		return proxy.Verdict{Reason: "workload unknown to ztunnel"}
+		return proxy.Verdict{UnknownDestination: true, Reason: "workload unknown to ztunnel"}
 	}
 	v := a.engine.Evaluate(toAuthz(c), w)
 	return proxy.Verdict{Allow: v.Allowed, Policy: v.Policy, Reason: string(v.Reason)}

@@ -147,6 +147,7 @@ func (r *routes) set(rt Route) {
 // re-checks tracked connections, as the real one does on policy updates.
 type policy struct {
 	mu      sync.Mutex
+	unknown bool // the destination workload is unknown
 	allow   func(Conn) bool
 	seen    []Conn
 	tracked map[*Conn]func()
@@ -160,6 +161,9 @@ func (p *policy) Authorize(_ *PodInfo, c Conn) Verdict {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.seen = append(p.seen, c)
+	if p.unknown {
+		return Verdict{UnknownDestination: true, Reason: "unknown"}
+	}
 	if p.allow(c) {
 		return Verdict{Allow: true}
 	}

@@ -24,13 +24,9 @@ func (pp *PodProxy) serveHBONE(ctx context.Context, req *hbone.Request, rw *hbon
 	peer := pp.p.cfg.Resolver.PeerByIP(src.Addr())
 	peer.Principal = req.PeerID.String()
 	labels := connLabels{reporter: reporterDestination, src: peer, dst: pp.info.Peer, security: "mutual_tls"}
-	app, ok := pp.admit(ctx, conn, labels, log)
-	if !ok {
-		_ = rw.Reject(http.StatusUnauthorized)
-		return
-	}
+	app, status := pp.admit(ctx, conn, labels, log)
 	if app == nil {
-		_ = rw.Reject(http.StatusServiceUnavailable)
+		_ = rw.Reject(status)
 		return
 	}
 	stream, err := rw.Accept()
@@ -58,23 +54,28 @@ func (pp *PodProxy) handlePlaintext(c net.Conn) {
 	}
 	conn := Conn{Src: src, Dst: dst}
 	labels := connLabels{reporter: reporterDestination, src: pp.p.cfg.Resolver.PeerByIP(src.Addr()), dst: pp.info.Peer, security: "none"}
-	app, ok := pp.admit(pp.ctx, conn, labels, log)
-	if !ok || app == nil {
+	app, _ := pp.admit(pp.ctx, conn, labels, log)
+	if app == nil {
 		return
 	}
 	pp.relay(conn, c.(hbone.HalfCloser), app, labels)
 }
 
-// admit counts the connection, applies policy and dials the app. It returns
-// ok=false when policy denies, and a nil app when the app cannot be reached;
-// either way the connection has been counted as closed.
-func (pp *PodProxy) admit(ctx context.Context, c Conn, labels connLabels, log *slog.Logger) (hbone.HalfCloser, bool) {
+// admit counts the connection, applies policy and dials the app. Without an
+// app connection it returns the HTTP status to refuse with: 401 when policy
+// denies, 503 when the destination is unknown or the app unreachable; the
+// connection has then been counted as closed.
+func (pp *PodProxy) admit(ctx context.Context, c Conn, labels connLabels, log *slog.Logger) (hbone.HalfCloser, int) {
 	m := pp.p.cfg.Metrics
 	m.open(labels)
 	if v := pp.p.cfg.Authorizer.Authorize(&pp.info, c); !v.Allow {
 		log.Info("inbound connection denied", "policy", v.Policy, "reason", v.Reason)
+		if v.UnknownDestination {
+			m.close(labels, flagNoRoute, 0, 0)
+			return nil, http.StatusServiceUnavailable
+		}
 		m.close(labels, flagUnauthorized, 0, 0)
-		return nil, false
+		return nil, http.StatusUnauthorized
 	}
 	dctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
@@ -83,9 +84,9 @@ func (pp *PodProxy) admit(ctx context.Context, c Conn, labels connLabels, log *s
 	if err != nil {
 		log.Info("inbound connection: app unreachable", "err", err)
 		m.close(labels, flagUpstreamFailure, 0, 0)
-		return nil, true
+		return nil, http.StatusServiceUnavailable
 	}
-	return app, true
+	return app, http.StatusOK
 }
 
 // relay copies between the downstream and the app until both sides end, or

@@ -101,6 +101,9 @@ type Conn struct {
 // Verdict is an authorization decision.
 type Verdict struct {
 	Allow bool
+	// UnknownDestination marks a refusal because the destination workload
+	// is not known (answered 503, not 401).
+	UnknownDestination bool
 	// Policy is the deciding policy ("" when none), Reason a short text.
 	Policy, Reason string
 }

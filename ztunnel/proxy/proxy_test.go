@@ -54,6 +54,16 @@ func TestInboundRefusals(t *testing.T) {
 			flag: flagUnauthorized,
 		},
 		{
+			name: "destination workload unknown",
+			setup: func(h *harness, b *testPod) Route {
+				h.policy.mu.Lock()
+				h.policy.unknown = true
+				h.policy.mu.Unlock()
+				return hboneTo(b)
+			},
+			flag: flagNoRoute,
+		},
+		{
 			name: "app not listening",
 			setup: func(h *harness, b *testPod) Route {
 				r := hboneTo(b)
