@@ -52,7 +52,12 @@ type Spec struct {
 	// (for benchmarks that measure its CPU and memory) instead of in this
 	// process.
 	ZtunnelBinary string
-	Logger        *slog.Logger
+	// CNIPlugin, when set, is the zmesh-cni binary: each node runs the node
+	// agent daemon (which learns pods from the manifest directory) and each
+	// pod is enrolled by running the plugin as a container runtime would.
+	// Without it the agents are driven directly.
+	CNIPlugin string
+	Logger    *slog.Logger
 }
 
 // ZtunnelAddrs are where a ztunnel's HTTP endpoints listen.
@@ -76,6 +81,7 @@ type Mesh struct {
 
 	log       *slog.Logger
 	ztBinary  string
+	cniPlugin string
 	ztConfigs map[string]ztunnelapp.Config
 	closers   []func() // run in reverse by Close
 	closeErr  error    // the cluster's teardown error
@@ -92,7 +98,7 @@ func Start(ctx context.Context, spec Spec) (_ *Mesh, err error) {
 	}
 	m := &Mesh{Pods: map[string]*cluster.Pod{}, Agents: map[string]*nodeagent.Agent{},
 		Ztunnels: map[string]*ztunnelapp.App{}, ZtunnelProcs: map[string]*cluster.Process{}, ZtunnelHTTP: map[string]ZtunnelAddrs{},
-		ztConfigs: map[string]ztunnelapp.Config{}, log: spec.Logger, ztBinary: spec.ZtunnelBinary}
+		ztConfigs: map[string]ztunnelapp.Config{}, log: spec.Logger, ztBinary: spec.ZtunnelBinary, cniPlugin: spec.CNIPlugin}
 	defer func() {
 		if err != nil {
 			_ = m.Close()
@@ -214,28 +220,44 @@ func (m *Mesh) startControlPlane(ctx context.Context) error {
 	return nil
 }
 
-// startNode starts a node's ZDS server, agent and ztunnel.
+// startNode starts a node's agent (with its ZDS server) and its ztunnel.
 func (m *Mesh) startNode(ctx context.Context, n *cluster.Node) error {
 	log := m.log.With("proc", "ztunnel-"+n.Name)
 	sock := filepath.Join(m.Cluster.WorkDir(), n.Name+"-ztunnel.sock")
-	srv, err := zds.NewServer(zds.ServerConfig{Path: sock, Logger: log.With("component", "zds-server")})
-	if err != nil {
-		return err
-	}
-	if err := srv.Start(); err != nil {
-		return err
-	}
-	m.closers = append(m.closers, srv.Stop)
 	if m.Redirector == nil {
+		var err error
 		if m.Redirector, err = redirect.New(redirect.Config{Logger: log}); err != nil {
 			return err
 		}
 	}
-	agent, err := nodeagent.New(nodeagent.Config{Redirector: m.Redirector, Workloads: srv, Logger: log.With("component", "nodeagent")})
-	if err != nil {
-		return err
+	if m.cniPlugin != "" {
+		d, err := nodeagent.NewDaemon(nodeagent.DaemonConfig{
+			NodeName: n.Name, ConfigDir: m.ConfigDir, ZDSSocket: sock, CNISocket: m.cniSocket(n.Name),
+			ReadyAddr: "127.0.0.1:0", Logger: m.log.With("proc", "nodeagent-"+n.Name),
+		})
+		if err != nil {
+			return err
+		}
+		if err := d.Start(ctx); err != nil {
+			return err
+		}
+		m.closers = append(m.closers, d.Stop)
+		m.Agents[n.Name] = d.Agent()
+	} else {
+		srv, err := zds.NewServer(zds.ServerConfig{Path: sock, Logger: log.With("component", "zds-server")})
+		if err != nil {
+			return err
+		}
+		if err := srv.Start(); err != nil {
+			return err
+		}
+		m.closers = append(m.closers, srv.Stop)
+		agent, err := nodeagent.New(nodeagent.Config{Redirector: m.Redirector, Workloads: srv, Logger: log.With("component", "nodeagent")})
+		if err != nil {
+			return err
+		}
+		m.Agents[n.Name] = agent
 	}
-	m.Agents[n.Name] = agent
 	m.ztConfigs[n.Name] = ztunnelapp.Config{
 		ControllerAddr: m.Controller.GRPCAddr().String(), ControllerName: "localhost",
 		RootCertFile: filepath.Join(m.Cluster.WorkDir(), "ca", "root-cert.pem"),
@@ -247,9 +269,28 @@ func (m *Mesh) startNode(ctx context.Context, n *cluster.Node) error {
 	return m.StartZtunnel(ctx, n.Name)
 }
 
-// enrol plays the kubelet: the agents learn namespaces and pods, then each
-// pod's netns as the CNI plugin would report it.
+// cniSocket is where node's agent takes CNI plugin calls.
+func (m *Mesh) cniSocket(node string) string {
+	return filepath.Join(m.Cluster.WorkDir(), node+"-cni.sock")
+}
+
+// enrol plays the kubelet: with the CNI plugin, it runs the plugin's ADD for
+// every pod (the agents learned pods and labels from the manifests);
+// otherwise it tells the agents about namespaces, pods and netns directly.
 func (m *Mesh) enrol(ctx context.Context, spec Spec) error {
+	if m.cniPlugin != "" {
+		for _, p := range m.Pods {
+			conf, err := cluster.ChainedConfig("zmesh", map[string]any{
+				"type": filepath.Base(m.cniPlugin), "agent_socket": m.cniSocket(p.Node.Name)}, p)
+			if err != nil {
+				return err
+			}
+			if _, err := m.Cluster.RunCNI(ctx, cluster.CNIRequest{Plugin: m.cniPlugin, Command: "ADD", Config: conf, Pod: p}); err != nil {
+				return fmt.Errorf("CNI ADD for %s: %w", p.Name, err)
+			}
+		}
+		return nil
+	}
 	for name, labels := range spec.Namespaces {
 		for _, a := range m.Agents {
 			if err := a.SetNamespace(ctx, name, labels); err != nil {
