@@ -19,6 +19,8 @@ func basicMesh() meshSpec {
 			{Name: "httpbin-0", Namespace: "demo", Node: "node2", ServiceAccount: "httpbin", Labels: map[string]string{"app": "httpbin"}},
 			{Name: "httpbin-1", Namespace: "demo", Node: "node1", ServiceAccount: "httpbin", Labels: map[string]string{"app": "httpbin"}},
 			{Name: "client-0", Namespace: "legacy", Node: "node1", Labels: map[string]string{"app": "client"}},
+			{Name: "optout-0", Namespace: "demo", Node: "node2",
+				Labels: map[string]string{"app": "optout", "istio.io/dataplane-mode": "none"}},
 		},
 		Services: []cluster.ServiceSpec{{Name: "httpbin", Namespace: "demo", ClusterIP: "10.96.0.10",
 			Selector: map[string]string{"app": "httpbin"}, Ports: []cluster.ServicePort{{Name: "http", Port: 80, TargetPort: intOrPort(8080)}}}},
@@ -77,14 +79,38 @@ func TestPodToPodOverHBONE(t *testing.T) {
 	}
 }
 
-// TestUncapturedPodsTalkPlaintext: a pod outside the mesh reaches an ambient
-// pod (PERMISSIVE), and the app sees it directly.
+// TestUncapturedPodsTalkPlaintext: pods outside the mesh (a namespace
+// without the label, a pod labelled none in an ambient namespace) are not
+// captured: they reach each other in plaintext, and reach ambient pods
+// (PERMISSIVE) with the app seeing them directly.
 func TestUncapturedPodsTalkPlaintext(t *testing.T) {
 	m := startMesh(t, basicMesh())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	legacy, remote := m.pods["client-0"], m.pods["httpbin-0"]
-	resp, err := echo.Get(ctx, legacy.Netns.HTTPClient(10*time.Second), "http://"+remote.IP.String()+":8080/plain", nil)
+	legacy, optout, remote := m.pods["client-0"], m.pods["optout-0"], m.pods["httpbin-0"]
+	for _, p := range []string{"client-0", "optout-0"} {
+		if m.Agents[m.pods[p].Node.Name].IsEnrolled(m.pods[p].UID) {
+			t.Errorf("%s was enrolled", p)
+		}
+	}
+
+	capture, err := m.Cluster.CaptureLink(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := echo.Get(ctx, legacy.Netns.HTTPClient(10*time.Second), "http://"+optout.IP.String()+":8080/uncaptured", nil)
+	if err != nil || resp.Status != 200 {
+		t.Fatalf("legacy -> optout: %v %+v", err, resp)
+	}
+	segs, err := capture.Stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cluster.Contains(segs, []byte("GET /uncaptured")) {
+		t.Error("traffic between two uncaptured pods did not cross the link in plaintext")
+	}
+
+	resp, err = echo.Get(ctx, legacy.Netns.HTTPClient(10*time.Second), "http://"+remote.IP.String()+":8080/plain", nil)
 	if err != nil || resp.Status != 200 {
 		t.Fatalf("legacy -> ambient: %v %+v", err, resp)
 	}
