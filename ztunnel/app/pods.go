@@ -67,6 +67,7 @@ func (p *pods) add(uid string, info *zdsapi.WorkloadInfo, ns *os.File) error {
 	if pi.Peer.Workload == "" {
 		pi.Peer = proxy.Peer{Workload: info.GetName(), Namespace: info.GetNamespace(), Principal: id.String()}
 	}
+	pi.Baggage = baggage(p.clusterID, info, p.state.WorkloadByUID(workloadUID))
 	p.identities.Acquire(id)
 	pp, err := p.proxy.StartPod(pi, &podSockets{ns: ns})
 	if err != nil {

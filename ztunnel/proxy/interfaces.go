@@ -30,6 +30,10 @@ type PodInfo struct {
 	IPs []netip.Addr
 	// Peer labels the pod in metrics.
 	Peer Peer
+	// Baggage is sent with the pod's outbound tunnels (W3C baggage:
+	// k8s.cluster.name, k8s.namespace.name, k8s.<kind>.name, service.name,
+	// service.version); empty sends none.
+	Baggage string
 }
 
 // Peer labels one side of a connection in metrics. Empty fields are

@@ -63,6 +63,7 @@ func (pp *PodProxy) dialRoute(ctx context.Context, src netip.AddrPort, r Route) 
 		ExpectedIDs: r.ExpectedIDs,
 		SourceIP:    src.Addr(),
 		Forwarded:   hbone.FormatForwarded(src, ""),
+		Baggage:     pp.info.Baggage,
 	})
 	if err != nil {
 		return nil, err
