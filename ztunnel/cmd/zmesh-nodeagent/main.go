@@ -7,11 +7,11 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/zmesh/zmesh/pkg/log"
 	"github.com/zmesh/zmesh/ztunnel/nodeagent"
 )
 
@@ -29,12 +29,12 @@ func main() {
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-		fmt.Fprintln(os.Stderr, "zmesh-nodeagent: bad -log-level:", err)
+	logger, err := log.New(os.Stderr, logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "zmesh-nodeagent:", err)
 		os.Exit(2)
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = logger
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := nodeagent.Run(ctx, cfg); err != nil {
