@@ -22,7 +22,7 @@ GOLANGCI_LINT := $(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 PROTOC_GEN_GO := $(TOOLS)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
 
 PROTOS := pkg/workloadapi/workload.proto pkg/workloadapi/security/authorization.proto pkg/zdsapi/zds.proto
-BINARIES := controller/cmd/controller ztunnel/cmd/ztunnel tests/e2e/cmd/echo
+BINARIES := controller/cmd/controller ztunnel/cmd/ztunnel ztunnel/cmd/zmesh-cni ztunnel/cmd/zmesh-nodeagent tests/e2e/cmd/echo
 
 .PHONY: all build test packages check-fmt vet lint generate check-generate unit interop bench demo tools clean
 
@@ -55,13 +55,17 @@ interop:
 	cd tests/interop && GOLANG_PROTOBUF_REGISTRATION_CONFLICT=warn $(GO) test -race -count=1 ./...
 
 # Benchmarks print numbers; targets are in the issues and compared by hand.
-bench:
+# The data-plane bench (needs root) runs bin/ztunnel on two simulated nodes
+# and installs iperf3, fortio and ghostunnel when missing.
+bench: build
 	@echo "== index: full build, 10,000 pods / 1,000 services (target <= 1 s, <= 300 MB)"
 	$(GO) test -run '^$$' -bench 'BenchmarkBuild$$' -benchmem ./controller/index/
 	@echo "== xDS: one resource change reaching 100 clients, 10,000 resources (target <= 100 ms)"
 	$(GO) test -run '^$$' -bench 'BenchmarkPodChangeFanout|BenchmarkUpdate10k' -benchtime 100x -benchmem ./controller/xdsserver/
 	@echo "== controller end to end: one pod change -> index rebuild -> 100 clients"
 	$(GO) test -run '^$$' -bench 'BenchmarkPodChangeEndToEnd' -benchtime 50x -benchmem ./controller/app/
+	@echo "== data plane: pod -> pod direct vs through ztunnel (targets: added p99 <= 0.3 ms, >= 5 Gbit/s and >= 0.8x ghostunnel, <= 0.1 vCPU per 1000 req/s, <= 10 KB per idle connection)"
+	$(GO) run ./tests/bench -ztunnel bin/ztunnel -echo bin/echo $(BENCH_FLAGS)
 
 generate: $(PROTOC_GEN_GO)
 	@./hack/ensure-protoc.sh $(PROTOC_VERSION)

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/zmesh/zmesh/tests/e2e/cluster"
+)
+
+// LoadSpec is one fortio HTTP run.
+type LoadSpec struct {
+	QPS      int
+	Conns    int
+	Duration time.Duration
+	// Requests, when non-zero, replaces Duration with an exact count.
+	Requests int
+	// BodyBytes is the response body size (fortio's echo ?size=).
+	BodyBytes int
+}
+
+// Latency is what a fortio run measured.
+type Latency struct {
+	P50, P90, P99 time.Duration
+	QPS           float64 // achieved
+	Requests      int64
+	Errors        int64 // responses other than 200, and failed requests
+}
+
+// fortioResult is the part of fortio's JSON report the bench reads.
+type fortioResult struct {
+	ActualQPS         float64
+	DurationHistogram struct {
+		Count       int64
+		Percentiles []struct {
+			Percentile float64
+			Value      float64 // seconds
+		}
+	}
+	RetCodes map[string]int64
+}
+
+// runFortio runs fortio's HTTP load generator in the path's client pod
+// against the fortio echo server, with 1 µs histogram resolution.
+func runFortio(ctx context.Context, c *cluster.Cluster, fortio, dir string, p *Path, s LoadSpec) (Latency, error) {
+	out := filepath.Join(dir, "fortio-"+p.Name+".json")
+	args := []string{"load", "-qps", strconv.Itoa(s.QPS), "-c", strconv.Itoa(s.Conns),
+		"-r", "0.000001", "-p", "50,90,99", "-json", out, "-quiet", "-allow-initial-errors"}
+	if s.Requests > 0 {
+		args = append(args, "-n", strconv.Itoa(s.Requests))
+	} else {
+		args = append(args, "-t", s.Duration.String())
+	}
+	args = append(args, fmt.Sprintf("http://%s/?size=%d", p.HTTP, s.BodyBytes))
+	ctx, cancel := context.WithTimeout(ctx, s.Duration+60*time.Second)
+	defer cancel()
+	if log, err := c.Run(ctx, cluster.ProcessSpec{Netns: p.Client.Netns, Path: fortio, Args: args}); err != nil {
+		return Latency{}, fmt.Errorf("fortio %s: %w: %s", p.Name, err, lastLines(string(log), 3))
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		return Latency{}, fmt.Errorf("fortio %s: %w", p.Name, err)
+	}
+	return parseFortio(b)
+}
+
+func parseFortio(b []byte) (Latency, error) {
+	var r fortioResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Latency{}, fmt.Errorf("fortio JSON: %w", err)
+	}
+	l := Latency{QPS: r.ActualQPS, Requests: r.DurationHistogram.Count}
+	for code, n := range r.RetCodes {
+		if code != "200" {
+			l.Errors += n
+		}
+	}
+	found := 0
+	for _, pc := range r.DurationHistogram.Percentiles {
+		d := time.Duration(pc.Value * float64(time.Second))
+		switch pc.Percentile {
+		case 50:
+			l.P50 = d
+		case 90:
+			l.P90 = d
+		case 99:
+			l.P99 = d
+		default:
+			continue
+		}
+		found++
+	}
+	if found != 3 {
+		return l, fmt.Errorf("fortio JSON: p50/p90/p99 missing (%d requests)", l.Requests)
+	}
+	return l, nil
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// profiler fetches CPU profiles from the ztunnels' admin endpoints
+// (/debug/pprof/profile) while a measurement runs. A nil profiler does
+// nothing.
+type profiler struct {
+	dir    string
+	admins map[string]string // ztunnel name -> admin host:port
+}
+
+// during profiles every ztunnel for d while fn runs, writing
+// <dir>/<label>-<ztunnel>.pprof, and returns fn's error. Profiling
+// failures are reported through warn and do not fail the measurement.
+func (p *profiler) during(ctx context.Context, label string, d time.Duration, warn func(error), fn func() error) error {
+	if p == nil {
+		return fn()
+	}
+	var wg sync.WaitGroup
+	for name, admin := range p.admins {
+		wg.Go(func() {
+			path := filepath.Join(p.dir, fmt.Sprintf("%s-%s.pprof", label, name))
+			if err := fetchProfile(ctx, admin, d, path); err != nil {
+				warn(fmt.Errorf("profile %s during %s: %w", name, label, err))
+			}
+		})
+	}
+	err := fn()
+	wg.Wait()
+	return err
+}
+
+// snapshot saves every ztunnel's heap and goroutine profiles as
+// <dir>/<label>-<ztunnel>.{heap,goroutine}.pprof.
+func (p *profiler) snapshot(ctx context.Context, label string, warn func(error)) {
+	for name, admin := range p.admins {
+		for _, kind := range []string{"heap", "goroutine"} {
+			path := filepath.Join(p.dir, fmt.Sprintf("%s-%s.%s.pprof", label, name, kind))
+			if err := fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/%s", admin, kind), 30*time.Second, path); err != nil {
+				warn(fmt.Errorf("%s profile of %s during %s: %w", kind, name, label, err))
+			}
+		}
+	}
+}
+
+func fetchProfile(ctx context.Context, admin string, d time.Duration, path string) error {
+	secs := max(1, int(d/time.Second))
+	return fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, secs), d+30*time.Second, path)
+}
+
+// fetch GETs url into path.
+func fetch(ctx context.Context, url string, timeout time.Duration, path string) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("profile request: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("profile request: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("profile request: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("profile file: %w", err)
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("profile download: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("profile file: %w", err)
+	}
+	return nil
+}

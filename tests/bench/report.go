@@ -1,0 +1,281 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// The targets for the data plane.
+const (
+	targetAddedP99     = 300 * time.Microsecond
+	targetThroughput   = 5e9 // bit/s
+	targetVsGhostunnel = 0.8
+	targetVCPUPer1k    = 0.1
+	targetIdleKB       = 10.0
+)
+
+// printReport writes the results as compact tables.
+func printReport(w io.Writer, r *Results) {
+	cfg := r.Config
+	fmt.Fprintf(w, "\nzmesh data plane: pod -> pod across two nodes (client on node1, server on node2)\n")
+	fmt.Fprintf(w, "  %s, %d CPUs, load average %s at start; took %v. The machine is shared, so numbers are noisy:\n",
+		r.Started.UTC().Format(time.RFC3339), runtime.NumCPU(), r.LoadAvg, r.Elapsed.Round(time.Second))
+	fmt.Fprintf(w, "  ratios compare with the direct path measured in this same run.\n")
+	fmt.Fprintf(w, "  direct = pods outside the mesh; ztunnel = ambient pods (in-pod capture -> HBONE mTLS -> ztunnel on node2);\n")
+	if r.Path(pathGhostunnel) != nil {
+		fmt.Fprintf(w, "  ghostunnel = two ghostunnel %s hops (client in the source pod, server in the destination pod, mTLS between).\n", ghostunnelVersion)
+	} else {
+		fmt.Fprintf(w, "  ghostunnel comparison SKIPPED: %v\n", r.Tools.GhostunnelErr)
+	}
+
+	direct, mesh, ghost := r.Path(pathDirect), r.Path(pathMesh), r.Path(pathGhostunnel)
+	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(t)
+	fmt.Fprintln(t, "metric\tdirect\tztunnel\tvs direct\t2x ghostunnel\tvs direct\ttarget\tverdict")
+	row := func(name string, val func(*PathResult) (string, float64, error), cmp func(mesh, direct float64) string, target, verdict string) {
+		cells := []string{name}
+		var base float64
+		for i, p := range []*PathResult{direct, mesh, ghost} {
+			if p == nil {
+				cells = append(cells, "-", "")
+				continue
+			}
+			s, v, err := val(p)
+			if err != nil {
+				s, v = "error", 0
+			}
+			if i == 0 {
+				base = v
+				cells = append(cells, s)
+				continue
+			}
+			c := ""
+			if err == nil && base > 0 {
+				c = cmp(v, base)
+			}
+			cells = append(cells, s, c)
+		}
+		cells = append(cells, target, verdict)
+		fmt.Fprintln(t, strings.Join(cells, "\t"))
+	}
+	ratio := func(v, base float64) string { return fmt.Sprintf("%.2fx", v/base) }
+	added := func(v, base float64) string {
+		return fmt.Sprintf("%.1fx %s", v/base, signedDur(time.Duration(v-base)))
+	}
+
+	row("throughput, iperf3 1 stream", func(p *PathResult) (string, float64, error) {
+		return fmtBits(p.Throughput.BitsPerSecond), p.Throughput.BitsPerSecond, p.ThroughputErr
+	}, ratio, ">= 5 Gbit/s, >= 0.8x ghostunnel", throughputVerdict(mesh, ghost))
+	lat := func(get func(Latency) time.Duration) func(*PathResult) (string, float64, error) {
+		return func(p *PathResult) (string, float64, error) {
+			d := get(p.Latency)
+			return fmtDur(d), float64(d), p.LatencyErr
+		}
+	}
+	load := fmt.Sprintf("%d req/s, %d conns, %d B", cfg.Load.QPS, cfg.Load.Conns, cfg.Load.BodyBytes)
+	row("HTTP p50 ("+load+")", lat(func(l Latency) time.Duration { return l.P50 }), added, "", "")
+	row("HTTP p90", lat(func(l Latency) time.Duration { return l.P90 }), added, "", "")
+	row("HTTP p99", lat(func(l Latency) time.Duration { return l.P99 }), added, "added p99 <= 0.3 ms", p99Verdict(direct, mesh))
+	row("HTTP achieved", func(p *PathResult) (string, float64, error) {
+		return fmt.Sprintf("%.0f/s, %d err", p.Latency.QPS, p.Latency.Errors), p.Latency.QPS, p.LatencyErr
+	}, ratio, "", "")
+	row("new connections/s", func(p *PathResult) (string, float64, error) {
+		c := p.ConnRate
+		s := fmt.Sprintf("%.0f/s", c.PerSecond)
+		if c.Errors > 0 {
+			s += fmt.Sprintf(" (%d err)", c.Errors)
+		}
+		return s, c.PerSecond, p.ConnRateErr
+	}, ratio, "", "")
+	_ = t.Flush()
+	run := cfg.Load.Duration.String()
+	if cfg.Load.Requests > 0 {
+		run = fmt.Sprintf("%d requests", cfg.Load.Requests)
+	}
+	fmt.Fprintf(w, "  (medians of %d interleaved rounds of iperf3 -t %v and fortio %s at -r 0.000001; new connections: %d dialers,\n"+
+		"   each connection a 1-byte echo round trip, at most %d or %v)\n",
+		max(1, cfg.Rounds), cfg.IperfDuration, run, cfg.ConnRateWorkers, cfg.ConnRateMax, cfg.ConnRateDuration)
+	printRounds(w, r)
+
+	printUsage(w, r, mesh, ghost)
+	printIdle(w, mesh, ghost)
+	printErrors(w, r)
+}
+
+// printRounds shows every round behind the medians.
+func printRounds(w io.Writer, r *Results) {
+	var tput, p99 []string
+	for _, p := range r.Paths {
+		var a, b []string
+		for _, t := range p.ThroughputRounds {
+			a = append(a, fmt.Sprintf("%.2f", t.BitsPerSecond/1e9))
+		}
+		for _, l := range p.LatencyRounds {
+			b = append(b, fmt.Sprintf("%.0f", float64(l.P99)/float64(time.Microsecond)))
+		}
+		tput = append(tput, p.Name+" "+strings.Join(a, "/"))
+		p99 = append(p99, p.Name+" "+strings.Join(b, "/"))
+	}
+	fmt.Fprintf(w, "  rounds: iperf3 Gbit/s: %s; HTTP p99 µs: %s\n", strings.Join(tput, ", "), strings.Join(p99, ", "))
+}
+
+func printUsage(w io.Writer, r *Results, paths ...*PathResult) {
+	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(t, "\nproxy CPU and memory during the HTTP run\n")
+	fmt.Fprintln(t, "process\trequests\tCPU\tbusy vCPU\tvCPU per 1000 req/s\tpeak RSS\tiperf3: busy vCPU\tCPU s per GB\ttarget\tverdict")
+	for _, p := range paths {
+		if p == nil {
+			continue
+		}
+		if p.UsageErr != nil {
+			fmt.Fprintf(t, "%s\terror (see below)\n", p.Name)
+			continue
+		}
+		for i, u := range p.Usage {
+			target, verdict := "", ""
+			if p.Name == pathMesh {
+				target, verdict = "<= 0.1 per ztunnel", verdictOf(u.VCPUPer1kRPS() <= targetVCPUPer1k)
+			}
+			peak := fmtKB(u.PeakRSSKB)
+			if !u.PeakReset {
+				peak += " (lifetime)"
+			}
+			busy, perGB := "", ""
+			if i < len(p.IperfUsage) {
+				iu := p.IperfUsage[i]
+				busy = fmt.Sprintf("%.2f", iu.Utilisation())
+				if p.Throughput.Bytes > 0 {
+					perGB = fmt.Sprintf("%.2f", iu.CPU.Seconds()/(float64(p.Throughput.Bytes)/1e9))
+				}
+			}
+			fmt.Fprintf(t, "%s\t%d\t%.2f s\t%.3f\t%.3f\t%s\t%s\t%s\t%s\t%s\n", u.Name, u.Requests, u.CPU.Seconds(),
+				u.Utilisation(), u.VCPUPer1kRPS(), peak, busy, perGB, target, verdict)
+		}
+	}
+	_ = t.Flush()
+	// System calls per MB moved (iperf3) and per request (HTTP): where
+	// the proxies' CPU goes on small and large transfers.
+	var calls []string
+	for _, p := range paths {
+		if p == nil || p.Throughput.Bytes == 0 {
+			continue
+		}
+		mb := float64(p.Throughput.Bytes) / 1e6
+		for i, iu := range p.IperfUsage {
+			s := fmt.Sprintf("%s %.1f+%.1f/MB", iu.Name, float64(iu.ReadCalls)/mb, float64(iu.WriteCalls)/mb)
+			if i < len(p.Usage) && p.Usage[i].Requests > 0 {
+				u := p.Usage[i]
+				s += fmt.Sprintf(" %.1f+%.1f/req", float64(u.ReadCalls)/float64(u.Requests), float64(u.WriteCalls)/float64(u.Requests))
+			}
+			calls = append(calls, s)
+		}
+	}
+	if len(calls) > 0 {
+		fmt.Fprintf(w, "  read+write syscalls (iperf3 per MB, HTTP per request): %s\n", strings.Join(calls, "; "))
+	}
+}
+
+func printIdle(w io.Writer, paths ...*PathResult) {
+	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(t, "\nRSS growth with idle proxied connections (each proven with a 1-byte echo, then held idle)\n")
+	fmt.Fprintln(t, "process\tconnections\tRSS before\tRSS after\tKB per connection\ttarget\tverdict")
+	for _, p := range paths {
+		if p == nil {
+			continue
+		}
+		if p.IdleErr != nil {
+			fmt.Fprintf(t, "%s\terror (see below)\n", p.Name)
+			continue
+		}
+		for _, g := range p.Idle {
+			target, verdict := "", ""
+			if p.Name == pathMesh {
+				target, verdict = "<= 10 KB", verdictOf(g.KBPerConn() <= targetIdleKB)
+			}
+			fmt.Fprintf(t, "%s\t%d\t%s\t%s\t%.1f\t%s\t%s\n", g.Name, g.Conns, fmtKB(g.BeforeKB), fmtKB(g.AfterKB), g.KBPerConn(), target, verdict)
+		}
+	}
+	_ = t.Flush()
+}
+
+func printErrors(w io.Writer, r *Results) {
+	var lines []string
+	for _, p := range r.Paths {
+		for _, e := range []struct {
+			what string
+			err  error
+		}{{"iperf3", p.ThroughputErr}, {"HTTP", p.LatencyErr}, {"proxy usage", p.UsageErr}, {"new connections", p.ConnRateErr}, {"idle connections", p.IdleErr}} {
+			if e.err != nil {
+				lines = append(lines, fmt.Sprintf("%s %s: %v", p.Name, e.what, e.err))
+			}
+		}
+		if c := p.ConnRate; p.ConnRateErr == nil && c.Errors > 0 {
+			lines = append(lines, fmt.Sprintf("%s new connections: %d of %d attempts failed, last: %v", p.Name, c.Errors, c.Errors+c.Conns, c.LastErr))
+		}
+	}
+	lines = append(lines, r.Warnings...)
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nproblems:\n")
+	for _, l := range lines {
+		fmt.Fprintf(w, "  - %s\n", l)
+	}
+}
+
+func throughputVerdict(mesh, ghost *PathResult) string {
+	if mesh == nil || mesh.ThroughputErr != nil {
+		return "n/a"
+	}
+	v := mesh.Throughput.BitsPerSecond
+	abs := v >= targetThroughput
+	if ghost == nil || ghost.ThroughputErr != nil || ghost.Throughput.BitsPerSecond == 0 {
+		return verdictOf(abs) + " (absolute only; no ghostunnel)"
+	}
+	rel := v / ghost.Throughput.BitsPerSecond
+	return fmt.Sprintf("%s (%.2fx ghostunnel)", verdictOf(abs && rel >= targetVsGhostunnel), rel)
+}
+
+func p99Verdict(direct, mesh *PathResult) string {
+	if direct == nil || mesh == nil || direct.LatencyErr != nil || mesh.LatencyErr != nil {
+		return "n/a"
+	}
+	add := mesh.Latency.P99 - direct.Latency.P99
+	return fmt.Sprintf("%s (%s)", verdictOf(add <= targetAddedP99), signedDur(add))
+}
+
+func verdictOf(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+func fmtBits(bps float64) string {
+	if bps >= 1e9 {
+		return fmt.Sprintf("%.2f Gbit/s", bps/1e9)
+	}
+	return fmt.Sprintf("%.0f Mbit/s", bps/1e6)
+}
+
+func fmtDur(d time.Duration) string {
+	if d < time.Millisecond && d > -time.Millisecond {
+		return fmt.Sprintf("%d µs", d.Microseconds())
+	}
+	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
+}
+
+func signedDur(d time.Duration) string {
+	if d < 0 {
+		return "-" + fmtDur(-d)
+	}
+	return "+" + fmtDur(d)
+}
+
+func fmtKB(kb int64) string {
+	return fmt.Sprintf("%.1f MB", float64(kb)/1024)
+}
