@@ -32,7 +32,8 @@ func (r SpliceResult) Err() error { return errors.Join(r.AErr, r.BErr) }
 // propagation) and the opposite direction keeps running; any other error
 // closes both connections, which ends the opposite direction too.
 //
-// Buffers come from pool (one per direction, returned when done); pool may be
+// Each direction reads into a small buffer of its own and borrows a buffer
+// from pool only while bulk data flows (see smallBufferSize); pool may be
 // nil, in which case buffers of DefaultBufferSize are allocated. Splice owns a
 // and b for its duration and closes them before returning.
 func Splice(a, b HalfCloser, pool *BufferPool) SpliceResult {
@@ -64,19 +65,23 @@ func Splice(a, b HalfCloser, pool *BufferPool) SpliceResult {
 	return res
 }
 
-// copyHalf copies src to dst with a pooled buffer and closes dst's write half
-// on EOF. It returns the bytes written and the first error that is not a
-// clean EOF from src.
+// smallBufferSize is the buffer each direction starts with, so an idle or
+// interactive connection holds no more than this. A read that fills it means
+// bulk data is flowing: the direction then takes a full-size pooled buffer,
+// and gives it back as soon as a read comes back short of the small size.
+const smallBufferSize = 4 << 10
+
+// copyHalf copies src to dst and closes dst's write half on EOF. It returns
+// the bytes written and the first error that is not a clean EOF from src.
 func copyHalf(dst, src HalfCloser, pool *BufferPool) (int64, error) {
-	var bufp *[]byte
-	if pool != nil {
-		bufp = pool.Get()
-		defer pool.Put(bufp)
-	} else {
-		b := make([]byte, DefaultBufferSize)
-		bufp = &b
-	}
-	buf := *bufp
+	small := make([]byte, smallBufferSize)
+	buf := small
+	var big *[]byte
+	defer func() {
+		if big != nil && pool != nil {
+			pool.Put(big)
+		}
+	}()
 	var n int64
 	for {
 		nr, rerr := src.Read(buf)
@@ -99,5 +104,24 @@ func copyHalf(dst, src HalfCloser, pool *BufferPool) (int64, error) {
 			}
 			return n, rerr
 		}
+		switch {
+		case big == nil && nr == len(small):
+			big = getBuffer(pool)
+			buf = *big
+		case big != nil && nr < smallBufferSize:
+			if pool != nil {
+				pool.Put(big)
+			}
+			big, buf = nil, small
+		}
 	}
+}
+
+// getBuffer takes a full-size buffer from pool, or allocates one without a pool.
+func getBuffer(pool *BufferPool) *[]byte {
+	if pool != nil {
+		return pool.Get()
+	}
+	b := make([]byte, DefaultBufferSize)
+	return &b
 }
