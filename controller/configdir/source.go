@@ -5,20 +5,18 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/pkg/manifestdir"
 )
 
 // Options configures a Source.
@@ -58,7 +56,7 @@ type Source struct {
 	files    map[string]*fileState
 	problems []Problem
 
-	watcher *fsnotify.Watcher
+	watcher *manifestdir.Watcher
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -103,9 +101,9 @@ func (s *Source) Start(ctx context.Context) error {
 	if !info.IsDir() {
 		return fmt.Errorf("configdir: %s is not a directory", s.opts.Dir)
 	}
-	w, err := fsnotify.NewWatcher()
+	w, err := manifestdir.NewWatcher(s.opts.Dir, s.opts.Debounce, s.log)
 	if err != nil {
-		return fmt.Errorf("configdir: watch: %w", err)
+		return fmt.Errorf("configdir: %w", err)
 	}
 	s.watcher = w
 	if _, err := s.reload(true); err != nil {
@@ -137,29 +135,17 @@ func (s *Source) Problems() []Problem {
 
 func (s *Source) watch(ctx context.Context) {
 	defer close(s.done)
-	var timer <-chan time.Time
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		s.watcher.Run(ctx)
+	}()
+	defer func() { <-watching }()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case ev, ok := <-s.watcher.Events:
-			if !ok {
-				return
-			}
-			if ev.Has(fsnotify.Create) {
-				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
-					s.addWatches(ev.Name)
-				}
-			}
-			timer = time.After(s.opts.Debounce)
-		case err, ok := <-s.watcher.Errors:
-			if !ok {
-				return
-			}
-			s.log.Warn("watch error; rescanning", "err", err)
-			timer = time.After(s.opts.Debounce)
-		case <-timer:
-			timer = nil
+		case <-s.watcher.Changes():
 			if _, err := s.reload(false); err != nil {
 				s.log.Error("reload failed; keeping last good state", "err", err)
 			}
@@ -167,25 +153,10 @@ func (s *Source) watch(ctx context.Context) {
 	}
 }
 
-// addWatches watches dir and every directory below it.
-func (s *Source) addWatches(dir string) {
-	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			if err := s.watcher.Add(path); err != nil {
-				s.log.Warn("cannot watch directory", "path", path, "err", err)
-			}
-		}
-		return nil
-	})
-}
-
 // reload rescans the directory, re-parses files whose contents changed and
 // delivers a snapshot when the effective objects changed (or on first load).
 func (s *Source) reload(first bool) (bool, error) {
-	if first {
-		s.addWatches(s.opts.Dir)
-	}
-	paths, err := manifestFiles(s.opts.Dir)
+	paths, err := manifestdir.Files(s.opts.Dir)
 	if err != nil {
 		return false, fmt.Errorf("configdir: scan: %w", err)
 	}
@@ -312,31 +283,4 @@ func (s *Source) rel(p string) string {
 		return r
 	}
 	return p
-}
-
-// manifestFiles lists the manifest files below dir, skipping hidden files
-// and directories (editors' swap files, ..data links of mounted ConfigMaps).
-func manifestFiles(dir string) ([]string, error) {
-	var out []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		name := d.Name()
-		if path != dir && strings.HasPrefix(name, ".") {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() {
-			return nil
-		}
-		switch strings.ToLower(filepath.Ext(name)) {
-		case ".yaml", ".yml", ".json":
-			out = append(out, path)
-		}
-		return nil
-	})
-	return out, err
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"os"
@@ -14,8 +13,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fsnotify/fsnotify"
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/zmesh/zmesh/pkg/manifestdir"
 )
 
 // PodSink receives what a pod source learns (*Agent).
@@ -69,7 +69,7 @@ type LocalSource struct {
 	retryPods  map[string]bool
 	loaded     bool
 
-	watcher *fsnotify.Watcher
+	watcher *manifestdir.Watcher
 	cancel  context.CancelFunc
 	done    chan struct{}
 }
@@ -125,12 +125,11 @@ func (s *LocalSource) Start(ctx context.Context) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("nodeagent: local source: %s is not a directory", s.cfg.Dir)
 	}
-	w, err := fsnotify.NewWatcher()
+	w, err := manifestdir.NewWatcher(s.cfg.Dir, s.cfg.Debounce, s.log)
 	if err != nil {
-		return fmt.Errorf("nodeagent: local source: watch: %w", err)
+		return fmt.Errorf("nodeagent: local source: %w", err)
 	}
 	s.watcher = w
-	s.addWatches(s.cfg.Dir)
 	if err := s.reload(ctx); err != nil {
 		_ = w.Close()
 		return err
@@ -176,29 +175,18 @@ func (s *LocalSource) SyncPod(ctx context.Context, uid string) (bool, error) {
 
 func (s *LocalSource) watch(ctx context.Context) {
 	defer close(s.done)
-	var debounce, retry <-chan time.Time
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		s.watcher.Run(ctx)
+	}()
+	defer func() { <-watching }()
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case ev, ok := <-s.watcher.Events:
-			if !ok {
-				return
-			}
-			if ev.Has(fsnotify.Create) {
-				if fi, err := os.Stat(ev.Name); err == nil && fi.IsDir() {
-					s.addWatches(ev.Name)
-				}
-			}
-			debounce = time.After(s.cfg.Debounce)
-		case err, ok := <-s.watcher.Errors:
-			if !ok {
-				return
-			}
-			s.log.Warn("watch error; rescanning", "err", err)
-			debounce = time.After(s.cfg.Debounce)
-		case <-debounce:
-			debounce = nil
+		case <-s.watcher.Changes():
 			if err := s.reload(ctx); err != nil {
 				s.log.Error("reload failed; keeping the last good state", "err", err)
 			}
@@ -212,21 +200,9 @@ func (s *LocalSource) watch(ctx context.Context) {
 	}
 }
 
-// addWatches watches dir and every directory below it.
-func (s *LocalSource) addWatches(dir string) {
-	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err == nil && d.IsDir() {
-			if err := s.watcher.Add(path); err != nil {
-				s.log.Warn("cannot watch directory", "path", path, "err", err)
-			}
-		}
-		return nil
-	})
-}
-
 // reload rereads changed files and applies the difference to the sink.
 func (s *LocalSource) reload(ctx context.Context) error {
-	paths, err := manifestFiles(s.cfg.Dir)
+	paths, err := manifestdir.Files(s.cfg.Dir)
 	if err != nil {
 		return fmt.Errorf("nodeagent: local source: scan: %w", err)
 	}

@@ -7,9 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"path/filepath"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	k8syaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -99,32 +96,4 @@ func strictJSON(js []byte, v any) error {
 	d := json.NewDecoder(bytes.NewReader(js))
 	d.DisallowUnknownFields()
 	return d.Decode(v)
-}
-
-// manifestFiles lists the *.yaml, *.yml and *.json files below dir,
-// skipping hidden files and directories (editors' swap files, the ..data
-// links of mounted ConfigMaps), as the controller does.
-func manifestFiles(dir string) ([]string, error) {
-	var out []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		name := d.Name()
-		if path != dir && strings.HasPrefix(name, ".") {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.IsDir() {
-			return nil
-		}
-		switch strings.ToLower(filepath.Ext(name)) {
-		case ".yaml", ".yml", ".json":
-			out = append(out, path)
-		}
-		return nil
-	})
-	return out, err
 }
