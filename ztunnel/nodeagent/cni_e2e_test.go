@@ -67,7 +67,8 @@ func (e *cniEnv) startDaemon(t *testing.T) {
 		ZDSSocket: filepath.Join(filepath.Dir(e.socket), "ztunnel.sock"),
 		CNISocket: e.socket,
 		ReadyAddr: "127.0.0.1:0",
-		PodWait:   time.Second,
+		// Generous: a loaded CI machine must still see the late pod arrive in time.
+		PodWait: 3 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
