@@ -200,7 +200,9 @@ func TestOnDemandByAlias(t *testing.T) {
 func TestUnauthenticatedRefused(t *testing.T) {
 	h := startServer(t, "127.0.0.1:0", fastOpts(), seedThree)
 	r := dialRaw(t, h.addr, "wrong")
-	r.send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: addressType})
+	// The server refuses the stream before reading a request, so Send may
+	// already see the stream closed (io.EOF); the status comes from Recv.
+	_ = r.stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: addressType})
 	if err := r.err(); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("got %v, want Unauthenticated", err)
 	}
