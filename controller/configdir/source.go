@@ -94,13 +94,6 @@ func New(opts Options) (*Source, error) {
 // watching for changes. It fails if the directory cannot be read; problems
 // in individual files do not fail it (see Problems).
 func (s *Source) Start(ctx context.Context) error {
-	info, err := os.Stat(s.opts.Dir)
-	if err != nil {
-		return fmt.Errorf("configdir: %w", err)
-	}
-	if !info.IsDir() {
-		return fmt.Errorf("configdir: %s is not a directory", s.opts.Dir)
-	}
 	w, err := manifestdir.NewWatcher(s.opts.Dir, s.opts.Debounce, s.log)
 	if err != nil {
 		return fmt.Errorf("configdir: %w", err)

@@ -57,10 +57,18 @@ type Watcher struct {
 }
 
 // NewWatcher starts watching dir and every directory below it. Changes are
-// reported once the directory has been quiet for debounce.
+// reported once the directory has been quiet for debounce. It fails if dir
+// is not a readable directory.
 func NewWatcher(dir string, debounce time.Duration, log *slog.Logger) (*Watcher, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	info, err := os.Stat(dir)
+	if err != nil {
+		return nil, err
+	}
+	if !info.IsDir() {
+		return nil, fmt.Errorf("%s is not a directory", dir)
 	}
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {

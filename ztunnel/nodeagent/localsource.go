@@ -118,13 +118,6 @@ func NewLocalSource(cfg LocalSourceConfig) (*LocalSource, error) {
 // fails if the directory cannot be read; bad files do not fail it. ctx
 // bounds the first load only.
 func (s *LocalSource) Start(ctx context.Context) error {
-	fi, err := os.Stat(s.cfg.Dir)
-	if err != nil {
-		return fmt.Errorf("nodeagent: local source: %w", err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("nodeagent: local source: %s is not a directory", s.cfg.Dir)
-	}
 	w, err := manifestdir.NewWatcher(s.cfg.Dir, s.cfg.Debounce, s.log)
 	if err != nil {
 		return fmt.Errorf("nodeagent: local source: %w", err)

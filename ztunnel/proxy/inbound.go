@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"net/http"
 
@@ -14,9 +13,8 @@ import (
 // connection before the tunnel is answered with 200.
 func (pp *PodProxy) serveHBONE(ctx context.Context, req *hbone.Request, rw *hbone.ResponseWriter) {
 	src, _ := addrPort(req.RemoteAddr)
-	log := pp.log.With("src", src, "peer", req.PeerID.String(), "authority", req.Authority)
 	if !pp.ownsIP(req.Authority.Addr()) {
-		log.Info("inbound tunnel for an address that is not this pod's")
+		pp.log.Info("inbound tunnel for an address that is not this pod's", "src", src, "peer", req.PeerID, "authority", req.Authority)
 		_ = rw.Reject(http.StatusBadRequest)
 		return
 	}
@@ -24,7 +22,7 @@ func (pp *PodProxy) serveHBONE(ctx context.Context, req *hbone.Request, rw *hbon
 	peer := pp.p.cfg.Resolver.PeerByIP(src.Addr())
 	peer.Principal = req.PeerID.String()
 	labels := connLabels{reporter: reporterDestination, src: peer, dst: pp.info.Peer, security: "mutual_tls"}
-	app, status := pp.admit(ctx, conn, labels, log)
+	app, status := pp.admit(ctx, conn, labels)
 	if app == nil {
 		_ = rw.Reject(status)
 		return
@@ -47,14 +45,13 @@ func (pp *PodProxy) handlePlaintext(c net.Conn) {
 		pp.log.Warn("inbound connection without original destination", "src", src, "err", err)
 		return
 	}
-	log := pp.log.With("src", src, "dst", dst)
 	if !pp.ownsIP(dst.Addr()) {
-		log.Info("plaintext connection for an address that is not this pod's")
+		pp.log.Info("plaintext connection for an address that is not this pod's", "src", src, "dst", dst)
 		return
 	}
 	conn := Conn{Src: src, Dst: dst}
 	labels := connLabels{reporter: reporterDestination, src: pp.p.cfg.Resolver.PeerByIP(src.Addr()), dst: pp.info.Peer, security: "none"}
-	app, _ := pp.admit(pp.ctx, conn, labels, log)
+	app, _ := pp.admit(pp.ctx, conn, labels)
 	if app == nil {
 		return
 	}
@@ -65,11 +62,11 @@ func (pp *PodProxy) handlePlaintext(c net.Conn) {
 // app connection it returns the HTTP status to refuse with: 401 when policy
 // denies, 503 when the destination is unknown or the app unreachable; the
 // connection has then been counted as closed.
-func (pp *PodProxy) admit(ctx context.Context, c Conn, labels connLabels, log *slog.Logger) (hbone.HalfCloser, int) {
+func (pp *PodProxy) admit(ctx context.Context, c Conn, labels connLabels) (hbone.HalfCloser, int) {
 	m := pp.p.cfg.Metrics
 	m.open(labels)
 	if v := pp.p.cfg.Authorizer.Authorize(&pp.info, c); !v.Allow {
-		log.Info("inbound connection denied", "policy", v.Policy, "reason", v.Reason)
+		pp.log.Info("inbound connection denied", "src", c.Src, "peer", c.SrcIdentity, "dst", c.Dst, "policy", v.Policy, "reason", v.Reason)
 		if v.UnknownDestination {
 			m.close(labels, flagNoRoute, 0, 0)
 			return nil, http.StatusServiceUnavailable
@@ -82,7 +79,7 @@ func (pp *PodProxy) admit(ctx context.Context, c Conn, labels connLabels, log *s
 	// The app sees the original client's address, as without the mesh.
 	app, err := pp.dialPlain(dctx, c.Dst, c.Src.Addr())
 	if err != nil {
-		log.Info("inbound connection: app unreachable", "err", err)
+		pp.log.Info("inbound connection: app unreachable", "src", c.Src, "dst", c.Dst, "err", err)
 		m.close(labels, flagUpstreamFailure, 0, 0)
 		return nil, http.StatusServiceUnavailable
 	}

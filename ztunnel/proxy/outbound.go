@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"time"
@@ -30,9 +31,8 @@ func (pp *PodProxy) handleOutbound(c net.Conn) {
 	}
 	m := pp.p.cfg.Metrics
 	m.open(labels)
-	log := pp.log.With("src", src, "dst", dst, "route", route.Kind.String())
 	if route.Kind == RouteDeny {
-		log.Info("outbound connection refused", "reason", route.Reason)
+		pp.log.Info("outbound connection refused", "src", src, "dst", dst, "reason", route.Reason)
 		m.close(labels, flagNoRoute, 0, 0)
 		return
 	}
@@ -40,13 +40,17 @@ func (pp *PodProxy) handleOutbound(c net.Conn) {
 	up, err := pp.dialRoute(ctx, src, route)
 	cancel()
 	if err != nil {
-		log.Info("outbound connection failed", "authority", route.Authority, "nextHop", route.NextHop, "err", err)
+		pp.log.Info("outbound connection failed", "src", src, "dst", dst, "route", route.Kind.String(),
+			"authority", route.Authority, "nextHop", route.NextHop, "err", err)
 		m.close(labels, flagUpstreamFailure, 0, 0)
 		return
 	}
 	res := hbone.Splice(c.(hbone.HalfCloser), up, pp.p.cfg.Buffers)
 	m.close(labels, flagNone, res.AToB, res.BToA)
-	log.Debug("outbound connection closed", "sent", res.AToB, "received", res.BToA, "err", res.Err())
+	if pp.log.Enabled(pp.ctx, slog.LevelDebug) {
+		pp.log.Debug("outbound connection closed", "src", src, "dst", dst, "route", route.Kind.String(),
+			"sent", res.AToB, "received", res.BToA, "err", res.Err())
+	}
 }
 
 // dialRoute opens the upstream side of an outbound connection.
