@@ -18,13 +18,17 @@ GOLANGCI_LINT_VERSION := v2.15.0
 PROTOC_GEN_GO_VERSION := v1.36.11
 PROTOC_VERSION := 3.21.12
 TOOLS := $(HOME)/.cache/zmesh-tools
+# The test API server (hack/kube-up.sh): etcd, kube-apiserver and
+# kube-controller-manager on 127.0.0.1, binaries cached under KUBE_HOME.
+export KUBE_HOME ?= $(HOME)/.cache/zmesh-kube
+TEST_KUBECONFIG := $(KUBE_HOME)/state/kubeconfig
 GOLANGCI_LINT := $(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 PROTOC_GEN_GO := $(TOOLS)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
 
 PROTOS := pkg/workloadapi/workload.proto pkg/workloadapi/security/authorization.proto pkg/zdsapi/zds.proto
 BINARIES := controller/cmd/controller ztunnel/cmd/ztunnel ztunnel/cmd/zmesh-cni ztunnel/cmd/zmesh-nodeagent tests/e2e/cmd/echo
 
-.PHONY: all build test packages check-fmt vet lint generate check-generate unit interop bench demo tools clean
+.PHONY: all build test packages check-fmt vet lint generate check-generate unit interop bench demo tools clean kube-up kube-down check-crds
 
 all: build
 
@@ -32,7 +36,15 @@ build:
 	@mkdir -p bin
 	$(GO) build -o bin/ $(addprefix ./,$(BINARIES))
 
-test: packages check-fmt vet lint check-generate unit interop
+test: packages check-fmt vet lint check-generate check-crds kube-up unit interop
+
+# Starts the test API server unless it is already running (first run builds
+# kube-apiserver, kube-controller-manager and kubectl: about 8 minutes).
+kube-up:
+	KCM=1 ./hack/kube-up.sh up
+
+kube-down:
+	./hack/kube-up.sh down
 
 # Debian packages the tests need (iproute2, iptables, nftables).
 packages:
@@ -48,8 +60,15 @@ vet:
 lint: $(GOLANGCI_LINT)
 	$(GOLANGCI_LINT) run ./...
 
+# Tests that need the API server fail rather than skip here.
 unit:
-	$(GO) test -race -count=1 ./...
+	ZMESH_TEST_KUBECONFIG=$(TEST_KUBECONFIG) ZMESH_REQUIRE_KUBE=1 $(GO) test -race -count=1 ./...
+
+# The CRDs in charts/base must match the pinned istio.io/api and gateway-api.
+check-crds:
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; ./hack/update-crds.sh $$tmp; \
+	diff -q $$tmp/crds/istio.gen.yaml charts/base/crds/istio.gen.yaml && \
+	diff -q $$tmp/files/gateway-api-crds.gen.yaml charts/base/files/gateway-api-crds.gen.yaml
 
 interop:
 	cd tests/interop && GOLANG_PROTOBUF_REGISTRATION_CONFLICT=warn $(GO) test -race -count=1 ./...
