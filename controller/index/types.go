@@ -31,6 +31,15 @@ type Inputs struct {
 	Gateways              []*gatewayv1.Gateway
 	ServiceEntries        []*networkingv1.ServiceEntry
 	WorkloadEntries       []*networkingv1.WorkloadEntry
+
+	// L7 configuration. Build does not read these; the waypoint
+	// configuration (controller/l7) does.
+	HTTPRoutes             []*gatewayv1.HTTPRoute
+	GRPCRoutes             []*gatewayv1.GRPCRoute
+	TCPRoutes              []*gatewayv1.TCPRoute
+	VirtualServices        []*networkingv1.VirtualService
+	DestinationRules       []*networkingv1.DestinationRule
+	RequestAuthentications []*securityv1.RequestAuthentication
 }
 
 // Config holds the mesh-wide settings that shape resources.
@@ -137,6 +146,18 @@ func (in *Inputs) Add(obj runtime.Object) bool {
 		in.ServiceEntries = append(in.ServiceEntries, o)
 	case *networkingv1.WorkloadEntry:
 		in.WorkloadEntries = append(in.WorkloadEntries, o)
+	case *gatewayv1.HTTPRoute:
+		in.HTTPRoutes = append(in.HTTPRoutes, o)
+	case *gatewayv1.GRPCRoute:
+		in.GRPCRoutes = append(in.GRPCRoutes, o)
+	case *gatewayv1.TCPRoute:
+		in.TCPRoutes = append(in.TCPRoutes, o)
+	case *networkingv1.VirtualService:
+		in.VirtualServices = append(in.VirtualServices, o)
+	case *networkingv1.DestinationRule:
+		in.DestinationRules = append(in.DestinationRules, o)
+	case *securityv1.RequestAuthentication:
+		in.RequestAuthentications = append(in.RequestAuthentications, o)
 	default:
 		return false
 	}
