@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"slices"
 	"strings"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/net/http2"
 )
 
 // DialRequest describes one tunnel to open with Pool.Dial.
@@ -69,6 +67,8 @@ type PoolConfig struct {
 	HandshakeTimeout time.Duration
 	// Logger receives connection events; nil means slog.Default().
 	Logger *slog.Logger
+	// BufferPool backs streams' receive queues; nil creates one per Pool.
+	BufferPool *BufferPool
 }
 
 // PoolStats is a snapshot of a Pool.
@@ -89,15 +89,16 @@ type PoolStats struct {
 // received GOAWAY get no new streams.
 //
 // A Pool has no background goroutines of its own besides idle timers and
-// the HTTP/2 read loops of its connections. Close closes all connections.
+// each connection's three (frame reader, control-frame writer, keepalive);
+// streams have none. Close closes all connections.
 type Pool struct {
 	cfg   PoolConfig
 	log   *slog.Logger
-	t     *http2.Transport //nolint:staticcheck // see NewPool
+	bufs  *BufferPool
 	dials atomic.Int64
 
 	wg      sync.WaitGroup // idle-timer callbacks
-	readers sync.WaitGroup // one per connection until its reader sees the socket fail
+	readers sync.WaitGroup // one per connection until its goroutines have ended
 
 	mu      sync.Mutex // guards entries, closed and every poolConn's pool-owned fields
 	entries map[poolKey]*poolEntry
@@ -129,9 +130,9 @@ type dialCall struct {
 // poolConn is one pooled HTTP/2 connection.
 type poolConn struct {
 	key    poolKey
-	cc     *http2.ClientConn //nolint:staticcheck // see NewPool
+	cc     *clientConn
 	tc     *tls.Conn
-	broken atomic.Bool // set when the transport closes the socket
+	broken atomic.Bool // set when the connection closes
 
 	// Guarded by Pool.mu.
 	active    int  // streams reserved or open through the pool
@@ -173,27 +174,14 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	t1 := &http.Transport{
-		DisableCompression: true,
-		HTTP2: &http.HTTP2Config{
-			MaxReceiveBufferPerConnection: ConnWindow,
-			MaxReceiveBufferPerStream:     StreamWindow,
-			MaxReadFrameSize:              MaxFrameSize,
-			SendPingTimeout:               cfg.KeepaliveInterval,
-			PingTimeout:                   cfg.KeepaliveTimeout,
-		},
-	}
-	// x/net's Transport and ClientConn are deprecated in favour of net/http's
-	// own HTTP/2, which cannot run over a connection we dialled and verified
-	// ourselves; t1 only carries the HTTP/2 settings and is never used.
-	t2, err := http2.ConfigureTransports(t1) //nolint:staticcheck // see above
-	if err != nil {
-		return nil, fmt.Errorf("hbone: configure http2 transport: %w", err)
+	bufs := cfg.BufferPool
+	if bufs == nil {
+		bufs = NewBufferPool(0)
 	}
 	return &Pool{
 		cfg:     cfg,
 		log:     log.With("component", "hbone-pool"),
-		t:       t2,
+		bufs:    bufs,
 		entries: make(map[poolKey]*poolEntry),
 		all:     make(map[*poolConn]struct{}),
 	}, nil
@@ -299,14 +287,14 @@ func (p *Pool) getConn(ctx context.Context, key poolKey, req *DialRequest, skip 
 		if pc != nil {
 			p.reserveLocked(pc)
 			p.mu.Unlock()
-			// The transport has its own view: GOAWAY, closed socket or the
-			// server's concurrency limit.
-			if pc.cc.ReserveNewRequest() {
+			// The connection has its own view: GOAWAY, closed socket or
+			// the server's concurrency limit.
+			if pc.cc.reserve() {
 				return pc, nil
 			}
-			st := pc.cc.State()
+			closed, closing := pc.cc.state()
 			p.mu.Lock()
-			if st.Closed || st.Closing {
+			if closed || closing {
 				p.markUnusableLocked(pc)
 			} else {
 				skip = append(skip, pc)
@@ -349,7 +337,7 @@ func (p *Pool) getConn(ctx context.Context, key poolKey, req *DialRequest, skip 
 		}
 		if p.closed {
 			p.mu.Unlock()
-			_ = pc.cc.Close()
+			pc.cc.close(nil)
 			return nil, ErrPoolClosed
 		}
 		e.conns = append(e.conns, pc)
@@ -358,7 +346,7 @@ func (p *Pool) getConn(ctx context.Context, key poolKey, req *DialRequest, skip 
 		// as busy; reserve there directly.
 		p.reserveLocked(pc)
 		p.mu.Unlock()
-		if pc.cc.ReserveNewRequest() {
+		if pc.cc.reserve() {
 			return pc, nil
 		}
 		p.mu.Lock()
@@ -379,7 +367,8 @@ func (p *Pool) dialConn(ctx context.Context, key poolKey, req *DialRequest) (*po
 		return nil, fmt.Errorf("connect: %w", err)
 	}
 	expected := slices.Clone(req.ExpectedIDs)
-	tc := tls.Client(raw, clientTLSConfig(req.Certificate, p.cfg.TrustBundle, expected))
+	cork := newCorkConn(raw)
+	tc := tls.Client(cork, clientTLSConfig(req.Certificate, p.cfg.TrustBundle, expected))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = raw.Close()
 		return nil, fmt.Errorf("tls handshake: %w", err)
@@ -388,23 +377,27 @@ func (p *Pool) dialConn(ctx context.Context, key poolKey, req *DialRequest) (*po
 		_ = raw.Close()
 		return nil, fmt.Errorf("server did not negotiate ALPN %q (got %q)", alpnH2, proto)
 	}
+	_ = raw.SetDeadline(time.Now().Add(p.cfg.HandshakeTimeout))
 	pc := &poolConn{key: key, tc: tc}
+	cc, err := newClientConn(p, tc, cork, raw, &pc.broken)
+	_ = raw.SetDeadline(time.Time{})
+	if err != nil {
+		_ = raw.Close()
+		return nil, fmt.Errorf("start http2: %w", err)
+	}
+	pc.cc = cc
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		_ = raw.Close()
+		cc.close(nil)
 		return nil, ErrPoolClosed
 	}
 	p.readers.Add(1) // under p.mu so it cannot race Close's Wait
 	p.mu.Unlock()
-	tracked := &trackedConn{Conn: tc, raw: raw, broken: &pc.broken, readerDone: p.readers.Done}
-	cc, err := p.t.NewClientConn(tracked) //nolint:staticcheck // x/net ClientConn is the API we build on
-	if err != nil {
-		_ = raw.Close()
-		tracked.readFailed()
-		return nil, fmt.Errorf("start http2: %w", err)
-	}
-	pc.cc = cc
+	go func() {
+		defer p.readers.Done()
+		cc.run()
+	}()
 	p.dials.Add(1)
 	p.log.Debug("hbone connection established", "next_hop", key.nextHop.String(), "source", key.src.String())
 	return pc, nil
@@ -450,7 +443,7 @@ func (p *Pool) idleExpired(pc *poolConn) {
 	delete(p.all, pc)
 	p.mu.Unlock()
 	p.log.Debug("hbone idle connection closed", "next_hop", pc.key.nextHop.String())
-	_ = pc.cc.Close()
+	pc.cc.close(nil)
 }
 
 // retireLocked evicts an unused connection: its idle timer is stopped and
@@ -479,7 +472,7 @@ func (p *Pool) markUnusableLocked(pc *poolConn) {
 
 func closeConns(pcs []*poolConn) {
 	for _, pc := range pcs {
-		_ = pc.cc.Close()
+		pc.cc.close(nil)
 	}
 }
 
@@ -501,7 +494,7 @@ func (p *Pool) Stats() PoolStats {
 
 // Close closes every pooled connection, resetting open streams, stops idle
 // timers, and waits for running timer callbacks and for every connection's
-// HTTP/2 reader to observe the close. Streams still held by callers fail;
+// goroutines to end. Streams still held by callers fail;
 // their Close remains safe. Later Dials fail with ErrPoolClosed.
 func (p *Pool) Close() error {
 	p.mu.Lock()
@@ -522,32 +515,4 @@ func (p *Pool) Close() error {
 	p.wg.Wait()
 	p.readers.Wait()
 	return nil
-}
-
-// trackedConn lets the pool notice that the transport closed a connection
-// without taking any lock (the transport may close while holding its own).
-// Close skips the TLS close_notify, which could block on a dead peer.
-// Its first failed Read marks the transport's reader as finished.
-type trackedConn struct {
-	*tls.Conn
-	raw        net.Conn
-	broken     *atomic.Bool
-	readerDone func()
-	readOnce   sync.Once
-}
-
-func (c *trackedConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if err != nil {
-		c.broken.Store(true)
-		c.readFailed()
-	}
-	return n, err
-}
-
-func (c *trackedConn) readFailed() { c.readOnce.Do(c.readerDone) }
-
-func (c *trackedConn) Close() error {
-	c.broken.Store(true)
-	return c.raw.Close()
 }

@@ -197,7 +197,7 @@ func TestShutdownGoAway(t *testing.T) {
 		defer cancel()
 		shutdownErr <- srv.Shutdown(ctx)
 	}()
-	waitFor(t, "client saw GOAWAY", func() bool { return st.pc.cc.State().Closing })
+	waitFor(t, "client saw GOAWAY", func() bool { _, closing := st.pc.cc.state(); return closing })
 
 	// New streams must not go to the draining connection. The listener is
 	// closed, so the pool's fresh connection attempt fails to connect.

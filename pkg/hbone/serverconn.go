@@ -66,9 +66,9 @@ type serverConn struct {
 
 	peer                  spiffeid.ID
 	localAddr, remoteAddr net.Addr
-	br                    *bufio.Reader
 
-	wmu  sync.Mutex // guards bw, fr's write side, henc, hbuf
+	wmu  sync.Mutex // guards bw, fr's write side, henc, hbuf, corking
+	cork *corkConn  // under tc; corked while wmu is held for writing
 	bw   *bufio.Writer
 	fr   *http2.Framer // reads only from the read loop; writes under wmu
 	henc *hpack.Encoder
@@ -151,7 +151,8 @@ func (sc *serverConn) serve() {
 func (sc *serverConn) handshake() error {
 	deadline := time.Now().Add(sc.srv.cfg.HandshakeTimeout)
 	_ = sc.raw.SetDeadline(deadline)
-	tc := tls.Server(sc.raw, sc.srv.tlsConf)
+	sc.cork = newCorkConn(sc.raw)
+	tc := tls.Server(sc.cork, sc.srv.tlsConf)
 	if err := tc.HandshakeContext(sc.ctx); err != nil {
 		return fmt.Errorf("tls handshake: %w", err)
 	}
@@ -166,9 +167,10 @@ func (sc *serverConn) handshake() error {
 	sc.peer = id
 	sc.srv.handshakes.Add(1)
 
-	sc.br = bufio.NewReaderSize(tc, 64<<10)
-	sc.bw = bufio.NewWriterSize(tc, 64<<10)
-	sc.fr = http2.NewFramer(sc.bw, sc.br)
+	// The framer reads straight from TLS, which buffers one record (and
+	// corkConn several during bulk transfers).
+	sc.bw = bufio.NewWriterSize(tc, frameWriteBufferSize)
+	sc.fr = http2.NewFramer(sc.bw, tc)
 	sc.fr.SetMaxReadFrameSize(MaxFrameSize)
 	sc.fr.MaxHeaderListSize = MaxHeaderListSize
 	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -176,13 +178,13 @@ func (sc *serverConn) handshake() error {
 	sc.henc = hpack.NewEncoder(&sc.hbuf)
 
 	var preface [len(http2.ClientPreface)]byte
-	if _, err := io.ReadFull(sc.br, preface[:]); err != nil {
+	if _, err := io.ReadFull(tc, preface[:]); err != nil {
 		return fmt.Errorf("read client preface: %w", err)
 	}
 	if string(preface[:]) != http2.ClientPreface {
 		return errors.New("bad client preface")
 	}
-	sc.wmu.Lock()
+	sc.lockWrite()
 	err = sc.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: MaxConcurrentStreams},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: StreamWindow},
@@ -192,10 +194,7 @@ func (sc *serverConn) handshake() error {
 	if err == nil {
 		err = sc.fr.WriteWindowUpdate(0, ConnWindow-initialWindow)
 	}
-	if err == nil {
-		err = sc.bw.Flush()
-	}
-	sc.wmu.Unlock()
+	err = sc.flushUnlock(err)
 	if err != nil {
 		return fmt.Errorf("write settings: %w", err)
 	}
@@ -549,14 +548,31 @@ func (sc *serverConn) awaitSend(st *ServerStream, want int) (int, error) {
 	}
 }
 
-// writeData writes one DATA frame (already flow-controlled) and flushes.
-func (sc *serverConn) writeData(id uint32, end bool, p []byte) error {
+// lockWrite takes the write lock and corks the socket; flushUnlock undoes
+// both.
+func (sc *serverConn) lockWrite() {
 	sc.wmu.Lock()
-	err := sc.fr.WriteData(id, end, p)
+	sc.cork.cork()
+}
+
+// flushUnlock flushes what was written since lockWrite in one socket write
+// (unless err, the outcome of those writes, is set) and releases the write
+// lock. It returns the first error.
+func (sc *serverConn) flushUnlock(err error) error {
 	if err == nil {
 		err = sc.bw.Flush()
 	}
+	if uerr := sc.cork.uncork(); err == nil {
+		err = uerr
+	}
 	sc.wmu.Unlock()
+	return err
+}
+
+// writeData writes one DATA frame (already flow-controlled) and flushes.
+func (sc *serverConn) writeData(id uint32, end bool, p []byte) error {
+	sc.lockWrite()
+	err := sc.flushUnlock(writeDataFrame(sc.bw, id, end, p))
 	if err != nil {
 		sc.close(err)
 		return fmt.Errorf("%w: write: %w", ErrStreamReset, err)
@@ -566,7 +582,7 @@ func (sc *serverConn) writeData(id uint32, end bool, p []byte) error {
 
 // writeHeaders writes a response HEADERS frame with the given status.
 func (sc *serverConn) writeHeaders(id uint32, status int, end bool) error {
-	sc.wmu.Lock()
+	sc.lockWrite()
 	sc.hbuf.Reset()
 	err := sc.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
 	if err == nil {
@@ -577,10 +593,7 @@ func (sc *serverConn) writeHeaders(id uint32, status int, end bool) error {
 			EndHeaders:    true,
 		})
 	}
-	if err == nil {
-		err = sc.bw.Flush()
-	}
-	sc.wmu.Unlock()
+	err = sc.flushUnlock(err)
 	if err != nil {
 		sc.close(err)
 		return fmt.Errorf("%w: write headers: %w", ErrStreamReset, err)
@@ -622,34 +635,9 @@ func (sc *serverConn) writeLoop() {
 		sc.mu.Lock()
 		batch, sc.ctrl = sc.ctrl, batch[:0]
 		sc.mu.Unlock()
-		closeAfter := false
-		sc.wmu.Lock()
-		var err error
-		for _, c := range batch {
-			if err != nil {
-				break
-			}
-			switch c.kind {
-			case ctrlSettingsAck:
-				err = sc.fr.WriteSettingsAck()
-			case ctrlPingAck:
-				err = sc.fr.WritePing(true, c.ping)
-			case ctrlPing:
-				err = sc.fr.WritePing(false, c.ping)
-			case ctrlWindowUpdate:
-				err = sc.fr.WriteWindowUpdate(c.streamID, c.incr)
-			case ctrlRST:
-				err = sc.fr.WriteRSTStream(c.streamID, c.code)
-			case ctrlGoAway:
-				err = sc.fr.WriteGoAway(c.streamID, c.code, nil)
-			case ctrlClose:
-				closeAfter = true
-			}
-		}
-		if err == nil {
-			err = sc.bw.Flush()
-		}
-		sc.wmu.Unlock()
+		sc.lockWrite()
+		closeAfter, err := writeCtrlFrames(sc.fr, batch)
+		err = sc.flushUnlock(err)
 		clear(batch)
 		if err != nil {
 			sc.close(err)
@@ -719,11 +707,8 @@ func (sc *serverConn) writeGoAwayNow(code http2.ErrCode) {
 	last := sc.maxClientID
 	sc.mu.Unlock()
 	_ = sc.raw.SetWriteDeadline(time.Now().Add(time.Second))
-	sc.wmu.Lock()
-	if sc.fr.WriteGoAway(last, code, nil) == nil {
-		_ = sc.bw.Flush()
-	}
-	sc.wmu.Unlock()
+	sc.lockWrite()
+	_ = sc.flushUnlock(sc.fr.WriteGoAway(last, code, nil))
 }
 
 // resetStream resets stream id locally; sendRST says whether to tell the peer.

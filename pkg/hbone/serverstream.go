@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -46,7 +47,10 @@ type ServerStream struct {
 	rbuf     chunkQueue
 	recvEOF  bool
 	recvErr  error
-	readWake chan struct{} // cap 1; signalled when rbuf, recvEOF or recvErr change
+	readWake chan struct{}   // cap 1; signalled when rbuf, recvEOF or recvErr change
+	notify   func()          // armed by readOrArm; taken by wakeReader
+	sink     syscall.RawConn // see setSink
+	inlineN  int64           // bytes written to sink by deliver
 
 	closeOnce sync.Once
 }
@@ -91,8 +95,15 @@ func (st *ServerStream) run(req *Request, status int) {
 // failed is dropped and its connection-level credit returned.
 func (st *ServerStream) deliver(data []byte, ended bool) {
 	st.rmu.Lock()
-	dropped := 0
+	dropped, inline := 0, 0
 	if st.recvErr == nil {
+		if st.sink != nil && st.notify != nil && st.rbuf.len() == 0 {
+			// The drainer is idle and nothing is queued: hand the data
+			// straight to the socket if it takes it without blocking.
+			inline = writeNonBlocking(st.sink, data)
+			st.inlineN += int64(inline)
+			data = data[inline:]
+		}
 		st.rbuf.write(data)
 		if ended {
 			st.recvEOF = true
@@ -102,7 +113,27 @@ func (st *ServerStream) deliver(data []byte, ended bool) {
 	}
 	st.rmu.Unlock()
 	st.sc.creditConn(dropped)
-	st.wakeReader()
+	if inline > 0 {
+		st.sc.consumed(st, inline)
+	}
+	if inline == 0 || len(data) > 0 || ended {
+		st.wakeReader()
+	}
+}
+
+// setSink lets deliver write received data straight to sink (the TCP
+// socket Splice copies this stream to) while the Splice drainer is idle.
+func (st *ServerStream) setSink(sink syscall.RawConn) {
+	st.rmu.Lock()
+	st.sink = sink
+	st.rmu.Unlock()
+}
+
+// inlineWritten reports the bytes deliver wrote straight to the sink.
+func (st *ServerStream) inlineWritten() int64 {
+	st.rmu.Lock()
+	defer st.rmu.Unlock()
+	return st.inlineN
 }
 
 // peerEnded records the client's END_STREAM carried by a trailers frame.
@@ -145,11 +176,46 @@ func (st *ServerStream) discard(err error) {
 	st.wakeReader()
 }
 
+// wakeReader wakes a blocked Read and runs an armed readOrArm callback.
+// Callers change the receive state under rmu first and call this after
+// releasing it.
 func (st *ServerStream) wakeReader() {
+	st.rmu.Lock()
+	fn := st.notify
+	st.notify = nil
+	st.rmu.Unlock()
+	if fn != nil {
+		go fn()
+	}
 	select {
 	case st.readWake <- struct{}{}:
 	default:
 	}
+}
+
+// readOrArm is a Read that never blocks: when there is nothing to return
+// yet it records fn, which is then called once, on a new goroutine, as
+// soon as the stream has data, EOF or an error, and reports armed. It lets
+// Splice drain the stream without a goroutine parked on an idle stream.
+func (st *ServerStream) readOrArm(p []byte, fn func()) (n int, err error, armed bool) {
+	st.rmu.Lock()
+	switch {
+	case st.rbuf.len() > 0:
+		n = st.rbuf.read(p)
+		st.rmu.Unlock()
+		st.sc.consumed(st, n)
+		return n, nil, false
+	case st.recvErr != nil:
+		err = st.recvErr
+	case st.recvEOF:
+		err = io.EOF
+	default:
+		st.notify = fn
+		st.rmu.Unlock()
+		return 0, nil, true
+	}
+	st.rmu.Unlock()
+	return 0, err, false
 }
 
 // Read reads tunnelled bytes sent by the client.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 )
 
 // HalfCloser is a connection whose write side can be closed on its own. Both
@@ -32,10 +33,16 @@ func (r SpliceResult) Err() error { return errors.Join(r.AErr, r.BErr) }
 // propagation) and the opposite direction keeps running; any other error
 // closes both connections, which ends the opposite direction too.
 //
-// Each direction reads into a small buffer of its own and borrows a buffer
-// from pool only while bulk data flows (see smallBufferSize); pool may be
-// nil, in which case buffers of DefaultBufferSize are allocated. Splice owns a
-// and b for its duration and closes them before returning.
+// A direction that reads from a *net.TCPConn waits for readability holding
+// no buffer and borrows a small one per read (a full-size one from pool
+// while bulk data flows, see smallBufferSize); any other HalfCloser source
+// gets a read loop that holds a small buffer of its own. A direction that
+// reads from one of this package's streams has no goroutine while the
+// stream is idle: it runs only while the stream has data, with a buffer
+// borrowed from pool for that time. So an idle TCP↔HBONE splice holds one
+// goroutine (the caller's) and no buffer. pool may be nil, in which
+// case buffers of DefaultBufferSize are allocated. Splice owns a and b for
+// its duration and closes them before returning.
 func Splice(a, b HalfCloser, pool *BufferPool) SpliceResult {
 	var (
 		res       SpliceResult
@@ -48,21 +55,116 @@ func Splice(a, b HalfCloser, pool *BufferPool) SpliceResult {
 			_ = b.Close()
 		})
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		res.BToA, res.BErr = copyHalf(a, b, pool)
-		if res.BErr != nil {
-			closeBoth()
+	finisher := func(n *int64, e *error) func(int64, error) {
+		return func(cnt int64, err error) {
+			*n, *e = cnt, err
+			if err != nil {
+				closeBoth()
+			}
+			wg.Done()
 		}
-	}()
-	res.AToB, res.AErr = copyHalf(b, a, pool)
-	if res.AErr != nil {
-		closeBoth()
+	}
+	aToB := finisher(&res.AToB, &res.AErr)
+	bToA := finisher(&res.BToA, &res.BErr)
+	wg.Add(2)
+	an, aNotifies := a.(readNotifier)
+	bn, bNotifies := b.(readNotifier)
+	switch {
+	case bNotifies:
+		drainAsync(a, bn, pool, bToA)
+		if aNotifies {
+			drainAsync(b, an, pool, aToB)
+		} else {
+			aToB(copyHalf(b, a, pool))
+		}
+	case aNotifies:
+		drainAsync(b, an, pool, aToB)
+		bToA(copyHalf(a, b, pool))
+	default:
+		go func() { bToA(copyHalf(a, b, pool)) }()
+		aToB(copyHalf(b, a, pool))
 	}
 	wg.Wait()
 	closeBoth()
 	return res
+}
+
+// readNotifier is implemented by ServerStream and ClientStream; see their
+// readOrArm.
+type readNotifier interface {
+	HalfCloser
+	readOrArm(p []byte, fn func()) (n int, err error, armed bool)
+	setSink(sink syscall.RawConn)
+	inlineWritten() int64
+}
+
+// drainer copies a readNotifier to dst in bursts: each run copies what the
+// stream has, then arms the stream to start the next run when more
+// arrives. Runs never overlap, so its fields need no lock.
+type drainer struct {
+	dst    HalfCloser
+	src    readNotifier
+	pool   *BufferPool
+	n      int64
+	finish func(int64, error)
+}
+
+// drainAsync starts copying src to dst without a goroutine parked on src;
+// finish is called once with the byte count and the first non-EOF error
+// after dst's write half was closed on EOF, or on failure.
+//
+// When dst is a *net.TCPConn the stream may also write to it directly
+// from its connection's read loop, without blocking, while the drainer is
+// idle (see the streams' deliver); those bytes count towards the total.
+func drainAsync(dst HalfCloser, src readNotifier, pool *BufferPool, finish func(int64, error)) {
+	d := &drainer{dst: dst, src: src, pool: pool}
+	d.finish = func(n int64, err error) { finish(n+src.inlineWritten(), err) }
+	if tc, ok := dst.(*net.TCPConn); ok {
+		if rc, err := tc.SyscallConn(); err == nil {
+			src.setSink(rc)
+		}
+	}
+	go d.run()
+}
+
+func (d *drainer) run() {
+	var big *[]byte
+	defer func() {
+		if big != nil && d.pool != nil {
+			d.pool.Put(big)
+		}
+	}()
+	big = getBuffer(d.pool)
+	buf := *big
+	for {
+		nr, rerr, armed := d.src.readOrArm(buf, d.run)
+		if armed {
+			return
+		}
+		if nr > 0 {
+			nw, werr := d.dst.Write(buf[:nr])
+			d.n += int64(nw)
+			if werr == nil && nw != nr {
+				werr = io.ErrShortWrite
+			}
+			if werr != nil {
+				d.finish(d.n, werr)
+				return
+			}
+		}
+		if rerr != nil {
+			if errors.Is(rerr, io.EOF) {
+				if err := d.dst.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+					d.finish(d.n, err)
+					return
+				}
+				d.finish(d.n, nil)
+				return
+			}
+			d.finish(d.n, rerr)
+			return
+		}
+	}
 }
 
 // smallBufferSize is the buffer each direction starts with, so an idle or
@@ -74,6 +176,9 @@ const smallBufferSize = 4 << 10
 // copyHalf copies src to dst and closes dst's write half on EOF. It returns
 // the bytes written and the first error that is not a clean EOF from src.
 func copyHalf(dst, src HalfCloser, pool *BufferPool) (int64, error) {
+	if tc, ok := src.(*net.TCPConn); ok {
+		return copyFromTCP(dst, tc, pool)
+	}
 	small := make([]byte, smallBufferSize)
 	buf := small
 	var big *[]byte

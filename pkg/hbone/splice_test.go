@@ -34,14 +34,19 @@ func tcpEcho(t *testing.T) net.Addr {
 	return ln.Addr()
 }
 
-// TestSpliceProxyChain wires app → TCP → Splice → HBONE → Splice → TCP echo,
-// the shape of ztunnel's outbound and inbound paths, and checks bytes and
-// half-close travel end to end with correct counts.
-func TestSpliceProxyChain(t *testing.T) {
+// spliceChain is app → TCP → Splice → HBONE → Splice → TCP echo, the shape
+// of ztunnel's outbound and inbound paths.
+type spliceChain struct {
+	front                   net.Addr
+	outboundRes, inboundRes chan SpliceResult
+}
+
+func startSpliceChain(t *testing.T) *spliceChain {
+	t.Helper()
 	pki := newPKI(t, "cluster.local")
 	backend := tcpEcho(t)
 	bp := NewBufferPool(0)
-	inboundRes := make(chan SpliceResult, 1)
+	sc := &spliceChain{outboundRes: make(chan SpliceResult, 1), inboundRes: make(chan SpliceResult, 1)}
 	h := HandlerFunc(func(ctx context.Context, req *Request, rw *ResponseWriter) {
 		up, err := (&net.Dialer{}).DialContext(ctx, "tcp", backend.String())
 		if err != nil {
@@ -53,7 +58,7 @@ func TestSpliceProxyChain(t *testing.T) {
 			up.Close()
 			return
 		}
-		inboundRes <- Splice(st, up.(*net.TCPConn), bp)
+		sc.inboundRes <- Splice(st, up.(*net.TCPConn), bp)
 	})
 	_, addr := startServer(t, pki, h, nil)
 	pool := newTestPool(t, pki, nil)
@@ -63,8 +68,7 @@ func TestSpliceProxyChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer outLn.Close()
-	outboundRes := make(chan SpliceResult, 1)
+	t.Cleanup(func() { outLn.Close() })
 	go func() {
 		c, err := outLn.Accept()
 		if err != nil {
@@ -76,29 +80,16 @@ func TestSpliceProxyChain(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		outboundRes <- Splice(c.(*net.TCPConn), st, bp)
+		sc.outboundRes <- Splice(c.(*net.TCPConn), st, bp)
 	}()
+	sc.front = outLn.Addr()
+	return sc
+}
 
-	app, err := net.Dial("tcp", outLn.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
-	payload := make([]byte, 3<<20+7)
-	_, _ = rand.Read(payload)
-	go func() {
-		_, _ = app.Write(payload)
-		_ = app.(*net.TCPConn).CloseWrite()
-	}()
-	got, err := io.ReadAll(app)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, payload) {
-		t.Fatalf("got %d bytes, want %d", len(got), len(payload))
-	}
-	want := int64(len(payload))
-	for name, ch := range map[string]chan SpliceResult{"outbound": outboundRes, "inbound": inboundRes} {
+// checkResults expects both splices to report want bytes each way.
+func (sc *spliceChain) checkResults(t *testing.T, want int64) {
+	t.Helper()
+	for name, ch := range map[string]chan SpliceResult{"outbound": sc.outboundRes, "inbound": sc.inboundRes} {
 		select {
 		case r := <-ch:
 			if r.AToB != want || r.BToA != want || r.Err() != nil {
@@ -108,6 +99,78 @@ func TestSpliceProxyChain(t *testing.T) {
 			t.Fatalf("%s splice did not finish", name)
 		}
 	}
+}
+
+// TestSpliceProxyChain checks that bytes and half-close travel end to end
+// through the chain with correct counts: bulk data read fast, bulk data
+// read slowly (so sockets fill up and received data queues behind them),
+// and many small request/response exchanges.
+func TestSpliceProxyChain(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		slow bool
+	}{{"fast reader", false}, {"slow reader", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			sc := startSpliceChain(t)
+			app, err := net.Dial("tcp", sc.front.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer app.Close()
+			payload := make([]byte, 3<<20+7)
+			_, _ = rand.Read(payload)
+			go func() {
+				_, _ = app.Write(payload)
+				_ = app.(*net.TCPConn).CloseWrite()
+			}()
+			var got []byte
+			if tc.slow {
+				buf := make([]byte, 16<<10)
+				for {
+					n, err := app.Read(buf)
+					got = append(got, buf[:n]...)
+					if err != nil {
+						break
+					}
+					time.Sleep(200 * time.Microsecond)
+				}
+			} else if got, err = io.ReadAll(app); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, payload) {
+				t.Fatalf("got %d bytes, want %d (equal prefix: %v)", len(got), len(payload), bytes.HasPrefix(payload, got))
+			}
+			sc.checkResults(t, int64(len(payload)))
+		})
+	}
+	t.Run("request response", func(t *testing.T) {
+		sc := startSpliceChain(t)
+		app, err := net.Dial("tcp", sc.front.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer app.Close()
+		var total int64
+		for i := range 300 {
+			msg := bytes.Repeat([]byte{byte(i)}, 1+i*7)
+			if _, err := app.Write(msg); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(msg))
+			if _, err := io.ReadFull(app, got); err != nil {
+				t.Fatalf("exchange %d: %v", i, err)
+			}
+			if !bytes.Equal(got, msg) {
+				t.Fatalf("exchange %d: echoed bytes differ", i)
+			}
+			total += int64(len(msg))
+		}
+		_ = app.(*net.TCPConn).CloseWrite()
+		if rest, err := io.ReadAll(app); err != nil || len(rest) != 0 {
+			t.Fatalf("after half-close: %d bytes, %v", len(rest), err)
+		}
+		sc.checkResults(t, total)
+	})
 }
 
 func TestChunkQueue(t *testing.T) {
@@ -135,5 +198,67 @@ func TestChunkQueue(t *testing.T) {
 	q.release()
 	if q.len() != 0 || q.read(out) != 0 {
 		t.Fatal("release left data")
+	}
+}
+
+// TestSpliceStreamToStream splices two HBONE streams, as a waypoint does:
+// client → server A, whose handler dials server B (echoing through a TCP
+// backend) and splices the two streams. Both directions are stream-sourced.
+func TestSpliceStreamToStream(t *testing.T) {
+	pki := newPKI(t, "cluster.local")
+	backend := tcpEcho(t)
+	bp := NewBufferPool(0)
+	_, addrB := startServer(t, pki, HandlerFunc(func(ctx context.Context, _ *Request, rw *ResponseWriter) {
+		up, err := (&net.Dialer{}).DialContext(ctx, "tcp", backend.String())
+		if err != nil {
+			_ = rw.Reject(503)
+			return
+		}
+		st, err := rw.Accept()
+		if err != nil {
+			up.Close()
+			return
+		}
+		Splice(st, up.(*net.TCPConn), bp)
+	}), nil)
+	poolA := newTestPool(t, pki, nil)
+	midRes := make(chan SpliceResult, 1)
+	_, addrA := startServer(t, pki, HandlerFunc(func(ctx context.Context, _ *Request, rw *ResponseWriter) {
+		up, err := poolA.Dial(ctx, dialReq(pki, t, addrB, nil))
+		if err != nil {
+			_ = rw.Reject(503)
+			return
+		}
+		st, err := rw.Accept()
+		if err != nil {
+			_ = up.Close()
+			return
+		}
+		midRes <- Splice(st, up, bp)
+	}), nil)
+
+	pool := newTestPool(t, pki, nil)
+	st, err := pool.Dial(testCtx(t), dialReq(pki, t, addrA, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = st.Close() }()
+	payload := make([]byte, 2<<20+3)
+	_, _ = rand.Read(payload)
+	go func() {
+		_, _ = st.Write(payload)
+		_ = st.CloseWrite()
+	}()
+	got, err := io.ReadAll(st)
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("echoed %d of %d bytes, %v", len(got), len(payload), err)
+	}
+	select {
+	case r := <-midRes:
+		if want := int64(len(payload)); r.AToB != want || r.BToA != want || r.Err() != nil {
+			t.Errorf("stream splice = %+v, want %d each way, no error", r, want)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream splice did not finish")
 	}
 }
