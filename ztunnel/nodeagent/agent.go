@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"os"
+	"slices"
 	"sync"
 
 	"github.com/zmesh/zmesh/pkg/netns"
@@ -20,6 +22,9 @@ type Pod struct {
 	UID                             string
 	Name, Namespace, ServiceAccount string
 	Labels                          map[string]string
+	// IPs are the pod's addresses (status.podIPs), used to find its network
+	// namespace again after an agent restart; may be empty.
+	IPs []netip.Addr
 }
 
 // Redirector installs and removes in-pod redirection (*redirect.Redirector).
@@ -45,7 +50,11 @@ type Config struct {
 	// synchronously, in order, after the agent's lock is released, by the
 	// method that made the change.
 	OnChange func(p Pod, enrolled bool)
-	Logger   *slog.Logger
+	// Store, when set, remembers each pod's network namespace from SetNetns
+	// until DeletePod, so that a restarted agent finds it again. A failure
+	// to write is logged, not returned: capture works without it.
+	Store  *NetnsStore
+	Logger *slog.Logger
 }
 
 // Agent reconciles pods' enrolment. All methods are safe for concurrent use;
@@ -107,6 +116,7 @@ func (a *Agent) UpsertPod(ctx context.Context, p Pod) error {
 		a.pods[p.UID] = ps
 	}
 	p.Labels = maps.Clone(p.Labels)
+	p.IPs = slices.Clone(p.IPs)
 	ps.pod = p
 	return a.reconcile(ctx, ps)
 }
@@ -125,6 +135,12 @@ func (a *Agent) SetNetns(ctx context.Context, uid, path string) error {
 		a.pods[uid] = ps
 	}
 	ps.netnsPath = path
+	if a.cfg.Store != nil {
+		rec := NetnsRecord{UID: uid, Namespace: ps.pod.Namespace, Name: ps.pod.Name, Netns: path}
+		if err := a.cfg.Store.Save(rec); err != nil {
+			a.log.Warn("pod network namespace not persisted; a restarted agent will have to search for it", "uid", uid, "err", err)
+		}
+	}
 	return a.reconcile(ctx, ps)
 }
 
@@ -137,6 +153,11 @@ func (a *Agent) DeletePod(ctx context.Context, uid string) error {
 		return nil
 	}
 	delete(a.pods, uid)
+	if a.cfg.Store != nil {
+		if err := a.cfg.Store.Delete(uid); err != nil {
+			a.log.Warn("pod state not deleted", "uid", uid, "err", err)
+		}
+	}
 	if !ps.enrolled {
 		return nil
 	}

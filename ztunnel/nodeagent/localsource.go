@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -285,16 +287,40 @@ func (s *LocalSource) assemble() (map[string]map[string]string, map[string]Pod) 
 				s.log.Debug("pod without metadata.uid ignored: the CNI plugin could not be matched to it", "pod", key, "file", s.rel(path))
 				continue
 			}
-			pods[string(p.UID)] = Pod{
-				UID:            string(p.UID),
-				Name:           p.Name,
-				Namespace:      p.Namespace,
-				ServiceAccount: serviceAccount(p),
-				Labels:         maps.Clone(p.Labels),
-			}
+			pods[string(p.UID)] = PodFromObject(p)
 		}
 	}
 	return nss, pods
+}
+
+// PodFromObject returns the agent's view of a Kubernetes pod.
+func PodFromObject(p *corev1.Pod) Pod {
+	return Pod{
+		UID:            string(p.UID),
+		Name:           p.Name,
+		Namespace:      p.Namespace,
+		ServiceAccount: serviceAccount(p),
+		Labels:         maps.Clone(p.Labels),
+		IPs:            PodIPs(p),
+	}
+}
+
+// PodIPs returns the pod's addresses from status.podIPs (status.podIP
+// when the list is empty); unparsable entries are skipped.
+func PodIPs(p *corev1.Pod) []netip.Addr {
+	var out []netip.Addr
+	add := func(s string) {
+		if a, err := netip.ParseAddr(s); err == nil && !slices.Contains(out, a.Unmap()) {
+			out = append(out, a.Unmap())
+		}
+	}
+	for _, ip := range p.Status.PodIPs {
+		add(ip.IP)
+	}
+	if len(out) == 0 && p.Status.PodIP != "" {
+		add(p.Status.PodIP)
+	}
+	return out
 }
 
 func serviceAccount(p *corev1.Pod) string {
@@ -387,5 +413,5 @@ func (s *LocalSource) pendingRetries() bool {
 
 func samePod(a, b Pod) bool {
 	return a.UID == b.UID && a.Name == b.Name && a.Namespace == b.Namespace &&
-		a.ServiceAccount == b.ServiceAccount && maps.Equal(a.Labels, b.Labels)
+		a.ServiceAccount == b.ServiceAccount && maps.Equal(a.Labels, b.Labels) && slices.Equal(a.IPs, b.IPs)
 }
