@@ -141,7 +141,6 @@ func LoadPlugged(dir string, now time.Time) (*SigningMaterial, error) {
 	if err != nil {
 		return nil, err
 	}
-	signer := caCerts[0]
 	key, err := readKey(dir, CAKeyFile)
 	if err != nil {
 		return nil, err
@@ -158,6 +157,21 @@ func LoadPlugged(dir string, now time.Time) (*SigningMaterial, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
+	m, err := assemblePlugged(caCerts, key, roots, chain, now)
+	if err != nil {
+		return nil, fmt.Errorf("ca: plugged-in CA in %s: %w", dir, err)
+	}
+	return m, nil
+}
+
+// assemblePlugged builds and validates plugged-in CA material from the
+// parsed ca-cert.pem (signing certificate first), ca-key.pem, root-cert.pem
+// and cert-chain.pem (see LoadPlugged).
+func assemblePlugged(caCerts []*x509.Certificate, key crypto.Signer, roots, chain []*x509.Certificate, now time.Time) (*SigningMaterial, error) {
+	if len(caCerts) == 0 || len(roots) == 0 {
+		return nil, errors.New("ca: plugged-in CA needs a signing certificate and a root")
+	}
+	signer := caCerts[0]
 	var inter []*x509.Certificate
 	for _, c := range append(caCerts[1:], chain...) {
 		if c.Equal(signer) || containsCert(roots, c) || containsCert(inter, c) {
@@ -178,7 +192,7 @@ func LoadPlugged(dir string, now time.Time) (*SigningMaterial, error) {
 		}
 	}
 	if err := m.Validate(now); err != nil {
-		return nil, fmt.Errorf("ca: plugged-in CA in %s: %w", dir, err)
+		return nil, err
 	}
 	return m, nil
 }
