@@ -25,17 +25,25 @@ type selectorPolicy struct {
 func (b *builder) buildAuthorizationPolicies() {
 	for _, ap := range b.authzPolicies {
 		a, l7 := convertAuthorizationPolicy(b.cfg.RootNamespace, ap)
-		if a == nil {
-			continue
-		}
-		if len(l7) > 0 {
+		var l7Problem string
+		if a != nil && len(l7) > 0 {
 			how := "DENY rules are enforced without them, which denies more than asked"
 			if a.Action == security.Action_ALLOW {
 				how = "ALLOW rules using them are left out, which allows less than asked"
 			}
-			b.problem(kindAuthorizationPolicy, ap.Namespace, ap.Name, fmt.Sprintf(
+			l7Problem = fmt.Sprintf(
 				"ztunnel cannot enforce HTTP attributes (%s); %s; attach the policy to a waypoint with targetRefs to enforce them",
-				strings.Join(l7, ", "), how))
+				strings.Join(l7, ", "), how)
+			b.problem(kindAuthorizationPolicy, ap.Namespace, ap.Name, l7Problem)
+		}
+		if len(policyTargetRefs(ap)) == 0 {
+			b.out.PolicyStatus[ap.Namespace+"/"+ap.Name] = PolicyStatus{
+				Generation: ap.Generation,
+				Ztunnel:    ztunnelPolicyStatus(ap, l7, l7Problem),
+			}
+		}
+		if a == nil {
+			continue
 		}
 		key := a.Namespace + "/" + a.Name
 		b.out.Policies[key] = a

@@ -36,6 +36,7 @@ func Build(cfg Config, in *Inputs) *Output {
 	b.buildPeerAuthentications()
 	b.buildServices()
 	b.buildServiceEntryServices()
+	b.buildWaypointPolicyStatus()
 	b.indexEndpointSlices()
 	b.buildPodWorkloads()
 	b.buildWorkloadEntryWorkloads()
@@ -46,6 +47,7 @@ func Build(cfg Config, in *Inputs) *Output {
 // builder carries the state of one Build call. Nothing in it outlives the call.
 type builder struct {
 	cfg Config
+	in  *Inputs
 	out *Output
 
 	// Valid inputs, sorted by namespace then name.
@@ -64,6 +66,8 @@ type builder struct {
 	// Waypoints by "<ns>/<name>", and per-service-account bindings by "<ns>/<sa>".
 	waypoints   map[string]*waypoint
 	saWaypoints map[string]*waypoint
+	// Waypoint bindings of Services and ServiceEntries by "<Kind>/<ns>/<name>".
+	serviceBindings map[string]bindResult
 	// reported de-duplicates Problems raised once per object.
 	reported map[Problem]bool
 
@@ -86,11 +90,15 @@ type builder struct {
 func newBuilder(cfg Config, in *Inputs) *builder {
 	b := &builder{
 		cfg: cfg,
+		in:  in,
 		out: &Output{
-			Workloads: make(map[string]*workloadapi.Workload, len(in.Pods)+len(in.WorkloadEntries)),
-			Services:  make(map[string]*workloadapi.Service, len(in.Services)+len(in.ServiceEntries)),
-			Policies:  make(map[string]*security.Authorization, len(in.AuthorizationPolicies)+len(in.PeerAuthentications)+1),
+			Workloads:        make(map[string]*workloadapi.Workload, len(in.Pods)+len(in.WorkloadEntries)),
+			Services:         make(map[string]*workloadapi.Service, len(in.Services)+len(in.ServiceEntries)),
+			Policies:         make(map[string]*security.Authorization, len(in.AuthorizationPolicies)+len(in.PeerAuthentications)+1),
+			ServiceWaypoints: map[string]WaypointBinding{},
+			PolicyStatus:     make(map[string]PolicyStatus, len(in.AuthorizationPolicies)),
 		},
+		serviceBindings:   map[string]bindResult{},
 		reported:          map[Problem]bool{},
 		selectorPolicies:  map[string][]selectorPolicy{},
 		selectingServices: map[string][]*serviceInfo{},
@@ -188,6 +196,7 @@ func (b *builder) nsLabels(ns string) map[string]string {
 }
 
 func (b *builder) finish() *Output {
+	b.invalidPolicyStatus(b.in.AuthorizationPolicies)
 	sort.Slice(b.out.Problems, func(i, j int) bool {
 		x, y := b.out.Problems[i], b.out.Problems[j]
 		return cmp.Or(cmp.Compare(x.Kind, y.Kind), cmp.Compare(x.Namespace, y.Namespace),

@@ -86,5 +86,6 @@ const (
 	kindServiceEntry          = "ServiceEntry"
 	kindWorkloadEntry         = "WorkloadEntry"
 	networkingGroupPrefix     = "networking.istio.io/"
+	gatewayGroup              = "gateway.networking.k8s.io"
 	serviceAccountDefaultName = "default"
 )

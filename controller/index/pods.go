@@ -52,7 +52,7 @@ func (b *builder) buildPodWorkloads() {
 		w.Services = b.podServices(p)
 		w.AuthorizationPolicies = b.workloadPolicies(p.Namespace, p.Labels)
 		if !b.isWaypointInstance(p.Namespace, p.Labels) {
-			w.Waypoint = b.resolveWaypoint(bindWorkload, kindPod, p.Namespace, p.Name, p.Labels, w.ServiceAccount)
+			w.Waypoint = b.resolveWaypoint(bindWorkload, kindPod, p.Namespace, p.Name, p.Labels, w.ServiceAccount).addr
 		}
 		b.out.Workloads[w.Uid] = w
 	}

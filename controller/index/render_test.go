@@ -35,7 +35,32 @@ func renderOutput(out *Output) ([]byte, error) {
 		ps[k] = protoValue(p.ProtoReflect(), true)
 	}
 	doc["workloads"], doc["services"], doc["policies"] = ws, ss, ps
+	if len(out.ServiceWaypoints) > 0 {
+		sw := map[string]any{}
+		for k, b := range out.ServiceWaypoints {
+			sw[k] = map[string]any{"waypoint": b.Waypoint, "condition": conditionValue(&b.Condition)}
+		}
+		doc["serviceWaypoints"] = sw
+	}
+	if len(out.PolicyStatus) > 0 {
+		st := map[string]any{}
+		for k, p := range out.PolicyStatus {
+			m := map[string]any{"generation": p.Generation}
+			if p.Ztunnel != nil {
+				m["ztunnelAccepted"] = conditionValue(p.Ztunnel)
+			}
+			if p.Waypoint != nil {
+				m["waypointAccepted"] = conditionValue(p.Waypoint)
+			}
+			st[k] = m
+		}
+		doc["policyStatus"] = st
+	}
 	return yaml.Marshal(doc)
+}
+
+func conditionValue(c *Condition) map[string]any {
+	return map[string]any{"status": c.Status, "reason": c.Reason, "message": c.Message}
 }
 
 // protoValue converts a message; top says it is a resource, whose unset

@@ -45,7 +45,9 @@ func (b *builder) buildServiceEntryServices() {
 			})
 			sps = append(sps, servicePort{port: p.Number, name: p.Name, targetNum: target})
 		}
-		waypoint := b.resolveWaypoint(bindService, kindServiceEntry, se.Namespace, se.Name, se.Labels, "")
+		bound := b.resolveWaypoint(bindService, kindServiceEntry, se.Namespace, se.Name, se.Labels, "")
+		b.serviceBindings[kindServiceEntry+"/"+se.Namespace+"/"+se.Name] = bound
+		waypoint := bound.addr
 		ingress := b.ingressUseWaypoint(se.Namespace, se.Labels)
 		for _, host := range se.Spec.Hosts {
 			key := se.Namespace + "/" + host
@@ -232,7 +234,7 @@ func (b *builder) entryWorkload(s entryWorkloadSpec) *workloadapi.Workload {
 	}
 	w.AuthorizationPolicies = b.workloadPolicies(s.ns, s.labels)
 	if !s.unbound && !b.isWaypointInstance(s.ns, s.labels) {
-		w.Waypoint = b.resolveWaypoint(bindWorkload, s.kind, s.ns, s.name, s.bindLabels, w.ServiceAccount)
+		w.Waypoint = b.resolveWaypoint(bindWorkload, s.kind, s.ns, s.name, s.bindLabels, w.ServiceAccount).addr
 	}
 	return w
 }

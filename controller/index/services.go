@@ -75,10 +75,12 @@ func (b *builder) buildServices() {
 			})
 		}
 		out.IpFamilies = ipFamiliesOf(svc, out.Addresses)
-		if !b.isWaypointInstance(svc.Namespace, svc.Labels) {
-			out.Waypoint = b.resolveWaypoint(bindService, kindService, svc.Namespace, svc.Name, svc.Labels, "")
-		}
 		out.IngressUseWaypoint = b.ingressUseWaypoint(svc.Namespace, svc.Labels)
+		if !b.isWaypointInstance(svc.Namespace, svc.Labels) {
+			bound := b.resolveWaypoint(bindService, kindService, svc.Namespace, svc.Name, svc.Labels, "")
+			out.Waypoint = bound.addr
+			b.recordServiceBinding(svc, bound, out.IngressUseWaypoint)
+		}
 		b.out.Services[info.key] = out
 		if len(svc.Spec.Selector) > 0 {
 			info.selector = svc.Spec.Selector

@@ -102,6 +102,59 @@ type Output struct {
 	// Problems found in individual objects; each such object was skipped or
 	// served in part, and the rest of the output is complete.
 	Problems []Problem
+
+	// ServiceWaypoints is the waypoint binding of every Kubernetes Service
+	// that asks for a waypoint (its own istio.io/use-waypoint label or its
+	// namespace's), by "<namespace>/<name>" of the Service. Services that ask
+	// for none, opt out with "none", or are waypoints themselves are absent.
+	// It feeds the istio.io/WaypointBound status condition.
+	ServiceWaypoints map[string]WaypointBinding
+	// PolicyStatus says, for every AuthorizationPolicy, whether ztunnel
+	// enforces it and whether a waypoint serves it, by "<namespace>/<name>".
+	// It feeds the ZtunnelAccepted and WaypointAccepted status conditions.
+	PolicyStatus map[string]PolicyStatus
+}
+
+// Condition is one status condition the index derives for an object, in
+// Istio's vocabulary (Reason is one CamelCase word, Message is for people).
+type Condition struct {
+	Status  bool
+	Reason  string
+	Message string
+}
+
+// WaypointBinding is the outcome of binding one Service to a waypoint.
+type WaypointBinding struct {
+	// Waypoint is the "<namespace>/<name>" of the waypoint Gateway asked for.
+	Waypoint string
+	// Condition is True (reason WaypointAccepted) when the Service's
+	// resource carries the waypoint, else False with the reason.
+	Condition Condition
+}
+
+// Reasons of the binding and policy conditions, as Istio writes them.
+const (
+	ReasonWaypointAccepted       = "WaypointAccepted"
+	ReasonWaypointIsNotReady     = "WaypointIsNotReady"
+	ReasonUnsupportedTrafficType = "UnsupportedTrafficType"
+	ReasonAccepted               = "Accepted"
+	ReasonUnsupportedValue       = "UnsupportedValue"
+	ReasonInvalid                = "Invalid"
+	ReasonPartiallyInvalid       = "PartiallyInvalid"
+	ReasonAncestorNotBound       = "AncestorNotBound"
+	ReasonTargetNotFound         = "TargetNotFound"
+)
+
+// PolicyStatus is what the index concluded about one AuthorizationPolicy.
+type PolicyStatus struct {
+	// Generation of the policy the conditions describe.
+	Generation int64
+	// Ztunnel is the ZtunnelAccepted condition; nil for policies attached
+	// to waypoints with targetRefs, which ztunnel does not see.
+	Ztunnel *Condition
+	// Waypoint is the WaypointAccepted condition; nil for policies without
+	// targetRefs.
+	Waypoint *Condition
 }
 
 // Problem reports one Kubernetes object the index could not use as given.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/zmesh/zmesh/pkg/workloadapi"
@@ -85,6 +86,14 @@ func (b *builder) waypointAddress(gw *gatewayv1.Gateway) (*workloadapi.GatewayAd
 			break
 		}
 	}
+	for _, c := range gw.Status.Conditions {
+		// The deployer refused this Gateway (for its current spec): any
+		// address left in its status is stale or not ours.
+		if c.Type == string(gatewayv1.GatewayConditionAccepted) && c.Status == metav1.ConditionFalse &&
+			c.ObservedGeneration == gw.Generation {
+			return nil, fmt.Sprintf("was not accepted (%s): %s", c.Reason, c.Message)
+		}
+	}
 	if len(gw.Status.Addresses) == 0 {
 		return nil, "has no status address yet"
 	}
@@ -151,16 +160,35 @@ func (w *waypoint) allows(k bindingKind) bool {
 	return w.serves&waypointForWorkload != 0
 }
 
+// bindResult is the outcome of resolveWaypoint.
+type bindResult struct {
+	// addr is the waypoint to put in the resource; nil when none applies.
+	addr *workloadapi.GatewayAddress
+	// waypoint is "<ns>/<name>" of the waypoint the object asked for;
+	// empty when it asked for none (or opted out).
+	waypoint string
+	// reason and message say why addr is nil although waypoint is set.
+	reason, message string
+}
+
+// condition renders r as an istio.io/WaypointBound condition.
+func (r bindResult) condition() Condition {
+	if r.addr != nil {
+		return Condition{Status: true, Reason: ReasonWaypointAccepted, Message: "Successfully attached to waypoint " + r.waypoint}
+	}
+	return Condition{Reason: r.reason, Message: r.message}
+}
+
 // resolveWaypoint binds an object to its waypoint, following Istio's
 // precedence: the object's own istio.io/use-waypoint label, then (for
 // workloads) a per-service-account waypoint, then its namespace's label.
 // "none" on the object or its namespace opts out. Problems are reported
 // against the object whose label names a missing, unready or unsuitable
-// waypoint. The result is nil when no usable waypoint applies.
-func (b *builder) resolveWaypoint(kind bindingKind, objKind, ns, name string, labels map[string]string, sa string) *workloadapi.GatewayAddress {
+// waypoint. The result's addr is nil when no usable waypoint applies.
+func (b *builder) resolveWaypoint(kind bindingKind, objKind, ns, name string, labels map[string]string, sa string) bindResult {
 	if v, ok := labels[LabelUseWaypoint]; ok && v != "" {
 		if v == DataplaneModeNone {
-			return nil
+			return bindResult{}
 		}
 		wns := labels[LabelUseWaypointNamespace]
 		if wns == "" {
@@ -170,21 +198,25 @@ func (b *builder) resolveWaypoint(kind bindingKind, objKind, ns, name string, la
 	}
 	if kind == bindWorkload && sa != "" {
 		if w := b.saWaypoints[ns+"/"+sa]; w != nil {
+			res := bindResult{waypoint: w.key()}
 			if w.addr == nil {
 				b.problem(kindGateway, w.gw.Namespace, w.gw.Name, "waypoint "+w.notReady+"; pods of service account "+sa+" are not bound to it")
-				return nil
+				res.reason, res.message = ReasonWaypointIsNotReady, fmt.Sprintf("waypoint %q is not ready: it %s", w.key(), w.notReady)
+				return res
 			}
 			if !w.allows(kind) {
 				b.problem(kindGateway, w.gw.Namespace, w.gw.Name, "per-service-account waypoint does not accept workload traffic ("+LabelWaypointFor+")")
-				return nil
+				res.reason, res.message = ReasonUnsupportedTrafficType, unsupportedTrafficMessage(kind, w.key())
+				return res
 			}
-			return w.addr
+			res.addr = w.addr
+			return res
 		}
 	}
 	nsl := b.nsLabels(ns)
 	if v, ok := nsl[LabelUseWaypoint]; ok && v != "" {
 		if v == DataplaneModeNone {
-			return nil
+			return bindResult{}
 		}
 		wns := nsl[LabelUseWaypointNamespace]
 		if wns == "" {
@@ -192,27 +224,37 @@ func (b *builder) resolveWaypoint(kind bindingKind, objKind, ns, name string, la
 		}
 		return b.usableWaypoint(kind, kindNamespace, "", ns, wns, v, false)
 	}
-	return nil
+	return bindResult{}
+}
+
+func unsupportedTrafficMessage(kind bindingKind, waypoint string) string {
+	return fmt.Sprintf("attempting to bind to traffic type %q which the waypoint %q does not support", kind, waypoint)
 }
 
 // usableWaypoint looks a named waypoint up for a binding. explicit is true
 // when the bound object itself names the waypoint, so that a waypoint which
 // does not serve this kind of traffic is a problem rather than a no-op.
-func (b *builder) usableWaypoint(kind bindingKind, objKind, objNS, objName, wns, wname string, explicit bool) *workloadapi.GatewayAddress {
-	w := b.waypoints[wns+"/"+wname]
+func (b *builder) usableWaypoint(kind bindingKind, objKind, objNS, objName, wns, wname string, explicit bool) bindResult {
+	key := wns + "/" + wname
+	res := bindResult{waypoint: key}
+	w := b.waypoints[key]
 	if w == nil {
-		b.problem(objKind, objNS, objName, fmt.Sprintf("waypoint %s/%s does not exist", wns, wname))
-		return nil
+		b.problem(objKind, objNS, objName, fmt.Sprintf("waypoint %s does not exist", key))
+		res.reason, res.message = ReasonWaypointIsNotReady, fmt.Sprintf("waypoint %q is not ready: it does not exist", key)
+		return res
 	}
 	if !w.allows(kind) {
 		if explicit {
-			b.problem(objKind, objNS, objName, fmt.Sprintf("waypoint %s/%s does not accept %s traffic (%s)", wns, wname, kind, LabelWaypointFor))
+			b.problem(objKind, objNS, objName, fmt.Sprintf("waypoint %s does not accept %s traffic (%s)", key, kind, LabelWaypointFor))
 		}
-		return nil
+		res.reason, res.message = ReasonUnsupportedTrafficType, unsupportedTrafficMessage(kind, key)
+		return res
 	}
 	if w.addr == nil {
-		b.problem(objKind, objNS, objName, fmt.Sprintf("waypoint %s/%s is not ready: it %s", wns, wname, w.notReady))
-		return nil
+		b.problem(objKind, objNS, objName, fmt.Sprintf("waypoint %s is not ready: it %s", key, w.notReady))
+		res.reason, res.message = ReasonWaypointIsNotReady, fmt.Sprintf("waypoint %q is not ready: it %s", key, w.notReady)
+		return res
 	}
-	return w.addr
+	res.addr = w.addr
+	return res
 }
