@@ -1,0 +1,215 @@
+package l7
+
+import (
+	"net/netip"
+	"slices"
+	"sort"
+
+	"google.golang.org/protobuf/proto"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/pkg/workloadapi"
+	"github.com/zmesh/zmesh/pkg/workloadapi/security"
+)
+
+// AllowWaypointPolicyPrefix starts the name of the implicit policy that lets
+// a waypoint reach the workloads it serves; the full name is
+// "istio_allow_waypoint_<waypoint namespace>_<waypoint name>" (Istio's; "_"
+// cannot appear in Kubernetes names, so it never collides).
+const AllowWaypointPolicyPrefix = "istio_allow_waypoint_"
+
+// AnnotationWaypointServiceAccount overrides the service account a waypoint
+// runs as (default: the Gateway's name, as the deployer creates it).
+const AnnotationWaypointServiceAccount = "gateway.istio.io/service-account"
+
+// AllowWaypointPolicyName is the implicit policy's name for a waypoint.
+func AllowWaypointPolicyName(waypointNS, waypointName string) string {
+	return AllowWaypointPolicyPrefix + waypointNS + "_" + waypointName
+}
+
+// AllowFromWaypoints adds Istio's implicit "allow from waypoint" L4
+// policies to an index output, so that ALLOW policies enforced by ztunnel
+// on a workload do not lock out the waypoint that carries the workload's
+// (or its services') traffic.
+//
+// For every workload that has a waypoint, or belongs to a service that has
+// one, and on which at least one ALLOW policy applies (GLOBAL, NAMESPACE of
+// its namespace, or listed on it), each such waypoint's policy
+// "<waypoint ns>/istio_allow_waypoint_<ns>_<name>" is listed on the
+// workload. The policy (scope WORKLOAD_SELECTOR, ALLOW) matches the
+// waypoint's identity "<trust domain>/ns/<ns>/sa/<service account>".
+// Workloads without ALLOW policies are left alone: adding an ALLOW would
+// turn "allow all" into "allow only the waypoint".
+//
+// cfg and in must be those out was built from. out is not modified: the
+// result shares every unchanged resource (and every other field) with it
+// and holds copies of the workloads it changed.
+func AllowFromWaypoints(cfg index.Config, in *index.Inputs, out *index.Output) *index.Output {
+	if in == nil || out == nil {
+		return out
+	}
+	td := cfg.TrustDomain
+	if td == "" {
+		td = index.DefaultTrustDomain
+	}
+	byAddr := waypointsByAddress(cfg, in)
+	if len(byAddr) == 0 {
+		return out
+	}
+	// Every other field of out is carried over as it is.
+	res := new(index.Output)
+	*res = *out
+	res.Workloads = make(map[string]*workloadapi.Workload, len(out.Workloads))
+	res.Policies = make(map[string]*security.Authorization, len(out.Policies))
+	for k, v := range out.Policies {
+		res.Policies[k] = v
+	}
+	uids := make([]string, 0, len(out.Workloads))
+	for uid, w := range out.Workloads {
+		res.Workloads[uid] = w
+		uids = append(uids, uid)
+	}
+	sort.Strings(uids)
+	for _, uid := range uids {
+		w := out.Workloads[uid]
+		var wps []waypointID
+		if k, ok := gatewayKey(w.GetWaypoint()); ok {
+			wps = append(wps, byAddr[k]...)
+		}
+		for svcKey := range w.GetServices() {
+			if k, ok := gatewayKey(out.Services[svcKey].GetWaypoint()); ok {
+				wps = append(wps, byAddr[k]...)
+			}
+		}
+		if len(wps) == 0 || !hasAllowPolicy(out, w) {
+			continue
+		}
+		names := slices.Clone(w.AuthorizationPolicies)
+		for _, wp := range wps {
+			key := wp.ns + "/" + AllowWaypointPolicyName(wp.ns, wp.name)
+			if _, ok := res.Policies[key]; !ok {
+				res.Policies[key] = allowWaypointPolicy(td, wp)
+			}
+			names = append(names, key)
+		}
+		slices.Sort(names)
+		names = slices.Compact(names)
+		if slices.Equal(names, w.AuthorizationPolicies) {
+			continue
+		}
+		c := proto.Clone(w).(*workloadapi.Workload)
+		c.AuthorizationPolicies = names
+		res.Workloads[uid] = c
+	}
+	return res
+}
+
+// waypointID names a waypoint and the service account it runs as.
+type waypointID struct {
+	ns, name, sa string
+}
+
+func allowWaypointPolicy(td string, wp waypointID) *security.Authorization {
+	return &security.Authorization{
+		Name:      AllowWaypointPolicyName(wp.ns, wp.name),
+		Namespace: wp.ns,
+		Scope:     security.Scope_WORKLOAD_SELECTOR,
+		Action:    security.Action_ALLOW,
+		Groups: []*security.Group{{Rules: []*security.Rules{{Matches: []*security.Match{{
+			Principals: []*security.StringMatch{{MatchType: &security.StringMatch_Exact{
+				Exact: td + "/ns/" + wp.ns + "/sa/" + wp.sa,
+			}}},
+		}}}}}},
+	}
+}
+
+// hasAllowPolicy reports whether ztunnel evaluates some ALLOW policy for w.
+func hasAllowPolicy(out *index.Output, w *workloadapi.Workload) bool {
+	for _, k := range w.AuthorizationPolicies {
+		if p := out.Policies[k]; p != nil && p.Action == security.Action_ALLOW {
+			return true
+		}
+	}
+	for _, p := range out.Policies {
+		if p.Action != security.Action_ALLOW {
+			continue
+		}
+		if p.Scope == security.Scope_GLOBAL || (p.Scope == security.Scope_NAMESPACE && p.Namespace == w.Namespace) {
+			return true
+		}
+	}
+	return false
+}
+
+// waypointsByAddress maps the GatewayAddress the index gives each waypoint
+// (its first status address) back to the waypoint Gateways.
+func waypointsByAddress(cfg index.Config, in *index.Inputs) map[string][]waypointID {
+	res := map[string][]waypointID{}
+	for _, gw := range in.Gateways {
+		if gw == nil || string(gw.Spec.GatewayClassName) != index.WaypointGatewayClass || len(gw.Status.Addresses) == 0 {
+			continue
+		}
+		sa := gw.Name
+		if v := gw.Annotations[AnnotationWaypointServiceAccount]; v != "" {
+			sa = v
+		}
+		id := waypointID{ns: gw.Namespace, name: gw.Name, sa: sa}
+		a := gw.Status.Addresses[0]
+		var key string
+		switch {
+		case a.Type == nil || *a.Type == gatewayv1.IPAddressType:
+			ip, err := netip.ParseAddr(a.Value)
+			if err != nil {
+				continue
+			}
+			network := cfg.Network
+			if n := gw.Labels[index.LabelNetwork]; n != "" {
+				network = n
+			}
+			key = "ip/" + network + "/" + ip.Unmap().String()
+		case *a.Type == gatewayv1.HostnameAddressType:
+			key = "host/" + gw.Namespace + "/" + a.Value
+		default:
+			continue
+		}
+		if !slices.Contains(res[key], id) {
+			res[key] = append(res[key], id)
+		}
+	}
+	for k := range res {
+		slices.SortFunc(res[k], func(x, y waypointID) int {
+			if x.ns != y.ns {
+				if x.ns < y.ns {
+					return -1
+				}
+				return 1
+			}
+			if x.name < y.name {
+				return -1
+			}
+			if x.name > y.name {
+				return 1
+			}
+			return 0
+		})
+	}
+	return res
+}
+
+func gatewayKey(ga *workloadapi.GatewayAddress) (string, bool) {
+	if ga == nil {
+		return "", false
+	}
+	switch d := ga.Destination.(type) {
+	case *workloadapi.GatewayAddress_Address:
+		ip, ok := netip.AddrFromSlice(d.Address.GetAddress())
+		if !ok {
+			return "", false
+		}
+		return "ip/" + d.Address.GetNetwork() + "/" + ip.Unmap().String(), true
+	case *workloadapi.GatewayAddress_Hostname:
+		return "host/" + d.Hostname.GetNamespace() + "/" + d.Hostname.GetHostname(), true
+	}
+	return "", false
+}

@@ -1,0 +1,58 @@
+package app_test
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/zmesh/zmesh/pkg/hbone"
+)
+
+// benchRequests measures sequential keep-alive requests and reports p50/p99.
+func benchRequests(b *testing.B, c *http.Client, url string) {
+	durs := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		resp, err := c.Get(url)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		_ = resp.Body.Close()
+		if resp.StatusCode != 200 {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+		durs = append(durs, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(durs)
+	b.ReportMetric(float64(durs[len(durs)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(durs[len(durs)*90/100].Microseconds()), "p90-µs")
+	b.ReportMetric(float64(durs[len(durs)*99/100].Microseconds()), "p99-µs")
+}
+
+// BenchmarkThroughWaypoint: client → HBONE → waypoint (L7) → HBONE → backend.
+func BenchmarkThroughWaypoint(b *testing.B) {
+	m, _, _ := reviewsMesh(b)
+	benchRequests(b, m.httpClient(reviewsVIP+":9080", false), "http://reviews:9080/")
+}
+
+// BenchmarkDirect is the baseline: client → HBONE → backend.
+func BenchmarkDirect(b *testing.B) {
+	m, v1, _ := reviewsMesh(b)
+	t := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return m.client.Dial(ctx, &hbone.DialRequest{NextHop: netip.MustParseAddrPort(v1.ln.Addr().String()), Authority: netip.MustParseAddrPort("10.244.1.1:8080"),
+			SourceID: clientID, Certificate: func() (*tls.Certificate, error) { return m.clientC.TLSCertificate(), nil }, ExpectedIDs: []spiffeid.ID{v1.id}})
+	}}
+	defer t.CloseIdleConnections()
+	benchRequests(b, &http.Client{Transport: t}, "http://reviews:9080/")
+}

@@ -1,0 +1,76 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/zmesh/zmesh/pkg/caclient"
+	"github.com/zmesh/zmesh/pkg/mtls"
+)
+
+// errNoCertificate is returned while the waypoint holds no valid certificate.
+var errNoCertificate = errors.New("waypoint: no valid certificate")
+
+// identity keeps the waypoint's own certificate: fetched from the CA with
+// the waypoint's token (no impersonation), renewed at half life, retried
+// with backoff, and never handed out once expired.
+type identity struct {
+	id    spiffeid.ID
+	fetch Fetcher
+	log   *slog.Logger
+	cur   atomic.Pointer[mtls.Certificate]
+}
+
+// run renews until ctx ends.
+func (i *identity) run(ctx context.Context) {
+	fail := 0
+	for {
+		var wait time.Duration
+		cert, err := i.fetch.Fetch(ctx, caclient.Request{Identity: i.id})
+		if err != nil {
+			fail++
+			wait = min(time.Second<<min(fail, 6), time.Minute)
+			wait = wait/2 + rand.N(wait/2)
+			i.log.Warn("certificate fetch failed", "identity", i.id.String(), "retry_in", wait, "err", err)
+		} else {
+			fail = 0
+			i.cur.Store(cert)
+			life := cert.NotAfter().Sub(cert.NotBefore())
+			wait = max(time.Until(cert.NotBefore().Add(life/2)), time.Second)
+			i.log.Info("certificate obtained", "identity", i.id.String(), "expires", cert.NotAfter(), "renew_in", wait)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// certificate returns the current certificate if still valid.
+func (i *identity) certificate() (*tls.Certificate, error) {
+	c := i.cur.Load()
+	if c == nil || time.Now().After(c.NotAfter()) {
+		return nil, errNoCertificate
+	}
+	return c.TLSCertificate(), nil
+}
+
+// status is the identity's state for the config dump.
+func (i *identity) status() map[string]any {
+	out := map[string]any{"identity": i.id.String()}
+	if c := i.cur.Load(); c != nil {
+		out["not_after"] = c.NotAfter()
+		out["not_before"] = c.NotBefore()
+	}
+	return out
+}

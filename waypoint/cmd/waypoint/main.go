@@ -1,0 +1,56 @@
+// Command waypoint runs zmesh's L7 proxy for ambient mode. See waypoint/app.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/zmesh/zmesh/pkg/log"
+	"github.com/zmesh/zmesh/waypoint/app"
+)
+
+func main() {
+	var cfg app.Config
+	var logLevel string
+	var accessLog bool
+	flag.StringVar(&cfg.ControllerAddr, "controller", "istiod.istio-system.svc:15012", "controller gRPC address (xDS and CA)")
+	flag.StringVar(&cfg.ControllerName, "controller-name", "istiod.istio-system.svc", "DNS name in the controller's certificate")
+	flag.StringVar(&cfg.RootCertFile, "root-cert", "/var/run/secrets/istio/root-cert.pem", "mesh root certificate (PEM)")
+	flag.StringVar(&cfg.TokenFile, "token-file", "/var/run/secrets/tokens/istio-token", "service-account token for the controller")
+	flag.StringVar(&cfg.PodName, "pod-name", os.Getenv("POD_NAME"), "this waypoint's pod name")
+	flag.StringVar(&cfg.PodNamespace, "pod-namespace", os.Getenv("POD_NAMESPACE"), "this waypoint's namespace")
+	flag.StringVar(&cfg.ServiceAccount, "service-account", os.Getenv("SERVICE_ACCOUNT"), "this waypoint's service account")
+	flag.StringVar(&cfg.NodeName, "node-name", os.Getenv("NODE_NAME"), "the node the waypoint runs on")
+	flag.StringVar(&cfg.InstanceIP, "instance-ip", os.Getenv("INSTANCE_IP"), "this waypoint's IP")
+	flag.StringVar(&cfg.TrustDomain, "trust-domain", "cluster.local", "mesh trust domain")
+	flag.StringVar(&cfg.ClusterID, "cluster-id", "Kubernetes", "cluster id")
+	flag.StringVar(&cfg.AdminAddr, "admin-addr", "127.0.0.1:15000", "admin address")
+	flag.StringVar(&cfg.MetricsAddr, "metrics-addr", ":15020", "metrics address")
+	flag.StringVar(&cfg.ReadyAddr, "ready-addr", ":15021", "readiness address")
+	flag.StringVar(&cfg.HBONEAddr, "hbone-addr", ":15008", "HBONE listen address")
+	flag.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces (empty: no export)")
+	flag.Float64Var(&cfg.TraceSamplingPercent, "trace-sampling", 1, "percent of new traces sampled")
+	flag.BoolVar(&accessLog, "access-log", true, "write JSON access log lines to stdout")
+	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+
+	logger, err := log.New(os.Stderr, logLevel)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "waypoint:", err)
+		os.Exit(2)
+	}
+	cfg.Logger = logger
+	if accessLog {
+		cfg.AccessLog = os.Stdout
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := app.Run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "waypoint:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,128 @@
+package config
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/zmesh/zmesh/pkg/workloadapi"
+	"github.com/zmesh/zmesh/pkg/xds"
+)
+
+func handler(s *Store, typ string) xds.Handler {
+	for _, tc := range s.Types() {
+		if tc.TypeURL == typ {
+			return tc.Handler
+		}
+	}
+	panic(typ)
+}
+
+func anyOf(m proto.Message) *anypb.Any {
+	a, err := anypb.New(m)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+func hcmListener(name string, filters ...*hcmv3.HttpFilter) *listenerv3.Listener {
+	hcm := &hcmv3.HttpConnectionManager{RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{
+		VirtualHosts: []*routev3.VirtualHost{{Name: "vh", Routes: []*routev3.Route{{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "c"}}}}}}}}},
+		HttpFilters: filters}
+	return &listenerv3.Listener{Name: name, FilterChains: []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{{Name: "hcm", ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(hcm)}}}}}}
+}
+
+func router() *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: anyOf(&routerv3.Router{})}}
+}
+
+func TestListenerValidation(t *testing.T) {
+	s := NewStore(nil, nil)
+	h := handler(s, ListenerTypeURL)
+	const name = "ns/svc.ns.svc.cluster.local:80"
+	if rej := h.HandleDelta(xds.Delta{Upserts: []xds.Upsert{{Name: name, Message: hcmListener(name, router())}}}); len(rej) != 0 {
+		t.Fatalf("good listener rejected: %v", rej)
+	}
+	good := s.Snapshot()
+	unknownFilter := &hcmv3.HttpFilter{Name: "envoy.filters.http.lua", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: anyOf(&structpb.Struct{})}}
+	optional := &hcmv3.HttpFilter{Name: "vendor.thing", IsOptional: true, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: anyOf(&structpb.Struct{})}}
+	for _, tc := range []struct {
+		name string
+		l    *listenerv3.Listener
+		want string // "" = accepted
+	}{
+		{"no router", hcmListener(name), "must end with envoy.filters.http.router"},
+		{"unsupported filter", hcmListener(name, unknownFilter, router()), "unsupported type"},
+		{"optional unknown filter", hcmListener(name, optional, router()), ""},
+		{"filter after router", hcmListener(name, router(), router()), "after the router"},
+		{"bad name", hcmListener("nonsense", router()), "is not <namespace>/<hostname>:<port>"},
+		{"no chains", &listenerv3.Listener{Name: name}, "no filter chain"},
+	} {
+		rej := h.HandleDelta(xds.Delta{Upserts: []xds.Upsert{{Name: tc.l.GetName(), Message: tc.l}}})
+		switch {
+		case tc.want == "" && len(rej) != 0:
+			t.Errorf("%s: rejected %v", tc.name, rej)
+		case tc.want != "" && (len(rej) != 1 || !strings.Contains(rej[0].Err.Error(), tc.want)):
+			t.Errorf("%s: rejections %v, want %q", tc.name, rej, tc.want)
+		}
+	}
+	svc := &Service{Namespace: "ns", Hostname: "svc.ns.svc.cluster.local"}
+	if s.Snapshot().Listener(svc, 80) == nil || good.Listener(svc, 80) == nil {
+		t.Fatal("the last good listener is gone")
+	}
+	if d := s.Dump(); len(d.Rejected) != 2 { // "bad name" and the latest version of name ("no chains")
+		t.Fatalf("rejected %v", d.Rejected)
+	}
+	h.HandleDelta(xds.Delta{Removals: []string{name}})
+	if s.Snapshot().Listener(svc, 80) != nil {
+		t.Fatal("removed listener still served")
+	}
+}
+
+func TestAddressIndex(t *testing.T) {
+	s := NewStore(nil, nil)
+	h := handler(s, workloadapi.AddressTypeURL)
+	key := "ns/svc.ns.svc.cluster.local"
+	svc := &workloadapi.Address{Type: &workloadapi.Address_Service{Service: &workloadapi.Service{Name: "svc", Namespace: "ns", Hostname: "svc.ns.svc.cluster.local",
+		Addresses: []*workloadapi.NetworkAddress{{Address: []byte{10, 96, 0, 1}}},
+		Ports:     []*workloadapi.Port{{ServicePort: 80, TargetPort: 8080, AppProtocol: workloadapi.AppProtocol_HTTP2}}}}}
+	wl := func(uid string, ip byte, status workloadapi.WorkloadStatus) *workloadapi.Address {
+		return &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: &workloadapi.Workload{Uid: uid, Name: uid, Namespace: "ns", ServiceAccount: "sa",
+			Addresses: [][]byte{{10, 244, 0, ip}}, Status: status, Services: map[string]*workloadapi.PortList{key: {Ports: []*workloadapi.Port{{ServicePort: 80, TargetPort: 8081}}}}}}}
+	}
+	bad := &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: &workloadapi.Workload{Uid: "bad", Addresses: [][]byte{{1, 2, 3}}}}}
+	rej := h.HandleDelta(xds.Delta{Upserts: []xds.Upsert{{Name: key, Message: svc}, {Name: "a", Message: wl("a", 1, workloadapi.WorkloadStatus_HEALTHY)},
+		{Name: "b", Message: wl("b", 2, workloadapi.WorkloadStatus_UNHEALTHY)}, {Name: "bad", Message: bad}}})
+	if len(rej) != 1 || rej[0].Name != "bad" {
+		t.Fatalf("rejections %v", rej)
+	}
+	snap := s.Snapshot()
+	got, sp, ok := snap.ServiceByVIP(netip.MustParseAddrPort("10.96.0.1:80"))
+	if !ok || got.Key != key || sp.Protocol != HTTP2 || sp.TargetPort != 8080 {
+		t.Fatalf("by VIP: %v %+v %v", got, sp, ok)
+	}
+	if _, _, ok := snap.ServiceByVIP(netip.MustParseAddrPort("10.96.0.1:81")); ok {
+		t.Fatal("undeclared port matched")
+	}
+	eps := snap.ServiceEndpoints(got, 80)
+	if len(eps) != 1 || eps[0].Addr.String() != "10.244.0.1:8081" || eps[0].Workload.Identity.String() != "spiffe://cluster.local/ns/ns/sa/sa" {
+		t.Fatalf("endpoints %+v", eps)
+	}
+	h.HandleDelta(xds.Delta{Removals: []string{"a"}})
+	if len(s.Snapshot().ServiceEndpoints(got, 80)) != 0 || s.Snapshot().WorkloadByIP(netip.MustParseAddr("10.244.0.1")) != nil {
+		t.Fatal("removed workload still indexed")
+	}
+	if len(snap.ServiceEndpoints(got, 80)) != 1 {
+		t.Fatal("an old snapshot changed: snapshots must be immutable")
+	}
+}

@@ -1,0 +1,166 @@
+// Package listener terminates the waypoint's HBONE tunnels: for each
+// CONNECT it finds the target (a service VIP:port or a workload address),
+// picks the protocol from the service's Listener or port app protocol, and
+// serves the tunnel as HTTP/1.1 or HTTP/2 (gRPC included, prior knowledge)
+// through the L7 proxy, or proxies it at L4.
+package listener
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+
+	"github.com/zmesh/zmesh/pkg/hbone"
+	"github.com/zmesh/zmesh/waypoint/config"
+	"github.com/zmesh/zmesh/waypoint/proxy"
+)
+
+// Handler is the hbone.Handler of the waypoint.
+type Handler struct {
+	store *config.Store
+	proxy *proxy.Proxy
+	log   *slog.Logger
+}
+
+// New returns a Handler serving tunnels through px.
+func New(store *config.Store, px *proxy.Proxy, log *slog.Logger) (*Handler, error) {
+	if store == nil || px == nil {
+		return nil, errors.New("listener: store and proxy are required")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{store: store, proxy: px, log: log}, nil
+}
+
+// ServeHBONE implements hbone.Handler. It returns when the tunnel ends.
+func (h *Handler) ServeHBONE(ctx context.Context, req *hbone.Request, rw *hbone.ResponseWriter) {
+	d := &proxy.Downstream{Authority: req.Authority, PeerID: req.PeerID}
+	if ap := addrPort(req.RemoteAddr); ap.IsValid() {
+		d.DirectRemote = ap.Addr()
+		d.Source = ap
+	}
+	if req.Forwarded != "" {
+		if src, err := hbone.ParseForwardedFor(req.Forwarded); err == nil {
+			d.Source = src
+		}
+	}
+	snap := h.store.Snapshot()
+	if !proxy.Resolve(snap, d) {
+		h.log.Debug("tunnel to an unknown destination", "authority", req.Authority.String(), "peer", req.PeerID.String())
+		_ = rw.Reject(http.StatusBadRequest)
+		return
+	}
+	d.SourceWorkload = snap.WorkloadByIP(d.Source.Addr())
+	isHTTP := d.Port.Protocol != config.TCP
+	if d.Service != nil {
+		if l := snap.Listener(d.Service, d.Port.Port); l != nil {
+			isHTTP = l.HTTP != nil
+		} else if snap.Refused(d.Service, d.Port.Port) {
+			// Its configuration was rejected: serving it without its
+			// policies would fail open.
+			h.log.Debug("tunnel to a service whose listener was rejected", "service", d.Service.Key)
+			_ = rw.Reject(http.StatusServiceUnavailable)
+			return
+		}
+	}
+	st, err := rw.Accept()
+	if err != nil {
+		return
+	}
+	if !isHTTP {
+		h.proxy.ServeTCP(ctx, st, d)
+		return
+	}
+	h.serveHTTP(ctx, st, d)
+}
+
+var discardLog = log.New(io.Discard, "", 0)
+
+// serveHTTP runs net/http's server (HTTP/1.1 and prior-knowledge HTTP/2)
+// on the one tunnel stream until either side ends it.
+func (h *Handler) serveHTTP(ctx context.Context, conn net.Conn, d *proxy.Downstream) {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:        h.proxy,
+		Protocols:      &protos,
+		ErrorLog:       discardLog,
+		MaxHeaderBytes: 96 << 10,
+		BaseContext:    func(net.Listener) context.Context { return proxy.WithDownstream(ctx, d) },
+	}
+	ln := newOneConn(conn)
+	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
+	defer stop()
+	_ = srv.Serve(ln)
+}
+
+// oneConn is a listener that yields one connection, then blocks until
+// that connection is closed.
+type oneConn struct {
+	conn   net.Conn
+	mu     sync.Mutex // guards given
+	given  bool
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newOneConn(c net.Conn) *oneConn {
+	l := &oneConn{closed: make(chan struct{})}
+	l.conn = &trackedConn{Conn: c, onClose: func() { l.once.Do(func() { close(l.closed) }) }}
+	return l
+}
+
+func (l *oneConn) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if !l.given {
+		l.given = true
+		l.mu.Unlock()
+		return l.conn, nil
+	}
+	l.mu.Unlock()
+	<-l.closed
+	return nil, net.ErrClosed
+}
+
+func (l *oneConn) Close() error {
+	l.mu.Lock()
+	given := l.given
+	l.given = true
+	l.mu.Unlock()
+	if !given {
+		return l.conn.Close()
+	}
+	return nil
+}
+
+func (l *oneConn) Addr() net.Addr { return l.conn.LocalAddr() }
+
+type trackedConn struct {
+	net.Conn
+	onClose func()
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.onClose()
+	return err
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if a == nil {
+		return netip.AddrPort{}
+	}
+	if t, ok := a.(*net.TCPAddr); ok {
+		return netip.AddrPortFrom(func() netip.Addr { ip, _ := netip.AddrFromSlice(t.IP); return ip.Unmap() }(), uint16(t.Port))
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}

@@ -1,0 +1,46 @@
+package telemetry
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	mrand "math/rand/v2"
+	"net/http"
+
+	"github.com/zmesh/zmesh/pkg/hbone"
+)
+
+// Span is this hop's place in a W3C trace.
+type Span struct {
+	TraceID  [16]byte
+	SpanID   [8]byte
+	ParentID [8]byte // zero when this span starts the trace
+	Flags    byte
+}
+
+// StartSpan continues the trace in h's traceparent (or starts one, sampled
+// with probability samplePPM per million) with a fresh span id, and
+// rewrites traceparent so the upstream sees this span as its parent.
+// tracestate is passed through untouched.
+func StartSpan(h http.Header, samplePPM uint32) Span {
+	var s Span
+	if tp, err := hbone.ParseTraceparent(h.Get("traceparent")); err == nil {
+		s.TraceID, s.ParentID, s.Flags = tp.TraceID, tp.ParentID, tp.Flags
+	} else {
+		_, _ = rand.Read(s.TraceID[:])
+		h.Del("tracestate")
+		if samplePPM >= 1_000_000 || (samplePPM > 0 && mrand.Uint32N(1_000_000) < samplePPM) {
+			s.Flags = 1
+		}
+	}
+	_, _ = rand.Read(s.SpanID[:])
+	h.Set("traceparent", s.Traceparent())
+	return s
+}
+
+// Traceparent renders the span as a version-00 traceparent.
+func (s Span) Traceparent() string {
+	return hbone.Traceparent{TraceID: s.TraceID, ParentID: s.SpanID, Flags: s.Flags}.String()
+}
+
+// TraceIDString is the hex trace id.
+func (s Span) TraceIDString() string { return hex.EncodeToString(s.TraceID[:]) }
