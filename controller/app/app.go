@@ -21,13 +21,16 @@ import (
 	"github.com/zmesh/zmesh/controller/ca"
 	"github.com/zmesh/zmesh/controller/configdir"
 	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/controller/kubesource"
+	"github.com/zmesh/zmesh/controller/leader"
 	"github.com/zmesh/zmesh/controller/xdsserver"
+	"github.com/zmesh/zmesh/pkg/kube"
 	"github.com/zmesh/zmesh/pkg/metrics"
 	"github.com/zmesh/zmesh/pkg/mtls"
 )
 
-// Source delivers snapshots of Kubernetes objects to the app. The config
-// directory is one; the Kubernetes API will be another.
+// Source delivers snapshots of Kubernetes objects to the app: the config
+// directory in local mode, the Kubernetes API otherwise.
 type Source interface {
 	Start(ctx context.Context) error
 	Stop()
@@ -42,6 +45,9 @@ type App struct {
 	registry *prometheus.Registry
 
 	// Set by Start; read-only afterwards.
+	kube      *kube.Clients   // Kubernetes mode only
+	elector   *leader.Elector // Kubernetes mode only
+	writers   kubeWriters     // Kubernetes mode only
 	authority *ca.Authority
 	serving   *ca.ServingCert
 	xds       *xdsserver.Server
@@ -51,6 +57,12 @@ type App struct {
 	mon       *http.Server
 	monLis    net.Listener
 	wg        sync.WaitGroup
+	stopOnce  sync.Once
+
+	discovery *discovery
+	// selected holds the namespaces the discovery selectors chose in the
+	// latest snapshot (nil: no selectors, all are).
+	selected atomic.Pointer[map[string]bool]
 
 	state atomic.Pointer[snapshot] // latest index output; nil before the first
 	// applyMu serialises apply so that snapshots reach xDS in order, and
@@ -73,14 +85,19 @@ func New(cfg Config) (*App, error) {
 		}
 		nodeIDs = append(nodeIDs, id)
 	}
+	disc, err := newDiscovery(cfg.Kube.DiscoverySelectors)
+	if err != nil {
+		return nil, fmt.Errorf("controller config: %w", err)
+	}
 	reg := metrics.NewRegistry()
-	return &App{cfg: cfg, log: cfg.Logger, nodeIDs: nodeIDs, registry: reg}, nil
+	return &App{cfg: cfg, log: cfg.Logger, nodeIDs: nodeIDs, registry: reg, discovery: disc}, nil
 }
 
 // Start loads (or creates) the CA, starts serving gRPC and monitoring, and
-// loads the first snapshot from the source. ctx bounds the start only: what
-// Start begins runs until Stop. On error, everything already started is
-// stopped.
+// loads the first snapshot from the source. On Kubernetes it also starts
+// leader election for the writers (waypoint deployer, root ConfigMaps,
+// status). ctx bounds the start only: what Start begins runs until Stop. On
+// error, everything already started is stopped.
 func (a *App) Start(ctx context.Context) (err error) {
 	defer func() {
 		if err != nil {
@@ -89,10 +106,19 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}()
 	// Long-lived work keeps ctx's values but not its deadline; Stop ends it.
 	ctx = context.WithoutCancel(ctx)
+	if a.kubeMode() {
+		if err := a.connectKube(); err != nil {
+			return err
+		}
+	}
 	if err := a.startCA(ctx); err != nil {
 		return err
 	}
-	authn, err := a.authenticator()
+	src, pods, err := a.newSource()
+	if err != nil {
+		return err
+	}
+	authn, err := a.authenticator(pods)
 	if err != nil {
 		return err
 	}
@@ -117,17 +143,15 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if a.kubeMode() {
+		// Writers need the first snapshot's consumers ready before the
+		// source delivers it.
+		if err := a.newWriters(); err != nil {
+			return err
+		}
+	}
 	// The first snapshot is published before gRPC serves: a client that
 	// reconnects must never see an empty state and drop what it holds.
-	src, err := configdir.New(configdir.Options{
-		Dir:      a.cfg.ConfigDir,
-		Validate: index.Validate,
-		OnChange: a.apply,
-		Logger:   a.log,
-	})
-	if err != nil {
-		return err
-	}
 	if err := src.Start(ctx); err != nil {
 		return err
 	}
@@ -138,12 +162,52 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.startMonitoring(); err != nil {
 		return err
 	}
+	if a.kubeMode() {
+		if err := a.startElector(ctx); err != nil {
+			return err
+		}
+	}
 	a.log.Info("controller started", "grpc", a.grpcLis.Addr().String(), "configDir", a.cfg.ConfigDir)
 	return nil
 }
 
+// kubeMode reports whether the controller reads the Kubernetes API (rather
+// than a manifest directory).
+func (a *App) kubeMode() bool { return a.cfg.ConfigDir == "" }
+
+// newSource builds the manifest-directory or Kubernetes source. pods is how
+// the TokenReview authenticator finds a caller's pod (nil in local mode).
+func (a *App) newSource() (Source, auth.PodLookup, error) {
+	if !a.kubeMode() {
+		src, err := configdir.New(configdir.Options{
+			Dir:      a.cfg.ConfigDir,
+			Validate: index.Validate,
+			OnChange: a.apply,
+			Logger:   a.log,
+		})
+		return src, nil, err
+	}
+	src, err := kubesource.New(kubesource.Options{
+		Clients:  a.kube,
+		Validate: index.Validate,
+		OnChange: a.apply,
+		Logger:   a.log.With("component", "kubesource"),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return src, src, nil
+}
+
 func (a *App) startCA(ctx context.Context) error {
-	material, err := ca.LoadOrCreate(a.cfg.CADir, ca.LoadOptions{TrustDomain: a.cfg.Index.TrustDomain, Logger: a.log})
+	opts := ca.LoadOptions{TrustDomain: a.cfg.Index.TrustDomain, Logger: a.log}
+	var material *ca.SigningMaterial
+	var err error
+	if a.kubeMode() {
+		material, err = ca.LoadOrCreateFromSecret(ctx, a.kube.Kube, a.cfg.Kube.SystemNamespace, opts)
+	} else {
+		material, err = ca.LoadOrCreate(a.cfg.CADir, opts)
+	}
 	if err != nil {
 		return fmt.Errorf("CA: %w", err)
 	}
@@ -167,9 +231,9 @@ func (a *App) startCA(ctx context.Context) error {
 	return nil
 }
 
-// authenticator accepts static tokens (when configured) and mesh client
-// certificates.
-func (a *App) authenticator() (auth.Authenticator, error) {
+// authenticator accepts static tokens (when configured), Kubernetes
+// service-account tokens (on Kubernetes) and mesh client certificates.
+func (a *App) authenticator(pods auth.PodLookup) (auth.Authenticator, error) {
 	chain := auth.Chain{}
 	if a.cfg.TokensFile != "" {
 		tokens, err := auth.LoadStaticTokens(a.cfg.TokensFile)
@@ -177,6 +241,18 @@ func (a *App) authenticator() (auth.Authenticator, error) {
 			return nil, fmt.Errorf("tokens file: %w", err)
 		}
 		chain = append(chain, tokens)
+	}
+	if a.kubeMode() {
+		tr, err := auth.NewTokenReview(auth.TokenReviewOptions{
+			Client:      a.kube.Kube,
+			TrustDomain: a.authority.TrustDomain(),
+			Pods:        pods,
+			Logger:      a.log.With("component", "tokenreview"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("token review: %w", err)
+		}
+		chain = append(chain, tr)
 	}
 	chain = append(chain, auth.ClientCert{TrustDomain: a.authority.TrustDomain()})
 	return chain, nil
@@ -216,8 +292,15 @@ func (a *App) startGRPC(caServer *ca.Server) error {
 }
 
 // Stop stops the source, the servers and the certificate renewal, and waits
-// for their goroutines. It is safe after a failed Start.
+// for their goroutines. It is safe after a failed Start and idempotent.
 func (a *App) Stop() {
+	a.stopOnce.Do(a.stop)
+}
+
+func (a *App) stop() {
+	if a.elector != nil {
+		a.elector.Stop() // writers first: they act on what the source saw
+	}
 	if a.source != nil {
 		a.source.Stop()
 	}

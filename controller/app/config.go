@@ -2,23 +2,30 @@ package app
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"slices"
 	"time"
 
 	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/pkg/kube"
 )
 
 // Config is everything the controller needs to run.
 type Config struct {
-	// ConfigDir is the directory of manifests served in local mode. Required
-	// until the Kubernetes source exists.
+	// ConfigDir is the directory of manifests served in local mode. Without
+	// it the controller runs on Kubernetes (see Kube).
 	ConfigDir string
+	// Kube configures the Kubernetes mode.
+	Kube KubeConfig
 	// GRPCAddr serves xDS and the CA (default ":15012").
 	GRPCAddr string
 	// MonitoringAddr serves /metrics, /healthz/ready and /debug/config_dump
 	// (default ":15014"; "-" disables it).
 	MonitoringAddr string
-	// CADir holds the CA's root (created on first start) or a plugged-in CA.
+	// CADir holds the CA's root (created on first start) or a plugged-in CA
+	// in local mode. On Kubernetes the root lives in Secrets instead.
 	CADir string
 	// TokensFile lists static bearer tokens: "<token> <spiffe-id> [node]".
 	// Optional; callers can also authenticate with a mesh client certificate.
@@ -40,11 +47,14 @@ type Config struct {
 }
 
 func (c Config) withDefaults() (Config, error) {
-	if c.ConfigDir == "" {
-		return c, errors.New("a config directory is required (the Kubernetes source is not available yet)")
+	if c.ConfigDir != "" && c.CADir == "" {
+		return c, errors.New("local mode (a config directory) needs a CA directory")
 	}
-	if c.CADir == "" {
-		return c, errors.New("a CA directory is required")
+	if c.ConfigDir == "" {
+		var err error
+		if c.Kube, err = c.Kube.withDefaults(); err != nil {
+			return c, err
+		}
 	}
 	if c.GRPCAddr == "" {
 		c.GRPCAddr = ":15012"
@@ -65,4 +75,62 @@ func (c Config) withDefaults() (Config, error) {
 		c.Index.TrustDomain = "cluster.local"
 	}
 	return c, nil
+}
+
+// KubeConfig is the Kubernetes mode's configuration.
+type KubeConfig struct {
+	// Kubeconfig is the client configuration file; empty uses $KUBECONFIG,
+	// then the in-cluster service account.
+	Kubeconfig string
+	// Clients, when set, are used instead of loading Kubeconfig (tests).
+	Clients *kube.Clients
+	// SystemNamespace holds the CA's Secrets and the leader-election Lease
+	// (default $POD_NAMESPACE, else istio-system).
+	SystemNamespace string
+	// Identity names this replica in leader election (default $POD_NAME,
+	// else the host name).
+	Identity string
+	// LeaseDuration, RenewDeadline and RetryPeriod tune leader election
+	// (client-go defaults 15s, 10s, 2s; tests shorten them).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
+	// WaypointImage is the image of the waypoint Deployments the controller
+	// creates. Required on Kubernetes.
+	WaypointImage string
+	// ControllerAddress is what waypoints dial for xDS and certificates
+	// (default istiod.<SystemNamespace>.svc:15012).
+	ControllerAddress string
+	// DiscoverySelectors are Istio's discoverySelectors, in label-selector
+	// syntax ("istio-discovery=enabled", "team in (a,b)"): when set, only
+	// namespaces matching at least one are served, get waypoints and get
+	// status. Empty selects every namespace.
+	DiscoverySelectors []string
+	// Disable switches off writers, for tests that run several controllers
+	// against one API server: "waypoints", "rootcm", "status".
+	Disable []string
+}
+
+func (k KubeConfig) withDefaults() (KubeConfig, error) {
+	if k.SystemNamespace == "" {
+		k.SystemNamespace = os.Getenv("POD_NAMESPACE")
+	}
+	if k.SystemNamespace == "" {
+		k.SystemNamespace = "istio-system"
+	}
+	if k.Identity == "" {
+		k.Identity = os.Getenv("POD_NAME")
+	}
+	if k.Identity == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return k, fmt.Errorf("leader-election identity: %w", err)
+		}
+		k.Identity = h
+	}
+	if k.WaypointImage == "" && !slices.Contains(k.Disable, "waypoints") {
+		return k, errors.New("on Kubernetes a waypoint image is required")
+	}
+	if k.ControllerAddress == "" {
+		k.ControllerAddress = "istiod." + k.SystemNamespace + ".svc:15012"
+	}
+	return k, nil
 }

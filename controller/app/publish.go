@@ -2,10 +2,12 @@ package app
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
 	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/controller/l7"
 	"github.com/zmesh/zmesh/controller/xdsserver"
 	"github.com/zmesh/zmesh/pkg/workloadapi"
 	"github.com/zmesh/zmesh/pkg/workloadapi/security"
@@ -40,8 +42,20 @@ func newSnapshot(out *index.Output) *snapshot {
 func (a *App) apply(in *index.Inputs) {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
+	if a.discovery.enabled() {
+		var selected map[string]bool
+		in, selected = a.discovery.filter(in)
+		a.selected.Store(&selected)
+	}
 	out := index.Build(a.cfg.Index, in)
-	a.logProblems(out.Problems)
+	if a.writers.status != nil {
+		a.writers.status.Update(out) // the index's own verdicts, before the L7 additions
+	}
+	// Workloads served by a waypoint admit it past their ALLOW policies
+	// (Istio's allow-from-waypoint policy).
+	out = l7.AllowFromWaypoints(a.cfg.Index, in, out)
+	l7out := l7.Build(l7.ConfigFromIndex(a.cfg.Index), in)
+	a.logProblems(append(slices.Clip(out.Problems), l7out.Problems...))
 	a.state.Store(newSnapshot(out))
 	if err := a.xds.Update(workloadapi.AddressTypeURL, addressResources(out)); err != nil {
 		a.log.Error("address resources not published", "err", err)
@@ -49,8 +63,25 @@ func (a *App) apply(in *index.Inputs) {
 	if err := a.xds.Update(security.AuthorizationTypeURL, policyResources(out)); err != nil {
 		a.log.Error("authorization resources not published", "err", err)
 	}
+	if err := a.xds.Update(l7.ListenerTypeURL, l7out.ListenerResources()); err != nil {
+		a.log.Error("waypoint listeners not published", "err", err)
+	}
+	if err := a.xds.Update(l7.ClusterTypeURL, l7out.ClusterResources()); err != nil {
+		a.log.Error("waypoint clusters not published", "err", err)
+	}
 	a.log.Info("state published", "workloads", len(out.Workloads), "services", len(out.Services),
-		"policies", len(out.Policies), "problems", len(out.Problems))
+		"policies", len(out.Policies), "listeners", len(l7out.Listeners), "clusters", len(l7out.Clusters),
+		"problems", len(out.Problems)+len(l7out.Problems))
+}
+
+// namespaceSelected reports whether the discovery selectors chose ns in the
+// latest snapshot.
+func (a *App) namespaceSelected(ns string) bool {
+	if !a.discovery.enabled() {
+		return true
+	}
+	sel := a.selected.Load()
+	return sel != nil && (*sel)[ns]
 }
 
 // logProblems logs problems that are new since the last build, so that one

@@ -232,7 +232,9 @@ func (s *Source) parse(data []byte) ([]runtime.Object, error) {
 			m.SetNamespace("default")
 		}
 		if s.opts.Validate != nil {
-			if err := s.opts.Validate(obj); err != nil {
+			// Kinds the index does not read (the L7 ones) are validated by
+			// their own translation, which reports problems per object.
+			if err := s.opts.Validate(obj); err != nil && !errors.Is(err, index.ErrUnsupportedKind) {
 				return nil, fmt.Errorf("%s %s/%s: %w", kindOf(obj), m.GetNamespace(), m.GetName(), err)
 			}
 		}

@@ -1,5 +1,6 @@
 // Command controller runs the zmesh controller: the workload API over delta
-// xDS and the mesh CA. See controller/app.
+// xDS, the mesh CA, and on Kubernetes the waypoint deployer and status
+// writers. See controller/app.
 package main
 
 import (
@@ -18,8 +19,13 @@ import (
 
 func main() {
 	var cfg app.Config
-	var nodeIDs, names, logLevel string
-	flag.StringVar(&cfg.ConfigDir, "config-dir", "", "directory of Kubernetes-style YAML manifests to serve (local mode)")
+	var nodeIDs, names, selectors, logLevel string
+	flag.StringVar(&cfg.ConfigDir, "config-dir", "", "directory of Kubernetes-style YAML manifests to serve (local mode; without it the controller reads the Kubernetes API)")
+	flag.StringVar(&cfg.Kube.Kubeconfig, "kubeconfig", "", "kubeconfig file (default $KUBECONFIG, then in-cluster)")
+	flag.StringVar(&cfg.Kube.SystemNamespace, "system-namespace", "", "namespace of the CA Secrets and the leader-election Lease (default $POD_NAMESPACE, else istio-system)")
+	flag.StringVar(&selectors, "discovery-selectors", "", `Istio discoverySelectors: label selectors separated by ";" (e.g. "istio-discovery=enabled;team in (a,b)"); only matching namespaces are served`)
+	flag.StringVar(&cfg.Kube.WaypointImage, "waypoint-image", "", "image of the waypoint Deployments the controller creates")
+	flag.StringVar(&cfg.Kube.ControllerAddress, "waypoint-controller-address", "", "controller address waypoints dial (default istiod.<system-namespace>.svc:15012)")
 	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "address for xDS and the CA (TLS)")
 	flag.StringVar(&cfg.MonitoringAddr, "monitoring-addr", ":15014", `address for /metrics, /healthz/ready and /debug/config_dump ("-" disables)`)
 	flag.StringVar(&cfg.CADir, "ca-dir", "", "directory of the CA's root (created if empty) or a plugged-in CA")
@@ -42,8 +48,14 @@ func main() {
 	cfg.Logger = logger
 	cfg.NodeIdentities = splitList(nodeIDs)
 	cfg.ServingNames = splitList(names)
-	// Local mode has no node agent able to annotate pods: enrolment implies capture.
-	cfg.Index.AssumeCaptured = true
+	for _, s := range strings.Split(selectors, ";") {
+		if s = strings.TrimSpace(s); s != "" {
+			cfg.Kube.DiscoverySelectors = append(cfg.Kube.DiscoverySelectors, s)
+		}
+	}
+	// Local mode has no node agent able to annotate pods: enrolment implies
+	// capture. On Kubernetes the node agent's annotation says so.
+	cfg.Index.AssumeCaptured = cfg.ConfigDir != ""
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -163,12 +163,22 @@ func Namespace(t testing.TB, c *kube.Clients, prefix string, labels map[string]s
 		t.Fatalf("create namespace: %v", err)
 	}
 	t.Cleanup(func() {
+		ForceDeletePods(c, ns.Name)
 		err := c.Kube.CoreV1().Namespaces().Delete(context.Background(), ns.Name, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			t.Logf("delete namespace %s: %v", ns.Name, err)
 		}
 	})
 	return ns.Name
+}
+
+// ForceDeletePods deletes every pod of namespace with grace period 0. With
+// no kubelet to confirm graceful deletions, pods bound to a node would
+// otherwise stay (and keep their namespace terminating) forever.
+func ForceDeletePods(c *kube.Clients, namespace string) {
+	zero := int64(0)
+	_ = c.Kube.CoreV1().Pods(namespace).DeleteCollection(context.Background(),
+		metav1.DeleteOptions{GracePeriodSeconds: &zero}, metav1.ListOptions{})
 }
 
 // Eventually polls cond every 50 ms until it returns true or timeout passes,
