@@ -1,7 +1,8 @@
 # zmesh build, test and tooling. Every target installs what it needs.
 #
 #   make build     binaries into bin/
-#   make test      gofmt, go vet, golangci-lint, generated-code check, unit and
+#   make test      gofmt, go vet, golangci-lint, generated-code and CRD checks, Helm
+#                  chart lint/render/server dry run, unit and
 #                  integration tests with -race, and the interop wire check
 #   make generate  regenerate protobuf Go code with the pinned generators
 #   make bench     benchmarks (numbers, not pass/fail)
@@ -26,9 +27,12 @@ GOLANGCI_LINT := $(TOOLS)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 PROTOC_GEN_GO := $(TOOLS)/protoc-gen-go-$(PROTOC_GEN_GO_VERSION)
 
 PROTOS := pkg/workloadapi/workload.proto pkg/workloadapi/security/authorization.proto pkg/zdsapi/zds.proto
-BINARIES := controller/cmd/controller ztunnel/cmd/ztunnel ztunnel/cmd/zmesh-cni ztunnel/cmd/zmesh-nodeagent tests/e2e/cmd/echo
+BINARIES := controller/cmd/controller controller/cmd/zmeshctl ztunnel/cmd/ztunnel ztunnel/cmd/zmesh-cni ztunnel/cmd/zmesh-nodeagent waypoint/cmd/waypoint tests/e2e/cmd/echo
+HELM_VERSION := v3.19.5
+HUB ?= zmesh
+TAG ?= dev
 
-.PHONY: all build test packages check-fmt vet lint generate check-generate unit interop bench demo tools clean kube-up kube-down check-crds
+.PHONY: all build test packages check-fmt vet lint generate check-generate unit interop bench demo tools clean kube-up kube-down check-crds images charts
 
 all: build
 
@@ -36,7 +40,17 @@ build:
 	@mkdir -p bin
 	$(GO) build -o bin/ $(addprefix ./,$(BINARIES))
 
-test: packages check-fmt vet lint check-generate check-crds kube-up unit interop
+test: packages check-fmt vet lint check-generate check-crds kube-up charts unit interop
+
+# One image per binary from docker/<name>.Dockerfile; needs docker or podman
+# (DRY_RUN=1 only prints the commands).
+images:
+	HUB=$(HUB) TAG=$(TAG) ./hack/build-images.sh
+
+# helm lint, helm template (default and non-default values), and a
+# server-side dry run of every rendering against the test API server.
+charts: kube-up
+	ZMESH_TEST_KUBECONFIG=$(TEST_KUBECONFIG) HELM_VERSION=$(HELM_VERSION) ./hack/check-charts.sh
 
 # Starts the test API server unless it is already running (first run builds
 # kube-apiserver, kube-controller-manager and kubectl: about 8 minutes).

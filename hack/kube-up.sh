@@ -52,6 +52,13 @@ export PATH=$BIN:$PATH
 
 log() { echo "[$(date +%T.%3N)] $*" >&2; }
 
+# One kube-up at a time per KUBE_HOME (tests of several packages may call it together).
+if [ -z "${KUBE_UP_LOCKED:-}" ]; then
+  mkdir -p "$KUBE_HOME"
+  export KUBE_UP_LOCKED=1
+  exec flock -o "$KUBE_HOME/.lock" "$0" "$@"
+fi
+
 build_k8s() {
   local cmds=()
   [ -x "$APISERVER_BIN" ] || cmds+=(k8s.io/kubernetes/cmd/kube-apiserver)

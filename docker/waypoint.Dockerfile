@@ -1,0 +1,20 @@
+# zmesh waypoint image. Build from the repository root:
+#   docker build -f docker/waypoint.Dockerfile -t $HUB/waypoint:$TAG .
+# (hack/build-images.sh builds every image.)
+ARG GO_IMAGE=golang:1.26-bookworm
+ARG BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot
+
+FROM ${GO_IMAGE} AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG TARGETOS=linux
+ARG TARGETARCH
+RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
+    go build -trimpath -buildvcs=false -ldflags="-s -w" -o /out/waypoint ./waypoint/cmd/waypoint
+
+FROM ${BASE_IMAGE}
+COPY --from=build /out/waypoint /usr/local/bin/waypoint
+USER 1337:1337
+ENTRYPOINT ["/usr/local/bin/waypoint"]

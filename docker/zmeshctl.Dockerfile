@@ -1,0 +1,20 @@
+# zmesh zmeshctl image. Build from the repository root:
+#   docker build -f docker/zmeshctl.Dockerfile -t $HUB/zmeshctl:$TAG .
+# (hack/build-images.sh builds every image.)
+ARG GO_IMAGE=golang:1.26-bookworm
+ARG BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot
+
+FROM ${GO_IMAGE} AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+ARG TARGETOS=linux
+ARG TARGETARCH
+RUN CGO_ENABLED=0 GOOS=${TARGETOS} GOARCH=${TARGETARCH} \
+    go build -trimpath -buildvcs=false -ldflags="-s -w" -o /out/zmeshctl ./controller/cmd/zmeshctl
+
+FROM ${BASE_IMAGE}
+COPY --from=build /out/zmeshctl /usr/local/bin/zmeshctl
+USER 1337:1337
+ENTRYPOINT ["/usr/local/bin/zmeshctl"]
