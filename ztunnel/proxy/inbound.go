@@ -10,7 +10,10 @@ import (
 
 // serveHBONE handles one CONNECT arriving at the pod's 15008: the target
 // must be this pod, policy must allow the peer, and the app must accept the
-// connection before the tunnel is answered with 200.
+// connection before the tunnel is answered with 200. The relay then runs on
+// a fresh goroutine (relayOnFreshStack) and the handler returns; the HBONE
+// server's Close, which Stop calls before waiting on pp.wg, still ends it
+// by closing the stream.
 func (pp *PodProxy) serveHBONE(ctx context.Context, req *hbone.Request, rw *hbone.ResponseWriter) {
 	src, _ := addrPort(req.RemoteAddr)
 	if !pp.ownsIP(req.Authority.Addr()) {
@@ -33,29 +36,30 @@ func (pp *PodProxy) serveHBONE(ctx context.Context, req *hbone.Request, rw *hbon
 		pp.p.cfg.Metrics.close(labels, flagNone, 0, 0)
 		return
 	}
-	pp.relay(conn, stream, app, labels)
+	pp.relayOnFreshStack(func() { pp.relay(conn, stream, app, labels) })
 }
 
 // handlePlaintext handles a connection captured on 15006: no identity, so
 // only policy that admits plaintext peers lets it through (STRICT does not).
-func (pp *PodProxy) handlePlaintext(c net.Conn) {
+// It returns the relay to run, nil when the connection is refused.
+func (pp *PodProxy) handlePlaintext(c net.Conn) func() {
 	src, _ := addrPort(c.RemoteAddr())
 	dst, err := pp.sockets.OriginalDst(c)
 	if err != nil {
 		pp.log.Warn("inbound connection without original destination", "src", src, "err", err)
-		return
+		return nil
 	}
 	if !pp.ownsIP(dst.Addr()) {
 		pp.log.Info("plaintext connection for an address that is not this pod's", "src", src, "dst", dst)
-		return
+		return nil
 	}
 	conn := Conn{Src: src, Dst: dst}
 	labels := connLabels{reporter: reporterDestination, src: pp.p.cfg.Resolver.PeerByIP(src.Addr()), dst: pp.info.Peer, security: "none"}
 	app, _ := pp.admit(pp.ctx, conn, labels)
 	if app == nil {
-		return
+		return nil
 	}
-	pp.relay(conn, c.(hbone.HalfCloser), app, labels)
+	return func() { pp.relay(conn, c.(hbone.HalfCloser), app, labels) }
 }
 
 // admit counts the connection, applies policy and dials the app. Without an

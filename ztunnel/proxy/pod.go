@@ -112,7 +112,10 @@ func (pp *PodProxy) Stop() {
 	pp.log.Info("pod proxy stopped")
 }
 
-func (pp *PodProxy) acceptLoop(ln net.Listener, handle func(net.Conn)) {
+// acceptLoop accepts connections and handles each on its own goroutine:
+// handle sets the connection up, and the relay it returns, if any, then runs
+// on a fresh goroutine (see relayOnFreshStack) while c stays tracked.
+func (pp *PodProxy) acceptLoop(ln net.Listener, handle func(net.Conn) (relay func())) {
 	defer pp.wg.Done()
 	for {
 		c, err := ln.Accept()
@@ -129,10 +132,32 @@ func (pp *PodProxy) acceptLoop(ln net.Listener, handle func(net.Conn)) {
 		pp.wg.Add(1)
 		go func() {
 			defer pp.wg.Done()
-			defer pp.untrack(c)
-			handle(c)
+			relay := handle(c)
+			if relay == nil {
+				pp.untrack(c)
+				return
+			}
+			pp.relayOnFreshStack(func() {
+				defer pp.untrack(c)
+				relay()
+			})
 		}()
 	}
+}
+
+// relayOnFreshStack runs relay, a connection's long-lived copy loop, on a
+// new goroutine counted in pp.wg. Setting a connection up (policy, dialing,
+// TLS) grows the handling goroutine's stack, and a goroutine parked on an
+// idle connection keeps its stack; starting the relay on a fresh, small
+// stack and letting the set-up goroutine end keeps idle connections cheap.
+// The caller must itself be counted in pp.wg (or run before Stop's Wait),
+// so the Add cannot race Wait.
+func (pp *PodProxy) relayOnFreshStack(relay func()) {
+	pp.wg.Add(1)
+	go func() {
+		defer pp.wg.Done()
+		relay()
+	}()
 }
 
 // track records a live downstream connection so that Stop can close it; it

@@ -57,8 +57,24 @@ type Spec struct {
 	// pod is enrolled by running the plugin as a container runtime would.
 	// Without it the agents are driven directly.
 	CNIPlugin string
-	Logger    *slog.Logger
+	// Waypoints run a waypoint process (WaypointBinary, the
+	// waypoint/cmd/waypoint binary) inside each named pod, with a token
+	// for the pod's service account. The pods themselves are declared in
+	// Pods (labelled istio.io/dataplane-mode=none and
+	// gateway.networking.k8s.io/gateway-name=<gateway>, with the Gateway's
+	// name as service account); the Gateway and its Service in Extra or
+	// written later with WriteConfig.
+	Waypoints      []string
+	WaypointBinary string
+	Logger         *slog.Logger
 }
+
+// Waypoint ports inside a waypoint pod (Istio's).
+const (
+	WaypointHBONEPort   = 15008
+	WaypointMetricsPort = 15020
+	WaypointReadyPort   = 15021
+)
 
 // ZtunnelAddrs are where a ztunnel's HTTP endpoints listen.
 type ZtunnelAddrs struct {
@@ -78,10 +94,15 @@ type Mesh struct {
 	ZtunnelProcs map[string]*cluster.Process
 	ZtunnelHTTP  map[string]ZtunnelAddrs
 	Redirector   *redirect.Redirector
+	// WaypointProcs are the running waypoints (Spec.Waypoints), by pod.
+	WaypointProcs map[string]*cluster.Process
 
 	log       *slog.Logger
 	ztBinary  string
 	cniPlugin string
+	// waypoints are the pods that run a waypoint; wpBinary its binary.
+	waypoints []string
+	wpBinary  string
 	ztConfigs map[string]ztunnelapp.Config
 	closers   []func() // run in reverse by Close
 	closeErr  error    // the cluster's teardown error
@@ -98,7 +119,11 @@ func Start(ctx context.Context, spec Spec) (_ *Mesh, err error) {
 	}
 	m := &Mesh{Pods: map[string]*cluster.Pod{}, Agents: map[string]*nodeagent.Agent{},
 		Ztunnels: map[string]*ztunnelapp.App{}, ZtunnelProcs: map[string]*cluster.Process{}, ZtunnelHTTP: map[string]ZtunnelAddrs{},
-		ztConfigs: map[string]ztunnelapp.Config{}, log: spec.Logger, ztBinary: spec.ZtunnelBinary, cniPlugin: spec.CNIPlugin}
+		ztConfigs: map[string]ztunnelapp.Config{}, log: spec.Logger, ztBinary: spec.ZtunnelBinary, cniPlugin: spec.CNIPlugin,
+		waypoints: spec.Waypoints, wpBinary: spec.WaypointBinary, WaypointProcs: map[string]*cluster.Process{}}
+	if len(spec.Waypoints) > 0 && spec.WaypointBinary == "" {
+		return nil, fmt.Errorf("waypoints need Spec.WaypointBinary")
+	}
 	defer func() {
 		if err != nil {
 			_ = m.Close()
@@ -127,6 +152,11 @@ func Start(ctx context.Context, spec Spec) (_ *Mesh, err error) {
 	}
 	for _, n := range c.Nodes() {
 		if err := m.startNode(ctx, n); err != nil {
+			return nil, err
+		}
+	}
+	for _, name := range m.waypoints {
+		if err := m.StartWaypoint(ctx, name); err != nil {
 			return nil, err
 		}
 	}
@@ -196,6 +226,16 @@ func (m *Mesh) startControlPlane(ctx context.Context) error {
 	for _, n := range m.Cluster.Nodes() {
 		lines += fmt.Sprintf("%s-token spiffe://cluster.local/ns/istio-system/sa/ztunnel %s\n", n.Name, n.Name)
 		if err := os.WriteFile(filepath.Join(work, n.Name+".token"), []byte(n.Name+"-token\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	for _, name := range m.waypoints {
+		p := m.Pods[name]
+		if p == nil {
+			return fmt.Errorf("waypoint pod %s is not in Spec.Pods", name)
+		}
+		lines += fmt.Sprintf("%s-token spiffe://cluster.local/ns/%s/sa/%s\n", name, p.Namespace, p.ServiceAccount)
+		if err := os.WriteFile(m.waypointToken(name), []byte(name+"-token\n"), 0o600); err != nil {
 			return err
 		}
 	}
@@ -387,6 +427,69 @@ func (m *Mesh) WaitReady(ctx context.Context, node string) error {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+func (m *Mesh) waypointToken(pod string) string {
+	return filepath.Join(m.Cluster.WorkDir(), "waypoint-"+pod+".token")
+}
+
+// StartWaypoint (re)starts the waypoint process in pod (one of
+// Spec.Waypoints) and waits until it answers /healthz/ready on its pod IP.
+func (m *Mesh) StartWaypoint(ctx context.Context, pod string) error {
+	p := m.Pods[pod]
+	if p == nil || m.wpBinary == "" {
+		return fmt.Errorf("no waypoint pod %s", pod)
+	}
+	// The controller listens on the root namespace's loopback: relay to
+	// it from the pod's.
+	fwd, err := forward(p.Netns, m.Controller.GRPCAddr().String())
+	if err != nil {
+		return err
+	}
+	m.closers = append(m.closers, fwd.close)
+	proc, err := m.Cluster.StartProcess(cluster.ProcessSpec{
+		Name: fmt.Sprintf("waypoint-%s-%d", pod, time.Now().UnixNano()), Netns: p.Netns, Path: m.wpBinary,
+		Args: []string{"--controller", fwd.addr(), "--controller-name", "localhost",
+			"--root-cert", filepath.Join(m.Cluster.WorkDir(), "ca", "root-cert.pem"), "--token-file", m.waypointToken(pod),
+			"--pod-name", p.Name, "--pod-namespace", p.Namespace, "--service-account", p.ServiceAccount,
+			"--node-name", p.Node.Name, "--instance-ip", p.IP.String(),
+			"--admin-addr", "127.0.0.1:15000", "--metrics-addr", fmt.Sprintf(":%d", WaypointMetricsPort),
+			"--ready-addr", fmt.Sprintf(":%d", WaypointReadyPort), "--hbone-addr", fmt.Sprintf(":%d", WaypointHBONEPort),
+			"--log-level", "debug"},
+	})
+	if err != nil {
+		return err
+	}
+	m.WaypointProcs[pod] = proc
+	m.closers = append(m.closers, func() { _ = proc.Stop() })
+	client := p.Netns.HTTPClient(time.Second)
+	url := fmt.Sprintf("http://%s/healthz/ready", net.JoinHostPort(p.IP.String(), fmt.Sprint(WaypointReadyPort)))
+	var last error
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s", resp.Status)
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waypoint %s not ready: %w", pod, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// StopWaypoint stops the waypoint process in pod (its pod stays).
+func (m *Mesh) StopWaypoint(pod string) error {
+	if p := m.WaypointProcs[pod]; p != nil {
+		return p.Stop()
+	}
+	return fmt.Errorf("no waypoint running in %s", pod)
 }
 
 // WriteConfig adds or replaces a manifest in the controller's directory.
