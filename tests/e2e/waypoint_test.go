@@ -3,6 +3,10 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,6 +17,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+	josejwt "github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/zmesh/zmesh/tests/e2e/cluster"
 	"github.com/zmesh/zmesh/tests/e2e/echo"
@@ -132,7 +139,7 @@ func request(src *cluster.Pod, method, url string, header map[string]string) (*e
 	if err != nil {
 		return nil, err
 	}
-	out := &echo.Response{Status: resp.StatusCode, Body: body}
+	out := &echo.Response{Status: resp.StatusCode, Header: resp.Header, Body: body}
 	if rep, err := echo.ParseReport(body); err == nil {
 		out.Report = rep
 	}
@@ -343,6 +350,62 @@ func TestWaypoint(t *testing.T) {
 		})
 	})
 
+	// Istio's own API at the waypoint: DestinationRule subsets, and a
+	// VirtualService routing by header to a subset, injecting a fault and
+	// setting a response header.
+	t.Run("VirtualServiceAndDestinationRule", func(t *testing.T) {
+		m.writeConfig("istio-routing.yaml", `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: demo}
+spec:
+  host: reviews.demo.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: demo}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {x-fault: {exact: abort}}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{headers: {x-version: {exact: v2}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+    headers: {response: {set: {x-served-by-subset: v1}}}
+`)
+		waitFor(t, "the VirtualService routes by header to subset v2", func() (bool, string) {
+			for range 5 {
+				r, err := request(sleep, http.MethodGet, vipURL+"/vs", map[string]string{"x-version": "v2"})
+				if err != nil || r.Report == nil || r.Report.Pod != "reviews-v2-0" {
+					return false, describe(r, err)
+				}
+			}
+			return true, ""
+		})
+		for i := range 10 {
+			r, err := request(sleep, http.MethodGet, vipURL+"/vs", nil)
+			if err != nil || r.Report == nil || r.Report.Pod != "reviews-v1-0" {
+				t.Fatalf("default route request %d: want subset v1 only, got %s", i, describe(r, err))
+			}
+			if got := r.Header.Get("X-Served-By-Subset"); got != "v1" {
+				t.Fatalf("default route request %d: response header x-served-by-subset %q", i, got)
+			}
+		}
+		r, err := request(sleep, http.MethodGet, vipURL+"/vs", map[string]string{"x-fault": "abort"})
+		if err != nil || r.Status != 418 {
+			t.Fatalf("fault abort: want 418, got %s", describe(r, err))
+		}
+		m.removeConfig("istio-routing.yaml")
+		eventually(t, "VirtualService removed: no fault", func() bool {
+			r, err := request(sleep, http.MethodGet, vipURL+"/vs", map[string]string{"x-fault": "abort"})
+			return err == nil && r.Status == 200
+		})
+	})
+
 	t.Run("L7AuthorizationPolicy", func(t *testing.T) {
 		m.writeConfig("l7-deny.yaml", `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -378,6 +441,82 @@ spec:
 		m.removeConfig("l7-deny.yaml")
 		eventually(t, "policy removed", func() bool {
 			r, err := request(sleep, http.MethodDelete, vipURL+"/item", nil)
+			return err == nil && r.Status == http.StatusOK
+		})
+	})
+
+	// RequestAuthentication with an inline JWKS plus an ALLOW policy on
+	// request principals and a claim: a bad token gets 401, no token 403,
+	// a good token with the claim 200.
+	t.Run("RequestAuthenticationJWT", func(t *testing.T) {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		jwks, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{{Key: key.Public(), KeyID: "k1", Algorithm: "ES256", Use: "sig"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sign := func(k *ecdsa.PrivateKey, claims map[string]any) string {
+			signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: k}, (&jose.SignerOptions{}).WithHeader("kid", "k1").WithType("JWT"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := josejwt.Signed(signer).Claims(claims).Serialize()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return tok
+		}
+		exp := time.Now().Add(time.Hour).Unix()
+		good := sign(key, map[string]any{"iss": "https://issuer.test", "sub": "alice", "group": "admins", "exp": exp})
+		noClaim := sign(key, map[string]any{"iss": "https://issuer.test", "sub": "bob", "exp": exp})
+		other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		forged := sign(other, map[string]any{"iss": "https://issuer.test", "sub": "alice", "group": "admins", "exp": exp})
+		m.writeConfig("jwt.yaml", fmt.Sprintf(`apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: {name: jwt, namespace: demo}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: wp}]
+  jwtRules: [{issuer: "https://issuer.test", jwks: %q}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: require-jwt, namespace: demo}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: wp}]
+  action: ALLOW
+  rules:
+  - from: [{source: {requestPrincipals: ["https://issuer.test/*"]}}]
+    when: [{key: "request.auth.claims[group]", values: ["admins"]}]
+`, string(jwks)))
+		bearer := func(tok string) map[string]string { return map[string]string{"Authorization": "Bearer " + tok} }
+		waitFor(t, "a request without a token is denied", func() (bool, string) {
+			r, err := request(sleep, http.MethodGet, vipURL+"/jwt", nil)
+			return err == nil && r.Status == http.StatusForbidden, describe(r, err)
+		})
+		for _, tc := range []struct {
+			name   string
+			header map[string]string
+			want   int
+		}{
+			{"good token with the claim", bearer(good), http.StatusOK},
+			{"good token without the claim", bearer(noClaim), http.StatusForbidden},
+			{"token signed by another key", bearer(forged), http.StatusUnauthorized},
+			{"garbage token", bearer("not.a.jwt"), http.StatusUnauthorized},
+			{"no token", nil, http.StatusForbidden},
+		} {
+			r, err := request(sleep, http.MethodGet, vipURL+"/jwt", tc.header)
+			if err != nil || r.Status != tc.want {
+				t.Errorf("%s: %s, want %d", tc.name, describe(r, err), tc.want)
+			}
+		}
+		m.removeConfig("jwt.yaml")
+		eventually(t, "JWT policy removed", func() bool {
+			r, err := request(sleep, http.MethodGet, vipURL+"/jwt", nil)
 			return err == nil && r.Status == http.StatusOK
 		})
 	})

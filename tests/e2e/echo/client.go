@@ -16,6 +16,7 @@ const maxBody = 1 << 20
 // Response is one HTTP exchange's result.
 type Response struct {
 	Status int
+	Header http.Header
 	Body   []byte
 	// Report is the parsed body, nil when the body is not a report (an
 	// error page from a proxy, say).
@@ -48,7 +49,7 @@ func Get(ctx context.Context, client *http.Client, url string, header http.Heade
 	if err != nil {
 		return nil, fmt.Errorf("echo: GET %s: read body: %w", url, err)
 	}
-	out := &Response{Status: resp.StatusCode, Body: body}
+	out := &Response{Status: resp.StatusCode, Header: resp.Header, Body: body}
 	if rep, err := ParseReport(body); err == nil {
 		out.Report = rep
 	}
