@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/coreos/go-iptables/iptables"
 )
@@ -84,8 +85,26 @@ func (f *family) remove() error {
 
 // check returns nil when our chains hold exactly rs and each jump exists
 // once, an error wrapping ErrNotInstalled naming the first difference, or
-// the iptables error.
+// the iptables error. A listing that races with another process changing
+// the same table (iptables-nft then calls the chain "incompatible") is
+// retried a few times before it counts.
 func (f *family) check() error {
+	var err error
+	for attempt := 1; ; attempt++ {
+		err = f.checkOnce()
+		if err == nil || attempt == 5 || !racedWithUpdate(err) {
+			return err
+		}
+		time.Sleep(time.Duration(attempt) * 20 * time.Millisecond)
+	}
+}
+
+// racedWithUpdate reports an iptables-nft listing that saw a table mid-update.
+func racedWithUpdate(err error) bool {
+	return strings.Contains(err.Error(), "is incompatible, use 'nft' tool")
+}
+
+func (f *family) checkOnce() error {
 	want := map[hook]int{}
 	for _, r := range f.rs.rules {
 		want[hook{table: r.table, target: r.chain}]++
