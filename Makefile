@@ -136,5 +136,5 @@ clean:
 # through the examples in examples/demo. KEEP=1 leaves it running.
 demo: packages
 	@mkdir -p bin
-	$(GO) build -o bin/echo ./tests/e2e/cmd/echo
-	$(GO) run ./tests/demo -echo bin/echo -examples examples $(if $(KEEP),-keep)
+	$(GO) build -o bin/ ./tests/e2e/cmd/echo ./waypoint/cmd/waypoint
+	$(GO) run ./tests/demo -echo bin/echo -waypoint bin/waypoint -examples examples $(if $(KEEP),-keep)

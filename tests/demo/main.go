@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,13 +32,14 @@ import (
 
 func main() {
 	echoBin := flag.String("echo", "bin/echo", "echo app binary run in every pod")
+	waypointBin := flag.String("waypoint", "bin/waypoint", "waypoint binary run in the waypoint pod")
 	examples := flag.String("examples", "examples", "examples directory (demo/ holds the policies)")
 	keep := flag.Bool("keep", false, "leave the mesh running until interrupted")
 	verbose := flag.Bool("v", false, "print component logs")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *echoBin, *examples, *keep, *verbose); err != nil {
+	if err := run(ctx, *echoBin, *waypointBin, *examples, *keep, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
 		os.Exit(1)
 	}
@@ -45,8 +47,9 @@ func main() {
 
 var ambient = map[string]string{"istio.io/dataplane-mode": "ambient"}
 
-func spec(echoBin string, logger *slog.Logger) meshenv.Spec {
+func spec(echoBin, waypointBin string, logger *slog.Logger) meshenv.Spec {
 	httpbin := map[string]string{"app": "httpbin"}
+	gw := map[string]string{"gateway.networking.k8s.io/gateway-name": "waypoint"}
 	return meshenv.Spec{
 		Prefix:     "zmdemo",
 		Namespaces: map[string]map[string]string{"demo": ambient, "legacy": nil},
@@ -56,29 +59,43 @@ func spec(echoBin string, logger *slog.Logger) meshenv.Spec {
 			{Name: "httpbin-1", Namespace: "demo", Node: "node2", ServiceAccount: "httpbin", Labels: httpbin},
 			{Name: "httpbin-2", Namespace: "demo", Node: "node2", ServiceAccount: "httpbin", Labels: httpbin},
 			{Name: "legacy", Namespace: "legacy", Node: "node1", Labels: map[string]string{"app": "legacy"}},
+			// The waypoint's pod; it serves once examples/demo/waypoint.yaml
+			// declares its Gateway.
+			{Name: "waypoint", Namespace: "demo", Node: "node2", ServiceAccount: "waypoint",
+				Labels: map[string]string{"istio.io/dataplane-mode": "none", "gateway.networking.k8s.io/gateway-name": "waypoint"}},
 		},
-		Services: []cluster.ServiceSpec{{Name: "httpbin", Namespace: "demo", ClusterIP: "10.96.0.10", Selector: httpbin,
-			Ports: []cluster.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}}},
-		EchoPath: echoBin,
-		Logger:   logger,
+		Services: []cluster.ServiceSpec{
+			{Name: "httpbin", Namespace: "demo", ClusterIP: "10.96.0.10", Selector: httpbin,
+				Labels: map[string]string{"istio.io/use-waypoint": "waypoint"},
+				Ports:  []cluster.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+			{Name: "waypoint", Namespace: "demo", ClusterIP: "10.96.0.20", Selector: gw,
+				Labels: map[string]string{"gateway.istio.io/managed": "istio.io-mesh-controller", "gateway.networking.k8s.io/gateway-name": "waypoint"},
+				Ports:  []cluster.ServicePort{{Name: "mesh", Port: 15008}, {Name: "status-port", Port: 15021}}},
+		},
+		Waypoints:      []string{"waypoint"},
+		WaypointBinary: waypointBin,
+		EchoPath:       echoBin,
+		Logger:         logger,
 	}
 }
 
-func run(ctx context.Context, echoBin, examples string, keep, verbose bool) error {
+func run(ctx context.Context, echoBin, waypointBin, examples string, keep, verbose bool) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the demo builds network namespaces and needs root")
 	}
-	if _, err := os.Stat(echoBin); err != nil {
-		return fmt.Errorf("echo app: %w (run `make demo`)", err)
+	for _, bin := range []*string{&echoBin, &waypointBin} {
+		if _, err := os.Stat(*bin); err != nil {
+			return fmt.Errorf("%w (run `make demo`)", err)
+		}
+		*bin, _ = filepath.Abs(*bin)
 	}
-	echoBin, _ = filepath.Abs(echoBin)
 	logger := slog.New(slog.DiscardHandler)
 	if verbose {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	}
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	m, err := meshenv.Start(sctx, spec(echoBin, logger))
+	m, err := meshenv.Start(sctx, spec(echoBin, waypointBin, logger))
 	cancel()
 	if err != nil {
 		return fmt.Errorf("mesh: %w", err)
@@ -89,7 +106,7 @@ func run(ctx context.Context, echoBin, examples string, keep, verbose bool) erro
 		}
 	}()
 	d := &demo{m: m, ctx: ctx}
-	d.say("mesh up in %v: 2 nodes, 5 pods; controller, 2 node agents and 2 ztunnels ready; demo/ is ambient, legacy/ is not",
+	d.say("mesh up in %v: 2 nodes, 5 pods and a waypoint pod; controller, 2 node agents and 2 ztunnels ready; demo/ is ambient, legacy/ is not",
 		time.Since(start).Round(time.Millisecond))
 
 	// mTLS across nodes, proven three ways.
@@ -156,6 +173,28 @@ func run(ctx context.Context, echoBin, examples string, keep, verbose bool) erro
 	}
 	d.say("applied examples/demo/allow-sleep.yaml: notsleep -> httpbin-1 denied (spiffe://cluster.local/ns/demo/sa/notsleep not allowed); sleep -> httpbin-1 still 200")
 
+	// L7: a waypoint for the httpbin service.
+	if err := d.apply(examples, "waypoint.yaml"); err != nil {
+		return err
+	}
+	var denied *echo.Response
+	if err := d.until("the waypoint enforces the L7 policy", func() bool {
+		denied, err = d.getAny("sleep", "http://10.96.0.10/admin/users")
+		return err == nil && denied.Status == http.StatusForbidden
+	}); err != nil {
+		return err
+	}
+	r, err = d.get("sleep", "http://10.96.0.10/hello")
+	if err != nil {
+		return err
+	}
+	via, err := d.waypointRequests()
+	if err != nil {
+		return err
+	}
+	d.say("applied examples/demo/waypoint.yaml: sleep -> httpbin VIP now goes through the waypoint (HBONE to it, L7 there): GET /admin/users -> %d %q (L7 AuthorizationPolicy), GET /hello -> %d from %s; waypoint counted %v requests in istio_requests_total",
+		denied.Status, strings.TrimSpace(string(denied.Body)), r.Status, r.Report.Pod, via)
+
 	if keep {
 		d.printTryIt()
 		<-ctx.Done()
@@ -188,6 +227,36 @@ func (d *demo) get(pod, url string) (*echo.Response, error) {
 		return nil, fmt.Errorf("%s -> %s: status %d", pod, url, r.Status)
 	}
 	return r, nil
+}
+
+// getAny is get that returns any HTTP status.
+func (d *demo) getAny(pod, url string) (*echo.Response, error) {
+	ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
+	defer cancel()
+	return echo.Get(ctx, d.m.Pods[pod].Netns.HTTPClient(10*time.Second), url, nil)
+}
+
+// waypointRequests sums the waypoint's istio_requests_total.
+func (d *demo) waypointRequests() (float64, error) {
+	p := d.m.Pods["waypoint"]
+	resp, err := p.Netns.HTTPClient(5 * time.Second).Get("http://" + p.IP.String() + ":15020/metrics")
+	if err != nil {
+		return 0, fmt.Errorf("waypoint metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, fmt.Errorf("waypoint metrics: %w", err)
+	}
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "istio_requests_total{") {
+			if v, err := strconv.ParseFloat(line[strings.LastIndex(line, " ")+1:], 64); err == nil {
+				sum += v
+			}
+		}
+	}
+	return sum, nil
 }
 
 func (d *demo) reaches(src, dst string) bool {
