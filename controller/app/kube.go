@@ -65,6 +65,7 @@ func (a *App) newWriters() error {
 			Clients:           a.kube,
 			Image:             a.cfg.Kube.WaypointImage,
 			ControllerAddress: a.cfg.Kube.ControllerAddress,
+			ControllerSAN:     "istiod." + a.cfg.Kube.SystemNamespace + ".svc",
 			TrustDomain:       a.cfg.Index.TrustDomain,
 			ClusterID:         a.cfg.Index.ClusterID,
 			DomainSuffix:      a.cfg.Index.DomainSuffix,
