@@ -55,6 +55,8 @@ type Results struct {
 	// Paths are direct, ztunnel and (when available) ghostunnel, in that
 	// order.
 	Paths []*PathResult
+	// Waypoint is the waypoint scenario (nil when disabled or skipped).
+	Waypoint *WaypointResult
 	// Warnings are problems that did not stop the bench (profiling,
 	// ghostunnel set-up...).
 	Warnings []string
@@ -108,9 +110,17 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	defer os.RemoveAll(work)
 
+	spec := meshSpec(cfg.Prefix, cfg.EchoBin, cfg.EchoEnv, cfg.ZtunnelBin, cfg.MeshLogger)
+	if cfg.Waypoint {
+		bin, err := waypointBinary(ctx, cfg.WaypointBin, work)
+		if err != nil {
+			return res, err
+		}
+		addWaypoint(&spec, bin)
+	}
 	log.Info("starting the mesh", "ztunnel", cfg.ZtunnelBin)
 	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
-	m, err := meshenv.Start(sctx, meshSpec(cfg.Prefix, cfg.EchoBin, cfg.EchoEnv, cfg.ZtunnelBin, cfg.MeshLogger))
+	m, err := meshenv.Start(sctx, spec)
 	cancel()
 	if err != nil {
 		return res, fmt.Errorf("mesh: %w", err)
@@ -138,6 +148,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}
 	}
 	b.measure(ctx, paths)
+	if cfg.Waypoint {
+		if via, noWP, wp, ok := b.setupWaypoint(ctx); ok {
+			b.measureWaypoint(ctx, via, noWP, wp)
+		}
+	}
 	res.Elapsed = time.Since(res.Started)
 	return res, nil
 }

@@ -21,7 +21,15 @@ import (
 // smoke test needs no separate echo build.
 const echoEnv = "ZMESH_BENCH_RUN_ECHO"
 
+// idleEnv makes the test binary sleep (a process for TestPinThreads).
+const idleEnv = "ZMESH_BENCH_IDLE"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(idleEnv) == "1" {
+		// A multi-threaded idle child for TestPinThreads.
+		time.Sleep(time.Minute)
+		os.Exit(0)
+	}
 	if os.Getenv(echoEnv) == "1" {
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		code := echo.Main(ctx, os.Args[1:], os.Stdout, os.Stderr)
@@ -65,8 +73,11 @@ func TestBenchSmoke(t *testing.T) {
 		IdleConns: 50, IdleSettle: 100 * time.Millisecond,
 		Ghostunnel: isExecutable(filepath.Join(dir, "ghostunnel-"+ghostunnelVersion)),
 		ProfileDir: t.TempDir(),
-		Logger:     log, MeshLogger: log,
+		// The waypoint binary is built into the run's work dir.
+		Waypoint: true, MaxDuration: time.Second,
+		Logger: log, MeshLogger: log,
 	}
+	_, nginxErr := ensureNginx(ctx)
 	res, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +109,7 @@ func TestBenchSmoke(t *testing.T) {
 			t.Errorf("%s: want usage and idle growth of 2 proxies, got %+v / %+v", p.Name, p.Usage, p.Idle)
 		}
 	}
+	checkWaypointSmoke(t, res, nginxErr)
 	for _, w := range res.Warnings {
 		t.Errorf("warning: %s", w)
 	}

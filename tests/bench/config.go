@@ -33,6 +33,14 @@ type Config struct {
 	IdleSettle time.Duration
 	// Ghostunnel adds the two-ghostunnel-hops comparison path.
 	Ghostunnel bool
+	// Waypoint adds the waypoint scenario: Load through a Service bound to
+	// a waypoint (the WaypointBin process; built when it is not an
+	// executable) against a Service without one, then MaxDuration of
+	// unthrottled load through the waypoint and through nginx, each pinned
+	// to one CPU.
+	Waypoint    bool
+	WaypointBin string
+	MaxDuration time.Duration
 	// ProfileDir, when set, receives CPU profiles of each ztunnel during
 	// the proxied iperf3 and HTTP runs.
 	ProfileDir string
@@ -41,7 +49,7 @@ type Config struct {
 	Logger, MeshLogger *slog.Logger
 }
 
-// DefaultConfig is what `make bench` runs (about two and a half minutes
+// DefaultConfig is what `make bench` runs (about three and a half minutes
 // once the tools are installed).
 func DefaultConfig() Config {
 	return Config{
@@ -58,5 +66,8 @@ func DefaultConfig() Config {
 		IdleConns:        1000,
 		IdleSettle:       time.Second,
 		Ghostunnel:       true,
+		Waypoint:         true,
+		WaypointBin:      "bin/waypoint",
+		MaxDuration:      5 * time.Second,
 	}
 }

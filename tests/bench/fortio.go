@@ -21,6 +21,8 @@ type LoadSpec struct {
 	Requests int
 	// BodyBytes is the response body size (fortio's echo ?size=).
 	BodyBytes int
+	// Pin, when set, runs fortio under taskset -c Pin (a CPU list).
+	Pin string
 }
 
 // Latency is what a fortio run measured.
@@ -58,7 +60,11 @@ func runFortio(ctx context.Context, c *cluster.Cluster, fortio, dir string, p *P
 	args = append(args, fmt.Sprintf("http://%s/?size=%d", p.HTTP, s.BodyBytes))
 	ctx, cancel := context.WithTimeout(ctx, s.Duration+60*time.Second)
 	defer cancel()
-	if log, err := c.Run(ctx, cluster.ProcessSpec{Netns: p.Client.Netns, Path: fortio, Args: args}); err != nil {
+	path := fortio
+	if s.Pin != "" {
+		path, args = "taskset", append([]string{"-c", s.Pin, fortio}, args...)
+	}
+	if log, err := c.Run(ctx, cluster.ProcessSpec{Netns: p.Client.Netns, Path: path, Args: args}); err != nil {
 		return Latency{}, fmt.Errorf("fortio %s: %w: %s", p.Name, err, lastLines(string(log), 3))
 	}
 	b, err := os.ReadFile(out)

@@ -6,7 +6,11 @@
 // issue's targets. It is a measurement: it exits 0 with the numbers, and
 // non-zero only when the set-up fails.
 //
-// Usage (as root, after `make build`): bench [-ztunnel bin/ztunnel] [-echo bin/echo] [-profile DIR]
+// With -waypoint (the default) it also measures a Service bound to a
+// waypoint against one without, and the waypoint's maximum request rate on
+// one CPU against nginx's.
+//
+// Usage (as root, after `make build`): bench [-ztunnel bin/ztunnel] [-echo bin/echo] [-waypoint-bin bin/waypoint] [-profile DIR]
 package main
 
 import (
@@ -29,6 +33,9 @@ func main() {
 	flag.IntVar(&cfg.Load.QPS, "qps", cfg.Load.QPS, "fortio request rate")
 	flag.IntVar(&cfg.IdleConns, "idle-conns", cfg.IdleConns, "idle connections held through each proxied path")
 	flag.BoolVar(&cfg.Ghostunnel, "ghostunnel", cfg.Ghostunnel, "add the two-ghostunnel-hops comparison (built once when missing)")
+	flag.BoolVar(&cfg.Waypoint, "waypoint", cfg.Waypoint, "add the waypoint scenario (ztunnel -> waypoint -> ztunnel vs ztunnel only, and one-core max req/s vs nginx)")
+	flag.StringVar(&cfg.WaypointBin, "waypoint-bin", cfg.WaypointBin, "waypoint binary (built when missing)")
+	flag.DurationVar(&cfg.MaxDuration, "max-time", cfg.MaxDuration, "length of the waypoint's and nginx's max req/s runs")
 	flag.StringVar(&cfg.ProfileDir, "profile", "", "write CPU profiles of each ztunnel during the proxied runs here")
 	verbose := flag.Bool("v", false, "print the mesh components' logs")
 	flag.Parse()

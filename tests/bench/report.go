@@ -103,6 +103,7 @@ func printReport(w io.Writer, r *Results) {
 
 	printUsage(w, r, mesh, ghost)
 	printIdle(w, mesh, ghost)
+	printWaypoint(w, r)
 	printErrors(w, r)
 }
 

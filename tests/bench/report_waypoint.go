@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// The issue's targets for the waypoint (zmesh issue 5).
+const (
+	targetWaypointVCPUPer1k = 0.25
+	targetWaypointAddedP99  = time.Millisecond
+	targetWaypointRSSKB     = 60 * 1024
+	targetVsNginx           = 0.5
+)
+
+// printWaypoint writes the waypoint scenario's tables.
+func printWaypoint(w io.Writer, r *Results) {
+	wr := r.Waypoint
+	if wr == nil {
+		return
+	}
+	cfg := r.Config
+	via, base := wr.Via, wr.NoWaypoint
+	fmt.Fprintf(w, "\nwaypoint: mesh-client -> ztunnel node1 -> waypoint (node2) -> ztunnel node2 -> mesh-server, against\n")
+	fmt.Fprintf(w, "  ztunnel only (node1 -> node2), both to a Service VIP in front of the same server pod\n")
+	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(t)
+	fmt.Fprintln(t, "metric\tztunnel only\tvia waypoint\tadded\ttarget\tverdict")
+	load := fmt.Sprintf("%d req/s, %d conns, %d B", cfg.Load.QPS, cfg.Load.Conns, cfg.Load.BodyBytes)
+	lat := func(name string, get func(Latency) time.Duration, target string, check bool) {
+		if via.LatencyErr != nil || base.LatencyErr != nil {
+			fmt.Fprintf(t, "%s\terror (see below)\n", name)
+			return
+		}
+		a, b := get(base.Latency), get(via.Latency)
+		verdict := ""
+		if check {
+			verdict = verdictOf(b-a <= targetWaypointAddedP99)
+		}
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\t%s\n", name, fmtDur(a), fmtDur(b), signedDur(b-a), target, verdict)
+	}
+	lat("HTTP p50 ("+load+")", func(l Latency) time.Duration { return l.P50 }, "", false)
+	lat("HTTP p90", func(l Latency) time.Duration { return l.P90 }, "", false)
+	lat("HTTP p99", func(l Latency) time.Duration { return l.P99 }, "added p99 <= 1 ms", true)
+	if via.LatencyErr == nil && base.LatencyErr == nil {
+		fmt.Fprintf(t, "HTTP achieved\t%.0f/s, %d err\t%.0f/s, %d err\t\t\t\n", base.Latency.QPS, base.Latency.Errors, via.Latency.QPS, via.Latency.Errors)
+	}
+	if via.UsageErr != nil || len(via.Usage) != 1 {
+		fmt.Fprintf(t, "waypoint usage\terror (see below)\n")
+	} else {
+		u := via.Usage[0]
+		fmt.Fprintf(t, "waypoint CPU\t\t%.2f s for %d req (%.3f busy vCPU)\t\t\t\n", u.CPU.Seconds(), u.Requests, u.Utilisation())
+		fmt.Fprintf(t, "waypoint vCPU per 1000 req/s\t\t%.3f\t\t<= 0.25\t%s\n", u.VCPUPer1kRPS(), verdictOf(u.VCPUPer1kRPS() <= targetWaypointVCPUPer1k))
+		peak := fmtKB(u.PeakRSSKB)
+		if !u.PeakReset {
+			peak += " (lifetime)"
+		}
+		fmt.Fprintf(t, "waypoint peak RSS (VmHWM)\t\t%s\t\t<= 60 MB\t%s\n", peak, verdictOf(u.PeakRSSKB <= targetWaypointRSSKB))
+	}
+	_ = t.Flush()
+	run := cfg.Load.Duration.String()
+	if cfg.Load.Requests > 0 {
+		run = fmt.Sprintf("%d requests", cfg.Load.Requests)
+	}
+	var rounds []string
+	for _, p := range []*PathResult{base, via} {
+		var s []string
+		for _, l := range p.LatencyRounds {
+			s = append(s, fmt.Sprintf("%.0f", float64(l.P99)/float64(time.Microsecond)))
+		}
+		rounds = append(rounds, p.Name+" "+strings.Join(s, "/"))
+	}
+	fmt.Fprintf(w, "  (medians of %d interleaved rounds of fortio %s at -r 0.000001; p99 µs per round: %s)\n",
+		max(1, cfg.Rounds), run, strings.Join(rounds, ", "))
+
+	client := "unpinned"
+	if wr.ClientCPUs != "" {
+		client = "CPU " + wr.ClientCPUs
+	}
+	fmt.Fprintf(w, "\nmax req/s on one core: fortio -qps 0 -c %d, %d B bodies, %v; the proxy pinned to CPU %d, fortio on %s\n",
+		cfg.Load.Conns, cfg.Load.BodyBytes, cfg.MaxDuration, wr.ProxyCPU, client)
+	fmt.Fprintf(w, "  waypoint = the mesh path above (ztunnels unpinned, HBONE both sides); nginx = one worker reverse proxy\n")
+	fmt.Fprintf(w, "  (HTTP/1.1, keep-alive upstream) in the non-mesh server pod in front of the same fortio server\n")
+	t = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(t)
+	fmt.Fprintln(t, "proxy\treq/s\tp50\tp99\terrors\tproxy CPU busy\treq per proxy CPU-second\tpeak RSS")
+	for _, x := range []struct {
+		name string
+		r    MaxRate
+	}{{"waypoint", wr.MaxWaypoint}, {"nginx", wr.MaxNginx}} {
+		if x.r.Err != nil {
+			fmt.Fprintf(t, "%s\terror (see below)\n", x.name)
+			continue
+		}
+		l, u := x.r.Latency, x.r.Usage
+		fmt.Fprintf(t, "%s\t%.0f\t%s\t%s\t%d\t%.2f\t%.0f\t%s\n", x.name, l.QPS, fmtDur(l.P50), fmtDur(l.P99), l.Errors,
+			u.Utilisation(), x.r.PerCPUSecond(), fmtKB(u.PeakRSSKB))
+	}
+	_ = t.Flush()
+	if wp, ng := wr.MaxWaypoint, wr.MaxNginx; wp.Err == nil && ng.Err == nil && ng.Latency.QPS > 0 && ng.PerCPUSecond() > 0 {
+		ratio := wp.Latency.QPS / ng.Latency.QPS
+		eff := wp.PerCPUSecond() / ng.PerCPUSecond()
+		fmt.Fprintf(w, "  waypoint / nginx: %.2fx req/s on one core, %.2fx req per CPU-second; target >= 0.5x: %s\n",
+			ratio, eff, verdictOf(ratio >= targetVsNginx))
+	}
+	var errs []string
+	for _, e := range []struct {
+		what string
+		err  error
+	}{{"waypoint HTTP", via.LatencyErr}, {"ztunnel-only HTTP", base.LatencyErr}, {"waypoint usage", via.UsageErr},
+		{"waypoint max rate", wr.MaxWaypoint.Err}, {"nginx max rate", wr.MaxNginx.Err}} {
+		if e.err != nil {
+			errs = append(errs, fmt.Sprintf("%s: %v", e.what, e.err))
+		}
+	}
+	for _, e := range errs {
+		fmt.Fprintf(w, "  - %s\n", e)
+	}
+}

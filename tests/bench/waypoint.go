@@ -1,0 +1,303 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/zmesh/zmesh/tests/e2e/cluster"
+	"github.com/zmesh/zmesh/tests/e2e/meshenv"
+)
+
+// The waypoint scenario (Config.Waypoint): in the ambient namespace, the
+// Service echo-wp uses the waypoint bench-wp (its pod on node2, outside
+// the mesh as Istio's waypoints are), and echo-nowp selects the same
+// server pod without a waypoint. Both map port 80 to the server's fortio
+// HTTP server, so the two paths differ only by the waypoint hop:
+//
+//	via waypoint: mesh-client -> ztunnel node1 =HBONE=> waypoint =HBONE=> ztunnel node2 -> mesh-server
+//	ztunnel only: mesh-client -> ztunnel node1 =HBONE=> ztunnel node2 -> mesh-server
+const (
+	podWaypoint     = "bench-wp-0"
+	gatewayWaypoint = "bench-wp"
+	svcViaWaypoint  = "echo-wp"
+	svcNoWaypoint   = "echo-nowp"
+	vipViaWaypoint  = "10.96.0.70"
+	vipNoWaypoint   = "10.96.0.71"
+	vipWaypoint     = "10.96.0.72"
+	portVIP         = 80
+
+	pathViaWaypoint = "waypoint"
+	pathNoWaypoint  = "ztunnel-vip"
+)
+
+// addWaypoint adds the waypoint scenario's pod, Services and waypoint
+// process to spec (the Gateway is written once the mesh runs: see
+// waitWaypoint).
+func addWaypoint(spec *meshenv.Spec, waypointBin string) {
+	httpPorts := []cluster.ServicePort{{Name: "http", Port: portVIP, TargetPort: intstr.FromInt32(portFortio)}}
+	server := map[string]string{"app": podMeshServer}
+	gw := map[string]string{"gateway.networking.k8s.io/gateway-name": gatewayWaypoint}
+	spec.Pods = append(spec.Pods, cluster.PodSpec{Name: podWaypoint, Namespace: nsMesh, Node: "node2", ServiceAccount: gatewayWaypoint,
+		Labels: map[string]string{"istio.io/dataplane-mode": "none", "gateway.networking.k8s.io/gateway-name": gatewayWaypoint}})
+	spec.Services = append(spec.Services,
+		cluster.ServiceSpec{Name: svcViaWaypoint, Namespace: nsMesh, ClusterIP: vipViaWaypoint, Selector: server,
+			Labels: map[string]string{"istio.io/use-waypoint": gatewayWaypoint}, Ports: httpPorts},
+		cluster.ServiceSpec{Name: svcNoWaypoint, Namespace: nsMesh, ClusterIP: vipNoWaypoint, Selector: server, Ports: httpPorts},
+		cluster.ServiceSpec{Name: gatewayWaypoint, Namespace: nsMesh, ClusterIP: vipWaypoint, Selector: gw,
+			Labels: map[string]string{"gateway.istio.io/managed": "istio.io-mesh-controller", "gateway.networking.k8s.io/gateway-name": gatewayWaypoint},
+			Ports:  []cluster.ServicePort{{Name: "mesh", Port: meshenv.WaypointHBONEPort}, {Name: "status-port", Port: meshenv.WaypointReadyPort}}},
+	)
+	spec.Waypoints = append(spec.Waypoints, podWaypoint)
+	spec.WaypointBinary = waypointBin
+}
+
+// waypointGatewayYAML is the waypoint's Gateway as Istio's deployer leaves
+// it: its status carries the waypoint Service's ClusterIP.
+func waypointGatewayYAML() string {
+	return fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: %s, namespace: %s, labels: {istio.io/waypoint-for: service}}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: %d, protocol: HBONE}]
+status:
+  addresses: [{type: IPAddress, value: %q}]
+  conditions:
+  - {type: Programmed, status: "True", reason: Programmed, message: ok, lastTransitionTime: "2024-01-01T00:00:00Z"}
+`, gatewayWaypoint, nsMesh, meshenv.WaypointHBONEPort, vipWaypoint)
+}
+
+// waypointBinary returns bin when it is an executable, else builds the
+// waypoint into dir.
+func waypointBinary(ctx context.Context, bin, dir string) (string, error) {
+	if bin != "" {
+		if abs, err := filepath.Abs(bin); err == nil && isExecutable(abs) {
+			return abs, nil
+		}
+	}
+	out := filepath.Join(dir, "waypoint")
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if err := runQuiet(ctx, nil, "", goTool(), "build", "-o", out, "github.com/zmesh/zmesh/waypoint/cmd/waypoint"); err != nil {
+		return "", fmt.Errorf("build waypoint: %w", err)
+	}
+	return out, nil
+}
+
+// waypointPaths writes the Gateway and returns the two VIP paths once
+// requests to echo-wp are counted by the waypoint (until ztunnel learns
+// the binding, the VIP goes straight to the pod) and echo-nowp answers.
+func waypointPaths(ctx context.Context, m *meshenv.Mesh) (via, direct *Path, wp Proc, err error) {
+	proc := m.WaypointProcs[podWaypoint]
+	if proc == nil {
+		return nil, nil, Proc{}, errors.New("waypoint scenario: no waypoint process")
+	}
+	wp = Proc{Name: "waypoint " + podWaypoint, Pid: proc.Pid()}
+	if err := m.WriteConfig("bench-waypoint.yaml", waypointGatewayYAML()); err != nil {
+		return nil, nil, wp, fmt.Errorf("waypoint gateway: %w", err)
+	}
+	client := m.Pods[podMeshClient]
+	via = &Path{Name: pathViaWaypoint, Client: client, HTTP: hostPort(vipViaWaypoint, portVIP), Proxies: map[int][]Proc{portFortio: {wp}}}
+	direct = &Path{Name: pathNoWaypoint, Client: client, HTTP: hostPort(vipNoWaypoint, portVIP)}
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	hc := client.Netns.HTTPClient(3 * time.Second)
+	var last error
+	for {
+		last = get(ctx, hc, "http://"+direct.HTTP+"/")
+		if last == nil {
+			last = get(ctx, hc, "http://"+via.HTTP+"/")
+		}
+		if last == nil {
+			var n float64
+			n, last = waypointRequests(ctx, m)
+			if last == nil && n > 0 {
+				return via, direct, wp, nil
+			}
+			if last == nil {
+				last = errors.New("the waypoint counted no request for " + svcViaWaypoint)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, wp, fmt.Errorf("waypoint scenario: traffic to %s never went through the waypoint: %w", svcViaWaypoint, last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func get(ctx context.Context, hc *http.Client, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	return nil
+}
+
+// waypointRequests is the waypoint's istio_requests_total for echo-wp
+// with status 200.
+func waypointRequests(ctx context.Context, m *meshenv.Mesh) (float64, error) {
+	p := m.Pods[podWaypoint]
+	url := fmt.Sprintf("http://%s/metrics", hostPort(p.IP.String(), meshenv.WaypointMetricsPort))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := p.Netns.HTTPClient(3 * time.Second).Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("waypoint metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "istio_requests_total{") || !strings.Contains(line, `destination_service_name="`+svcViaWaypoint+`"`) ||
+			!strings.Contains(line, `response_code="200"`) {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("waypoint metrics: %q: %w", line, err)
+		}
+		sum += v
+	}
+	return sum, sc.Err()
+}
+
+// ensureNginx returns nginx's path, installing the Debian package when it
+// is missing (RUNLEVEL=1 keeps the package's scripts from starting the
+// system nginx).
+func ensureNginx(ctx context.Context) (string, error) {
+	find := func() (string, error) {
+		if p, err := exec.LookPath("nginx"); err == nil {
+			return p, nil
+		}
+		if isExecutable("/usr/sbin/nginx") {
+			return "/usr/sbin/nginx", nil
+		}
+		return "", errors.New("nginx not found")
+	}
+	if p, err := find(); err == nil {
+		return p, nil
+	}
+	env := []string{"RUNLEVEL=1", "DEBIAN_FRONTEND=noninteractive"}
+	install := func() error {
+		return runQuiet(ctx, env, "", "apt-get", "install", "-y", "--no-install-recommends", "nginx")
+	}
+	if err := install(); err != nil {
+		if uerr := runQuiet(ctx, env, "", "apt-get", "update"); uerr != nil {
+			return "", fmt.Errorf("install nginx: %w (apt-get update: %w)", err, uerr)
+		}
+		if err := install(); err != nil {
+			return "", fmt.Errorf("install nginx: %w", err)
+		}
+	}
+	return find()
+}
+
+// nginxPort is where the comparison nginx listens in the direct server pod.
+const nginxPort = 8090
+
+// startNginx runs nginx as an HTTP/1.1 reverse proxy (keep-alive upstream
+// connections) in the direct server pod in front of its fortio server,
+// with one worker pinned to cpu. It returns the master and worker
+// processes once the proxy answers through the pod's IP.
+func startNginx(ctx context.Context, m *meshenv.Mesh, bin, dir string, cpu int) ([]Proc, error) {
+	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
+		return nil, fmt.Errorf("nginx: %w", err)
+	}
+	tmp := filepath.Join(dir, "tmp")
+	conf := fmt.Sprintf(`user root;
+daemon off;
+worker_processes 1;
+worker_cpu_affinity 1%s;
+pid %s;
+error_log %s warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %s/body;
+  proxy_temp_path %s/proxy;
+  fastcgi_temp_path %s/fastcgi;
+  uwsgi_temp_path %s/uwsgi;
+  scgi_temp_path %s/scgi;
+  upstream backend {
+    server 127.0.0.1:%d;
+    keepalive 64;
+  }
+  server {
+    listen %d;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+`, strings.Repeat("0", cpu), filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "error.log"), tmp, tmp, tmp, tmp, tmp, portFortio, nginxPort)
+	cf := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+		return nil, fmt.Errorf("nginx: %w", err)
+	}
+	pod := m.Pods[podDirectServer]
+	proc, err := m.Cluster.StartProcess(cluster.ProcessSpec{Name: "nginx", Netns: pod.Netns, Path: bin,
+		Args: []string{"-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", cf}})
+	if err != nil {
+		return nil, fmt.Errorf("nginx: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	hc := m.Pods[podDirectClient].Netns.HTTPClient(3 * time.Second)
+	url := "http://" + hostPort(pod.IP.String(), nginxPort) + "/"
+	for {
+		err := get(ctx, hc, url)
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("nginx not serving %s: %w: %s", url, err, lastLines(proc.Log(), 3))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	procs := []Proc{{Name: "nginx master", Pid: proc.Pid()}}
+	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", proc.Pid(), proc.Pid()))
+	if err != nil {
+		return nil, fmt.Errorf("nginx workers: %w", err)
+	}
+	for _, f := range strings.Fields(string(kids)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("nginx workers: %w", err)
+		}
+		procs = append(procs, Proc{Name: "nginx worker", Pid: pid})
+	}
+	if len(procs) != 2 {
+		return nil, fmt.Errorf("nginx: want one worker, found %d", len(procs)-1)
+	}
+	return procs, nil
+}

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"time"
+)
+
+// WaypointResult is the waypoint scenario's measurements.
+type WaypointResult struct {
+	// Via is through the waypoint (its Usage is the waypoint's);
+	// NoWaypoint the same server through ztunnel only.
+	Via, NoWaypoint *PathResult
+	// ProxyCPU is the CPU the proxy was pinned to in the max-rate runs;
+	// ClientCPUs where fortio ran ("" when unpinned).
+	ProxyCPU   int
+	ClientCPUs string
+	// MaxWaypoint and MaxNginx are the fortio -qps 0 runs through the
+	// pinned waypoint and the pinned nginx.
+	MaxWaypoint, MaxNginx MaxRate
+}
+
+// MaxRate is one unthrottled fortio run through a proxy pinned to one
+// CPU.
+type MaxRate struct {
+	Latency Latency
+	// Usage sums the proxy's processes (nginx: master and worker).
+	Usage Usage
+	Err   error
+}
+
+// PerCPUSecond is the requests served per CPU-second the proxy used.
+func (r MaxRate) PerCPUSecond() float64 {
+	if r.Usage.CPU <= 0 {
+		return 0
+	}
+	return float64(r.Latency.Requests) / r.Usage.CPU.Seconds()
+}
+
+// measureWaypoint runs the waypoint scenario: interleaved rounds of the
+// configured load through the waypoint and through ztunnel only, then the
+// one-core maximum of the waypoint and of nginx.
+func (b *bench) measureWaypoint(ctx context.Context, via, noWP *Path, wp Proc) {
+	res := &WaypointResult{Via: &PathResult{Name: via.Name}, NoWaypoint: &PathResult{Name: noWP.Name}}
+	b.res.Waypoint = res
+	for round := range max(1, b.cfg.Rounds) {
+		b.httpRound(ctx, round, noWP, res.NoWaypoint)
+		b.httpRound(ctx, round, via, res.Via)
+	}
+	res.Via.summarise()
+	res.NoWaypoint.summarise()
+
+	n := runtime.NumCPU()
+	res.ProxyCPU = n - 1
+	if n > 1 {
+		res.ClientCPUs = "0"
+		if n > 2 {
+			res.ClientCPUs = "0-" + strconv.Itoa(n-2)
+		}
+	}
+	load := LoadSpec{QPS: 0, Conns: b.cfg.Load.Conns, Duration: b.cfg.MaxDuration, BodyBytes: b.cfg.Load.BodyBytes, Pin: res.ClientCPUs}
+
+	b.log.Info("fortio max rate through the waypoint on one CPU", "cpu", res.ProxyCPU, "duration", load.Duration)
+	restore, err := pinThreads(wp.Pid, res.ProxyCPU)
+	if err != nil {
+		res.MaxWaypoint.Err = err
+	} else {
+		maxWP := *via
+		maxWP.Name = "waypoint-max"
+		res.MaxWaypoint = b.maxRate(ctx, &maxWP, []Proc{wp}, load)
+		if err := restore(); err != nil {
+			b.warn(fmt.Errorf("waypoint affinity: %w", err))
+		}
+	}
+
+	b.log.Info("fortio max rate through nginx on one CPU", "cpu", res.ProxyCPU, "duration", load.Duration)
+	nctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	bin, err := ensureNginx(nctx)
+	cancel()
+	if err != nil {
+		res.MaxNginx.Err = err
+		return
+	}
+	procs, err := startNginx(ctx, b.m, bin, filepath.Join(b.work, "nginx"), res.ProxyCPU)
+	if err != nil {
+		res.MaxNginx.Err = err
+		return
+	}
+	server := b.m.Pods[podDirectServer]
+	p := &Path{Name: "nginx-max", Client: b.m.Pods[podDirectClient], HTTP: hostPort(server.IP.String(), nginxPort)}
+	res.MaxNginx = b.maxRate(ctx, p, procs, load)
+}
+
+// maxRate runs one fortio load over p with procs' usage summed.
+func (b *bench) maxRate(ctx context.Context, p *Path, procs []Proc, load LoadSpec) MaxRate {
+	var r MaxRate
+	um, err := startUsage(procs)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	r.Latency, r.Err = runFortio(ctx, b.m.Cluster, b.tools.Fortio, b.work, p, load)
+	us, err := um.stop(r.Latency.Requests)
+	if err != nil {
+		if r.Err == nil {
+			r.Err = err
+		}
+		return r
+	}
+	for i, u := range us {
+		if i == 0 {
+			r.Usage = u
+			r.Usage.Name = p.Name
+			continue
+		}
+		r.Usage.CPU += u.CPU
+		r.Usage.PeakRSSKB += u.PeakRSSKB
+	}
+	return r
+}
+
+// setupWaypoint prepares the scenario once the mesh runs; a failure drops
+// the scenario with a warning.
+func (b *bench) setupWaypoint(ctx context.Context) (via, noWP *Path, wp Proc, ok bool) {
+	via, noWP, wp, err := waypointPaths(ctx, b.m)
+	if err != nil {
+		b.warn(fmt.Errorf("waypoint scenario skipped: %w", err))
+		return nil, nil, Proc{}, false
+	}
+	return via, noWP, wp, true
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// checkWaypointSmoke checks the smoke run's waypoint scenario: both paths
+// measured, the waypoint's usage read, and both max-rate runs served
+// (nginx's only when it could be installed: nginxErr).
+func checkWaypointSmoke(t *testing.T, res *Results, nginxErr error) {
+	t.Helper()
+	wr := res.Waypoint
+	if wr == nil {
+		t.Fatal("no waypoint results")
+	}
+	for _, p := range []*PathResult{wr.Via, wr.NoWaypoint} {
+		if p.LatencyErr != nil || p.UsageErr != nil {
+			t.Errorf("%s: %v %v", p.Name, p.LatencyErr, p.UsageErr)
+		}
+		if p.Latency.Requests == 0 || p.Latency.P99 <= 0 || p.Latency.Errors != 0 {
+			t.Errorf("%s: empty or failed measurement: %+v", p.Name, p.Latency)
+		}
+	}
+	if len(wr.Via.Usage) != 1 || wr.Via.Usage[0].CPU <= 0 || wr.Via.Usage[0].PeakRSSKB <= 0 {
+		t.Errorf("waypoint usage: %+v", wr.Via.Usage)
+	}
+	if len(wr.NoWaypoint.Usage) != 0 {
+		t.Errorf("ztunnel-only path measured proxies: %+v", wr.NoWaypoint.Usage)
+	}
+	maxes := map[string]MaxRate{"waypoint": wr.MaxWaypoint}
+	if nginxErr == nil {
+		maxes["nginx"] = wr.MaxNginx
+	} else {
+		t.Logf("nginx unavailable, its run is not checked: %v", nginxErr)
+	}
+	for name, m := range maxes {
+		if m.Err != nil {
+			t.Errorf("%s max rate: %v", name, m.Err)
+			continue
+		}
+		if m.Latency.Requests == 0 || m.Latency.Errors != 0 || m.PerCPUSecond() <= 0 {
+			t.Errorf("%s max rate: empty or failed: %+v %+v", name, m.Latency, m.Usage)
+		}
+	}
+}
+
+// TestPinThreads pins a multi-threaded child to one CPU and back.
+func TestPinThreads(t *testing.T) {
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), idleEnv+"=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}()
+	time.Sleep(200 * time.Millisecond)
+	orig := allowed(t, cmd.Process.Pid)
+	restore, err := pinThreads(cmd.Process.Pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tid, cpus := range allowed(t, cmd.Process.Pid) {
+		if cpus != "0" {
+			t.Errorf("thread %s allowed on %q after pinning, want 0", tid, cpus)
+		}
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	want := orig[fmt.Sprint(cmd.Process.Pid)]
+	for tid, cpus := range allowed(t, cmd.Process.Pid) {
+		if cpus != want {
+			t.Errorf("thread %s allowed on %q after restore, want %q", tid, cpus, want)
+		}
+	}
+	if _, err := pinThreads(1<<22+7, 0); err == nil {
+		t.Error("pinning a missing process succeeded")
+	}
+}
+
+// allowed maps each thread of pid to its Cpus_allowed_list.
+func allowed(t *testing.T, pid int) map[string]string {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, e := range ents {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, e.Name()))
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+				out[e.Name()] = strings.TrimSpace(v)
+			}
+		}
+	}
+	if len(out) < 2 {
+		t.Fatalf("want a multi-threaded process, found threads %v", out)
+	}
+	return out
+}
+
+// TestPrintWaypoint checks the waypoint report's verdicts against the
+// issue's targets.
+func TestPrintWaypoint(t *testing.T) {
+	lat := func(p50, p99 time.Duration) []Latency {
+		return []Latency{{P50: p50, P90: p99, P99: p99, QPS: 1000, Requests: 8000}}
+	}
+	tests := []struct {
+		name      string
+		viaP99    time.Duration
+		cpu       time.Duration
+		rssKB     int64
+		wpQPS     float64
+		nginxErr  error
+		want, not []string
+	}{
+		{name: "all met", viaP99: 1500 * time.Microsecond, cpu: 1600 * time.Millisecond, rssKB: 40 * 1024, wpQPS: 6000,
+			want: []string{"HTTP p99|+1.00 ms", "HTTP p99|met", "waypoint vCPU|0.200", "waypoint vCPU|met", "waypoint peak RSS|40.0 MB", "waypoint peak RSS|met",
+				"waypoint / nginx|0.60x req/s on one core", "waypoint / nginx|target >= 0.5x: met"},
+			not: []string{"MISSED"}},
+		{name: "all missed", viaP99: 3 * time.Millisecond, cpu: 4 * time.Second, rssKB: 70 * 1024, wpQPS: 4000,
+			want: []string{"HTTP p99|+2.50 ms", "HTTP p99|MISSED", "waypoint vCPU|0.500", "waypoint vCPU|MISSED", "waypoint peak RSS|70.0 MB",
+				"waypoint peak RSS|MISSED", "waypoint / nginx|0.40x", "waypoint / nginx|target >= 0.5x: MISSED"}},
+		{name: "nginx failed", viaP99: time.Millisecond, cpu: time.Second, rssKB: 1024, wpQPS: 1, nginxErr: errors.New("no apt"),
+			want: []string{"nginx|error", "- nginx max rate|no apt"}, not: []string{"waypoint / nginx"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			via := &PathResult{Name: pathViaWaypoint, LatencyRounds: lat(time.Millisecond, tc.viaP99),
+				Usage: []Usage{{Name: "waypoint", CPU: tc.cpu, Wall: 8 * time.Second, Requests: 8000, PeakRSSKB: tc.rssKB, PeakReset: true}}}
+			base := &PathResult{Name: pathNoWaypoint, LatencyRounds: lat(time.Millisecond, 500*time.Microsecond)}
+			via.summarise()
+			base.summarise()
+			mr := func(qps float64) MaxRate {
+				return MaxRate{Latency: Latency{QPS: qps, Requests: int64(qps * 5)}, Usage: Usage{CPU: 5 * time.Second, Wall: 5 * time.Second}}
+			}
+			r := &Results{Config: cfg, Waypoint: &WaypointResult{Via: via, NoWaypoint: base, ProxyCPU: 1, ClientCPUs: "0",
+				MaxWaypoint: mr(tc.wpQPS), MaxNginx: mr(10000)}}
+			r.Waypoint.MaxNginx.Err = tc.nginxErr
+			var out bytes.Buffer
+			printWaypoint(&out, r)
+			for _, w := range tc.want {
+				// prefix|text: the line starting with prefix holds text.
+				prefix, text, _ := strings.Cut(w, "|")
+				found := false
+				for line := range strings.SplitSeq(out.String(), "\n") {
+					if strings.HasPrefix(strings.TrimSpace(line), prefix) && strings.Contains(line, text) {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("report lacks a line %q with %q:\n%s", prefix, text, out.String())
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(out.String(), n) {
+					t.Errorf("report has %q:\n%s", n, out.String())
+				}
+			}
+		})
+	}
+}
