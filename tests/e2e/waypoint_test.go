@@ -406,6 +406,351 @@ spec:
 		})
 	})
 
+	// VirtualService timeout and retries: a 200ms route timeout cuts a
+	// slow backend off with 504; with perTryTimeout 100ms and 3 retries on
+	// 5xx the waypoint tries four times before answering 504 (URX).
+	t.Run("VirtualServiceTimeoutAndRetries", func(t *testing.T) {
+		m.writeConfig("vs-timeouts.yaml", `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-timeouts, namespace: demo}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{uri: {prefix: /retry}}]
+    timeout: 4s
+    retries: {attempts: 3, perTryTimeout: 0.1s, retryOn: 5xx}
+    route: [{destination: {host: reviews}}]
+  - timeout: 0.2s
+    route: [{destination: {host: reviews}}]
+`)
+		waitFor(t, "the route timeout cuts a slow request off", func() (bool, string) {
+			r, err := request(sleep, http.MethodGet, vipURL+"/slow?delay=2s", nil)
+			return err == nil && r.Status == http.StatusGatewayTimeout, describe(r, err)
+		})
+		start := time.Now()
+		r, err := request(sleep, http.MethodGet, vipURL+"/slow?delay=2s", nil)
+		if took := time.Since(start); err != nil || r.Status != http.StatusGatewayTimeout || took < 180*time.Millisecond || took > 1500*time.Millisecond {
+			t.Errorf("slow request under a 200ms timeout: %s after %v, want 504 after ~200ms", describe(r, err), took)
+		}
+		if r, err := request(sleep, http.MethodGet, vipURL+"/fast?delay=20ms", nil); err != nil || r.Status != http.StatusOK {
+			t.Errorf("fast request under a 200ms timeout: %s, want 200", describe(r, err))
+		}
+		urx := func() float64 {
+			return metricSum(t, wp, wpMetrics, "istio_requests_total", `destination_service_name="reviews"`, `response_code="504"`, "URX")
+		}
+		before := urx()
+		start = time.Now()
+		r, err = request(sleep, http.MethodGet, vipURL+"/retry?delay=2s", nil)
+		// Four tries of 100ms each (plus backoff), well under the 2s the
+		// backend takes and the 4s route timeout.
+		if took := time.Since(start); err != nil || r.Status != http.StatusGatewayTimeout || took < 380*time.Millisecond || took > 1500*time.Millisecond {
+			t.Errorf("retried slow request: %s after %v, want 504 after 4 tries of 100ms", describe(r, err), took)
+		}
+		eventually(t, "the waypoint counts the retried request with flag URX", func() bool { return urx()-before >= 1 })
+		// A quick enough backend answers on the first try.
+		if r, err := request(sleep, http.MethodGet, vipURL+"/retry?delay=10ms", nil); err != nil || r.Status != http.StatusOK {
+			t.Errorf("quick request with retries: %s, want 200", describe(r, err))
+		}
+		m.removeConfig("vs-timeouts.yaml")
+		eventually(t, "VirtualService removed: no timeout", func() bool {
+			r, err := request(sleep, http.MethodGet, vipURL+"/slow?delay=400ms", nil)
+			return err == nil && r.Status == http.StatusOK
+		})
+	})
+
+	// VirtualService fault injection: a fixed 300ms delay on every
+	// request; an abort on about half of them.
+	t.Run("VirtualServiceFaultDelayAndPartialAbort", func(t *testing.T) {
+		m.writeConfig("vs-faults.yaml", `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-faults, namespace: demo}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {x-fault: {exact: delay}}}]
+    fault: {delay: {fixedDelay: 0.3s, percentage: {value: 100}}}
+    route: [{destination: {host: reviews}}]
+  - match: [{headers: {x-fault: {exact: abort-half}}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 50}}}
+    route: [{destination: {host: reviews}}]
+  - route: [{destination: {host: reviews}}]
+`)
+		timed := func(h map[string]string) (time.Duration, *echo.Response, error) {
+			start := time.Now()
+			r, err := request(sleep, http.MethodGet, vipURL+"/fault", h)
+			return time.Since(start), r, err
+		}
+		delay := map[string]string{"x-fault": "delay"}
+		waitFor(t, "requests are delayed by the fault", func() (bool, string) {
+			took, r, err := timed(delay)
+			return err == nil && r.Status == http.StatusOK && took >= 300*time.Millisecond, fmt.Sprintf("%s after %v", describe(r, err), took)
+		})
+		for i := range 3 {
+			if took, r, err := timed(delay); err != nil || r.Status != http.StatusOK || took < 300*time.Millisecond {
+				t.Errorf("delayed request %d: %s after %v, want 200 after >= 300ms", i, describe(r, err), took)
+			}
+		}
+		if took, r, err := timed(nil); err != nil || r.Status != http.StatusOK || took >= 300*time.Millisecond {
+			t.Errorf("request without the fault header: %s after %v, want 200 without the delay", describe(r, err), took)
+		}
+		const n = 100
+		aborted := 0
+		for i := range n {
+			r, err := request(sleep, http.MethodGet, vipURL+"/fault", map[string]string{"x-fault": "abort-half"})
+			switch {
+			case err != nil:
+				t.Fatalf("abort request %d: %v", i, err)
+			case r.Status == http.StatusServiceUnavailable && r.Report == nil:
+				aborted++
+			case r.Status != http.StatusOK || r.Report == nil:
+				t.Fatalf("abort request %d: %s, want 200 from a pod or the injected 503", i, describe(r, err))
+			}
+		}
+		// 50%: loosely 25..75 of 100.
+		if aborted < 25 || aborted > 75 {
+			t.Errorf("50%% abort fault aborted %d of %d requests", aborted, n)
+		}
+		m.removeConfig("vs-faults.yaml")
+		eventually(t, "VirtualService removed: no delay", func() bool {
+			took, r, err := timed(delay)
+			return err == nil && r.Status == http.StatusOK && took < 300*time.Millisecond
+		})
+	})
+
+	// VirtualService mirror: responses come from v1 while the waypoint
+	// sends a copy to reviews-v2. v1 and the waypoint share node2, so the
+	// only waypoint traffic to reviews-v2-0 (node1) on the node link is
+	// the mirror's.
+	t.Run("VirtualServiceMirror", func(t *testing.T) {
+		v2 := m.pods["reviews-v2-0"].IP
+		toV2 := func(mirror bool) (bool, string) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			capture, err := m.Cluster.CaptureLink(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 5 {
+				r, err := request(sleep, http.MethodGet, fmt.Sprintf("%s/mirror/%d", vipURL, i), nil)
+				if err != nil || r.Report == nil || r.Report.Pod != "reviews-v1-0" {
+					_, _ = capture.Stop()
+					return false, fmt.Sprintf("request %d: %s, want v1", i, describe(r, err))
+				}
+			}
+			// The mirror is fire and forget: give it time to cross.
+			time.Sleep(200 * time.Millisecond)
+			segs, err := capture.Stop()
+			if err != nil {
+				t.Fatal(err)
+			}
+			bytes := 0
+			for _, s := range segs {
+				if s.Src.Addr() == wp.IP && s.Dst.Addr() == v2 && s.Dst.Port() == 15008 {
+					bytes += len(s.Payload)
+				}
+			}
+			return (bytes > 0) == mirror, fmt.Sprintf("%d payload bytes from the waypoint to reviews-v2-0", bytes)
+		}
+		const vs = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-mirror, namespace: demo}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews-v1}}]
+`
+		m.writeConfig("vs-mirror.yaml", vs)
+		waitFor(t, "without a mirror, v1 alone serves and nothing goes to v2", func() (bool, string) { return toV2(false) })
+		m.writeConfig("vs-mirror.yaml", vs+"    mirror: {host: reviews-v2}\n    mirrorPercentage: {value: 100}\n")
+		waitFor(t, "the mirror sends copies to reviews-v2-0 while v1 answers", func() (bool, string) { return toV2(true) })
+		m.removeConfig("vs-mirror.yaml")
+		eventually(t, "VirtualService removed: both pods serve", func() bool {
+			served := map[string]bool{}
+			for range 20 {
+				if r, err := request(sleep, http.MethodGet, vipURL+"/after-mirror", nil); err == nil && r.Report != nil {
+					served[r.Report.Pod] = true
+				}
+			}
+			return served["reviews-v1-0"] && served["reviews-v2-0"]
+		})
+	})
+
+	// DestinationRule consistentHash on a header: every value sticks to
+	// one pod, and the values spread over both.
+	t.Run("DestinationRuleConsistentHash", func(t *testing.T) {
+		m.writeConfig("dr-hash.yaml", `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-hash, namespace: demo}
+spec:
+  host: reviews.demo.svc.cluster.local
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user}}
+`)
+		sticky := func(user string, n int) (string, string) {
+			pod := ""
+			for range n {
+				r, err := request(sleep, http.MethodGet, vipURL+"/hash", map[string]string{"x-user": user})
+				if err != nil || r.Report == nil {
+					return "", describe(r, err)
+				}
+				if pod != "" && r.Report.Pod != pod {
+					return "", fmt.Sprintf("user %s served by %s and %s", user, pod, r.Report.Pod)
+				}
+				pod = r.Report.Pod
+			}
+			return pod, ""
+		}
+		waitFor(t, "a header value sticks to one pod", func() (bool, string) {
+			pod, detail := sticky("probe", 10)
+			return pod != "", detail
+		})
+		served := map[string]int{}
+		for i := range 16 {
+			pod, detail := sticky(fmt.Sprintf("user-%d", i), 5)
+			if pod == "" {
+				t.Fatal(detail)
+			}
+			served[pod]++
+		}
+		if served["reviews-v1-0"] == 0 || served["reviews-v2-0"] == 0 {
+			t.Errorf("16 header values all hashed to one pod: %v", served)
+		}
+		m.removeConfig("dr-hash.yaml")
+		eventually(t, "DestinationRule removed: one header value reaches both pods", func() bool {
+			seen := map[string]bool{}
+			for range 20 {
+				if r, err := request(sleep, http.MethodGet, vipURL+"/hash", map[string]string{"x-user": "probe"}); err == nil && r.Report != nil {
+					seen[r.Report.Pod] = true
+				}
+			}
+			return len(seen) == 2
+		})
+	})
+	// DestinationRule outlierDetection: ztunnel on node1 refuses the
+	// waypoint's tunnels to reviews-v2-0, so requests the waypoint sends
+	// there fail (retries are off); with one consecutive error ejecting a
+	// host, v1 then serves everything, and v2 comes back once admitted.
+	t.Run("DestinationRuleOutlierDetection", func(t *testing.T) {
+		m.writeConfig("od-deny.yaml", `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-wp-to-v2, namespace: demo}
+spec:
+  selector: {matchLabels: {app: reviews, version: v2}}
+  action: DENY
+  rules: [{from: [{source: {principals: ["cluster.local/ns/demo/sa/wp"]}}]}]
+`)
+		const noRetries = `apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews-od, namespace: demo}
+spec:
+  hosts: [reviews]
+  http:
+  - route: [{destination: {host: reviews}}]
+    retries: {attempts: 0}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-od, namespace: demo}
+spec:
+  host: reviews.demo.svc.cluster.local
+  trafficPolicy:
+    connectionPool: {http: {maxRequestsPerConnection: 1}}
+`
+		m.writeConfig("od.yaml", noRetries)
+		// batch sends n requests; it counts failures and the pods serving.
+		batch := func(n int) (failed int, served map[string]int) {
+			served = map[string]int{}
+			for range n {
+				r, err := request(sleep, http.MethodGet, vipURL+"/outlier", nil)
+				if err != nil || r.Status != http.StatusOK || r.Report == nil {
+					failed++
+					continue
+				}
+				served[r.Report.Pod]++
+			}
+			return failed, served
+		}
+		waitFor(t, "without outlier detection, requests sent to v2 fail", func() (bool, string) {
+			failed, served := batch(20)
+			return failed >= 3 && served["reviews-v2-0"] == 0, fmt.Sprintf("%d failed, served %v", failed, served)
+		})
+		m.writeConfig("od.yaml", noRetries+`    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 100}
+`)
+		waitFor(t, "outlier detection ejects v2: v1 serves everything", func() (bool, string) {
+			failed, served := batch(20)
+			return failed == 0 && served["reviews-v1-0"] == 20, fmt.Sprintf("%d failed, served %v", failed, served)
+		})
+		// Each ejection ends after baseEjectionTime (growing with repeats):
+		// at most a few failures in 40 requests, against about half.
+		if failed, served := batch(40); failed > 4 {
+			t.Errorf("with outlier detection %d of 40 requests failed (served %v)", failed, served)
+		}
+		m.removeConfig("od-deny.yaml")
+		waitFor(t, "v2 admitted again: once its ejection ends, both pods serve", func() (bool, string) {
+			failed, served := batch(20)
+			return failed == 0 && served["reviews-v1-0"] > 0 && served["reviews-v2-0"] > 0, fmt.Sprintf("%d failed, served %v", failed, served)
+		})
+		m.removeConfig("od.yaml")
+	})
+
+	// DestinationRule connectionPool: one connection and one pending
+	// request at most; concurrent slow requests beyond that overflow
+	// with 503 and flag UO.
+	t.Run("DestinationRuleConnectionPool", func(t *testing.T) {
+		m.writeConfig("dr-pool.yaml", `apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews-pool, namespace: demo}
+spec:
+  host: reviews.demo.svc.cluster.local
+  trafficPolicy:
+    connectionPool:
+      tcp: {maxConnections: 1}
+      http: {http1MaxPendingRequests: 1, http2MaxRequests: 1, maxRequestsPerConnection: 1}
+`)
+		uo := func() float64 {
+			return metricSum(t, wp, wpMetrics, "istio_requests_total", `destination_service_name="reviews"`, `response_code="503"`, `response_flags="UO"`)
+		}
+		burst := func() (ok, overflow int, detail string) {
+			const n = 6
+			type result struct {
+				r   *echo.Response
+				err error
+			}
+			results := make(chan result, n)
+			for range n {
+				go func() {
+					r, err := request(sleep, http.MethodGet, vipURL+"/pool?delay=600ms", nil)
+					results <- result{r, err}
+				}()
+			}
+			for range n {
+				res := <-results
+				switch {
+				case res.err == nil && res.r.Status == http.StatusOK:
+					ok++
+				case res.err == nil && res.r.Status == http.StatusServiceUnavailable:
+					overflow++
+				default:
+					detail = describe(res.r, res.err)
+				}
+			}
+			return ok, overflow, detail
+		}
+		before := uo()
+		waitFor(t, "concurrent requests overflow the pool", func() (bool, string) {
+			ok, overflow, detail := burst()
+			return ok >= 1 && overflow >= 3 && detail == "", fmt.Sprintf("%d ok, %d overflowed, other: %s", ok, overflow, detail)
+		})
+		if got := uo() - before; got < 3 {
+			t.Errorf("waypoint counted %v overflowed requests with flag UO, want >= 3", got)
+		}
+		m.removeConfig("dr-pool.yaml")
+		eventually(t, "DestinationRule removed: no overflow", func() bool {
+			ok, overflow, detail := burst()
+			return ok == 6 && overflow == 0 && detail == ""
+		})
+	})
+
 	t.Run("L7AuthorizationPolicy", func(t *testing.T) {
 		m.writeConfig("l7-deny.yaml", `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
