@@ -29,7 +29,7 @@ func newDiscovery(exprs []string) (*discovery, error) {
 	return d, nil
 }
 
-func (d *discovery) enabled() bool { return len(d.selectors) > 0 }
+func (d *discovery) enabled() bool { return d != nil && len(d.selectors) > 0 }
 
 // matches reports whether a namespace with these labels is selected.
 func (d *discovery) matches(nsLabels map[string]string) bool {
