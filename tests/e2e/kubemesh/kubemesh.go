@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -406,25 +405,10 @@ func (m *Mesh) WaitZtunnelReady(ctx context.Context, node string) error {
 	m.mu.Lock()
 	zt := m.Ztunnels[node]
 	m.mu.Unlock()
-	client := &http.Client{Timeout: time.Second}
-	var last error
-	for {
-		resp, err := client.Get("http://" + zt.ReadyAddr().String() + "/healthz/ready")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("ztunnel %s not ready: %w", node, last)
-		case <-time.After(20 * time.Millisecond):
-		}
+	if err := cluster.WaitReady(ctx, &http.Client{Timeout: time.Second}, "http://"+zt.ReadyAddr().String()+"/healthz/ready"); err != nil {
+		return fmt.Errorf("ztunnel %s: %w", node, err)
 	}
+	return nil
 }
 
 // RootPEM is the mesh root certificate.

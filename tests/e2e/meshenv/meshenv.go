@@ -12,13 +12,11 @@ package meshenv
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -408,25 +406,10 @@ func (m *Mesh) StopZtunnel(node string) {
 
 // WaitReady waits for node's ztunnel to answer /healthz/ready.
 func (m *Mesh) WaitReady(ctx context.Context, node string) error {
-	client := &http.Client{Timeout: time.Second}
-	var last error
-	for {
-		resp, err := client.Get("http://" + m.ZtunnelHTTP[node].Ready + "/healthz/ready")
-		if err == nil {
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("%s: %s", resp.Status, strings.TrimSpace(string(body)))
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("ztunnel %s not ready: %w", node, last)
-		case <-time.After(20 * time.Millisecond):
-		}
+	if err := cluster.WaitReady(ctx, &http.Client{Timeout: time.Second}, "http://"+m.ZtunnelHTTP[node].Ready+"/healthz/ready"); err != nil {
+		return fmt.Errorf("ztunnel %s: %w", node, err)
 	}
+	return nil
 }
 
 func (m *Mesh) waypointToken(pod string) string {
@@ -462,26 +445,11 @@ func (m *Mesh) StartWaypoint(ctx context.Context, pod string) error {
 	}
 	m.WaypointProcs[pod] = proc
 	m.closers = append(m.closers, func() { _ = proc.Stop() })
-	client := p.Netns.HTTPClient(time.Second)
 	url := fmt.Sprintf("http://%s/healthz/ready", net.JoinHostPort(p.IP.String(), fmt.Sprint(WaypointReadyPort)))
-	var last error
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			err = fmt.Errorf("%s", resp.Status)
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waypoint %s not ready: %w", pod, last)
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := cluster.WaitReady(ctx, p.Netns.HTTPClient(time.Second), url); err != nil {
+		return fmt.Errorf("waypoint %s: %w", pod, err)
 	}
+	return nil
 }
 
 // StopWaypoint stops the waypoint process in pod (its pod stays).
