@@ -23,6 +23,7 @@ import (
 	"github.com/zmesh/zmesh/controller/index"
 	"github.com/zmesh/zmesh/controller/kubesource"
 	"github.com/zmesh/zmesh/controller/leader"
+	"github.com/zmesh/zmesh/controller/publish"
 	"github.com/zmesh/zmesh/controller/xdsserver"
 	"github.com/zmesh/zmesh/pkg/kube"
 	"github.com/zmesh/zmesh/pkg/metrics"
@@ -51,6 +52,7 @@ type App struct {
 	authority *ca.Authority
 	serving   *ca.ServingCert
 	xds       *xdsserver.Server
+	publisher *publish.Publisher // used by apply only
 	source    Source
 	grpc      *grpc.Server
 	grpcLis   net.Listener
@@ -149,6 +151,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 		if err := a.newWriters(); err != nil {
 			return err
 		}
+	}
+	if err := a.newPublisher(); err != nil {
+		return err
 	}
 	// The first snapshot is published before gRPC serves: a client that
 	// reconnects must never see an empty state and drop what it holds.

@@ -1,44 +1,42 @@
 package app
 
 import (
-	"net/netip"
-	"slices"
-	"sort"
 	"strings"
+	"sync"
 
 	"github.com/zmesh/zmesh/controller/index"
-	"github.com/zmesh/zmesh/controller/l7"
-	"github.com/zmesh/zmesh/controller/xdsserver"
-	"github.com/zmesh/zmesh/pkg/workloadapi"
-	"github.com/zmesh/zmesh/pkg/workloadapi/security"
+	"github.com/zmesh/zmesh/controller/publish"
 )
 
-// snapshot is one index output plus what the CA asks of it.
+// snapshot is one published output plus what the CA asks of it.
 type snapshot struct {
 	out *index.Output
 	// podsOnNode holds "<node>/<namespace>/<service account>" for every pod
-	// workload with a node.
-	podsOnNode map[string]struct{}
+	// workload with a node. It is computed on the first CA question, off
+	// the publishing path.
+	podsOnNode func() map[string]struct{}
 }
 
 func newSnapshot(out *index.Output) *snapshot {
-	s := &snapshot{out: out, podsOnNode: make(map[string]struct{}, len(out.Workloads))}
-	for uid, w := range out.Workloads {
-		// Only pods run on a node; WorkloadEntries and ServiceEntry
-		// endpoints never qualify a node for impersonation.
-		if w.GetNode() == "" || !strings.Contains(uid, "//Pod/") {
-			continue
+	return &snapshot{out: out, podsOnNode: sync.OnceValue(func() map[string]struct{} {
+		res := make(map[string]struct{}, len(out.Workloads))
+		for uid, w := range out.Workloads {
+			// Only pods run on a node; WorkloadEntries and ServiceEntry
+			// endpoints never qualify a node for impersonation.
+			if w.GetNode() == "" || !strings.Contains(uid, "//Pod/") {
+				continue
+			}
+			sa := w.GetServiceAccount()
+			if sa == "" {
+				sa = "default"
+			}
+			res[w.GetNode()+"/"+w.GetNamespace()+"/"+sa] = struct{}{}
 		}
-		sa := w.GetServiceAccount()
-		if sa == "" {
-			sa = "default"
-		}
-		s.podsOnNode[w.GetNode()+"/"+w.GetNamespace()+"/"+sa] = struct{}{}
-	}
-	return s
+		return res
+	})}
 }
 
-// apply rebuilds the index from a source snapshot and publishes it.
+// apply publishes a source snapshot.
 func (a *App) apply(in *index.Inputs) {
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
@@ -47,31 +45,34 @@ func (a *App) apply(in *index.Inputs) {
 		in, selected = a.discovery.filter(in)
 		a.selected.Store(&selected)
 	}
-	out := index.Build(a.cfg.Index, in)
-	if a.writers.status != nil {
-		a.writers.status.Update(out) // the index's own verdicts, before the L7 additions
+	res, err := a.publisher.Publish(in)
+	if err != nil {
+		a.log.Error("state not published in full", "err", err)
 	}
-	// Workloads served by a waypoint admit it past their ALLOW policies
-	// (Istio's allow-from-waypoint policy).
-	out = l7.AllowFromWaypoints(a.cfg.Index, in, out)
-	l7out := l7.Build(l7.ConfigFromIndex(a.cfg.Index), in)
-	a.logProblems(append(slices.Clip(out.Problems), l7out.Problems...))
-	a.state.Store(newSnapshot(out))
-	if err := a.xds.Update(workloadapi.AddressTypeURL, addressResources(out)); err != nil {
-		a.log.Error("address resources not published", "err", err)
+	a.logProblems(res.Problems)
+	a.state.Store(newSnapshot(res.Output))
+	a.log.Info("state published", "workloads", len(res.Output.Workloads), "services", len(res.Output.Services),
+		"policies", len(res.Output.Policies), "listeners", len(res.L7.Listeners), "clusters", len(res.L7.Clusters),
+		"problems", len(res.Problems))
+}
+
+// newPublisher publishes to the xDS server, feeding the status writer
+// (when there is one) the index's own verdicts.
+func (a *App) newPublisher() error {
+	p, err := publish.New(publish.Options{
+		Index: a.cfg.Index,
+		XDS:   a.xds,
+		OnIndex: func(out *index.Output) {
+			if a.writers.status != nil {
+				a.writers.status.Update(out)
+			}
+		},
+	})
+	if err != nil {
+		return err
 	}
-	if err := a.xds.Update(security.AuthorizationTypeURL, policyResources(out)); err != nil {
-		a.log.Error("authorization resources not published", "err", err)
-	}
-	if err := a.xds.Update(l7.ListenerTypeURL, l7out.ListenerResources()); err != nil {
-		a.log.Error("waypoint listeners not published", "err", err)
-	}
-	if err := a.xds.Update(l7.ClusterTypeURL, l7out.ClusterResources()); err != nil {
-		a.log.Error("waypoint clusters not published", "err", err)
-	}
-	a.log.Info("state published", "workloads", len(out.Workloads), "services", len(out.Services),
-		"policies", len(out.Policies), "listeners", len(l7out.Listeners), "clusters", len(l7out.Clusters),
-		"problems", len(out.Problems)+len(l7out.Problems))
+	a.publisher = p
+	return nil
 }
 
 // namespaceSelected reports whether the discovery selectors chose ns in the
@@ -97,49 +98,6 @@ func (a *App) logProblems(problems []index.Problem) {
 	a.lastProblems = now
 }
 
-// addressResources turns workloads and services into Address resources,
-// with a "<network>/<ip>" alias per address for on-demand lookups.
-func addressResources(out *index.Output) []xdsserver.Resource {
-	rs := make([]xdsserver.Resource, 0, len(out.Workloads)+len(out.Services))
-	for uid, w := range out.Workloads {
-		var aliases []string
-		for _, raw := range w.GetAddresses() {
-			if ip, ok := netip.AddrFromSlice(raw); ok {
-				aliases = append(aliases, w.GetNetwork()+"/"+ip.Unmap().String())
-			}
-		}
-		rs = append(rs, xdsserver.Resource{
-			Name:    uid,
-			Aliases: aliases,
-			Body:    &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}},
-		})
-	}
-	for key, s := range out.Services {
-		var aliases []string
-		for _, na := range s.GetAddresses() {
-			if ip, ok := netip.AddrFromSlice(na.GetAddress()); ok {
-				aliases = append(aliases, na.GetNetwork()+"/"+ip.Unmap().String())
-			}
-		}
-		rs = append(rs, xdsserver.Resource{
-			Name:    key,
-			Aliases: aliases,
-			Body:    &workloadapi.Address{Type: &workloadapi.Address_Service{Service: s}},
-		})
-	}
-	sort.Slice(rs, func(i, j int) bool { return rs[i].Name < rs[j].Name })
-	return rs
-}
-
-func policyResources(out *index.Output) []xdsserver.Resource {
-	rs := make([]xdsserver.Resource, 0, len(out.Policies))
-	for key, p := range out.Policies {
-		rs = append(rs, xdsserver.Resource{Name: key, Body: p})
-	}
-	sort.Slice(rs, func(i, j int) bool { return rs[i].Name < rs[j].Name })
-	return rs
-}
-
 // nodeWorkloads answers the CA from the latest snapshot.
 type nodeWorkloads struct{ a *App }
 
@@ -149,6 +107,6 @@ func (n nodeWorkloads) HasWorkload(node, namespace, serviceAccount string) bool 
 	if s == nil || node == "" {
 		return false
 	}
-	_, ok := s.podsOnNode[node+"/"+namespace+"/"+serviceAccount]
+	_, ok := s.podsOnNode()[node+"/"+namespace+"/"+serviceAccount]
 	return ok
 }

@@ -3,9 +3,12 @@ package index_test
 import (
 	"runtime"
 	"runtime/metrics"
+	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/zmesh/zmesh/controller/index"
 	"github.com/zmesh/zmesh/controller/index/indextest"
@@ -84,5 +87,35 @@ func startPeakSampler() func() uint64 {
 		mu.Lock()
 		defer mu.Unlock()
 		return highest
+	}
+}
+
+// BenchmarkBuilderPodChange rebuilds the reference snapshot after one pod's
+// readiness changed (the pod replaced by an edited copy, as an informer
+// does), with a Builder that built the previous snapshot.
+func BenchmarkBuilderPodChange(b *testing.B) {
+	in := indextest.Inputs(indextest.BenchmarkSpec())
+	x := index.NewBuilder(index.Config{})
+	x.Build(in)
+	i := len(in.Pods) / 2
+	b.ReportAllocs()
+	b.ResetTimer()
+	for n := 0; b.Loop(); n++ {
+		b.StopTimer()
+		next := *in
+		next.Pods = slices.Clone(in.Pods)
+		p := in.Pods[i].DeepCopy()
+		status := corev1.ConditionFalse
+		if n%2 == 1 {
+			status = corev1.ConditionTrue
+		}
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
+		next.Pods[i] = p
+		in = &next
+		b.StartTimer()
+		out := x.Build(in)
+		if len(out.Workloads) != 10000 {
+			b.Fatalf("got %d workloads", len(out.Workloads))
+		}
 	}
 }

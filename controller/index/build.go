@@ -3,6 +3,7 @@ package index
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 
@@ -25,11 +26,24 @@ import (
 // order of its own is sorted. Build never panics on bad objects: an object
 // that fails Validate, or that conflicts with another, is skipped (or used in
 // part) and reported in Output.Problems. Build does not modify in.
+//
+// A caller that builds again and again from a changing snapshot should use
+// a Builder, which gives the same Output while reusing unchanged resources.
 func Build(cfg Config, in *Inputs) *Output {
 	if in == nil {
 		in = &Inputs{}
 	}
-	b := newBuilder(cfg.withDefaults(), in)
+	out, _ := buildContext(cfg.withDefaults(), in).buildWorkloads(in, nil)
+	return out
+}
+
+// buildContext runs the first stage of a build: everything that does not
+// depend on Pods and EndpointSlices. That is every Service and Authorization,
+// the statuses, the WorkloadEntry and ServiceEntry workloads, and the indexes
+// pod workloads are built against. The result is never modified afterwards:
+// buildWorkloads works on a copy.
+func buildContext(cfg Config, in *Inputs) *builder {
+	b := newBuilder(cfg, in)
 	b.indexNamespaces()
 	b.indexWaypoints()
 	b.buildAuthorizationPolicies()
@@ -37,11 +51,24 @@ func Build(cfg Config, in *Inputs) *Output {
 	b.buildServices()
 	b.buildServiceEntryServices()
 	b.buildWaypointPolicyStatus()
-	b.indexEndpointSlices()
-	b.buildPodWorkloads()
 	b.buildWorkloadEntryWorkloads()
 	b.buildServiceEntryWorkloads()
-	return b.finish()
+	b.invalidPolicyStatus(in.AuthorizationPolicies)
+	return b
+}
+
+// buildWorkloads runs the second stage on a copy of the context c: the
+// workloads of EndpointSlices and Pods, added to c's. It reuses what memo
+// (nil: nothing) says about pods, and returns the memo of this build; a
+// memo is only valid with the context it was built with.
+func (c *builder) buildWorkloads(in *Inputs, memo *podMemo) (*Output, *podMemo) {
+	b := c.stage(len(in.Pods))
+	b.memo, b.nextMemo = memo, newPodMemo(len(in.Pods))
+	b.endpointSlices = acceptObjects(b, kindEndpointSlice, in.EndpointSlices, validateEndpointSlice)
+	b.pods = acceptObjects(b, kindPod, in.Pods, b.memo.validatePod)
+	b.indexEndpointSlices()
+	b.buildPodWorkloads()
+	return b.finish(), b.nextMemo
 }
 
 // builder carries the state of one Build call. Nothing in it outlives the call.
@@ -85,6 +112,13 @@ type builder struct {
 	sliceMembers map[string][]sliceMembership
 	// Published ServiceEntry hosts, in ServiceEntry order.
 	seInfos []seHost
+
+	// Second stage only (see buildWorkloads): the pod workloads of an
+	// earlier build with the same context, and those of this one.
+	memo, nextMemo *podMemo
+	// capture, when set, also receives every problem raised (reported
+	// before or not), so that a reused pod workload can raise its own again.
+	capture *[]Problem
 }
 
 func newBuilder(cfg Config, in *Inputs) *builder {
@@ -108,9 +142,7 @@ func newBuilder(cfg Config, in *Inputs) *builder {
 		saWaypoints:       map[string]*waypoint{},
 	}
 	b.namespaces = acceptObjects(b, kindNamespace, in.Namespaces, validateNamespace)
-	b.pods = acceptObjects(b, kindPod, in.Pods, validatePod)
 	b.services = acceptObjects(b, kindService, in.Services, validateService)
-	b.endpointSlices = acceptObjects(b, kindEndpointSlice, in.EndpointSlices, validateEndpointSlice)
 	b.authzPolicies = acceptObjects(b, kindAuthorizationPolicy, in.AuthorizationPolicies, validateAuthorizationPolicy)
 	b.peerAuths = acceptObjects(b, kindPeerAuthentication, in.PeerAuthentications, validatePeerAuthentication)
 	b.gateways = acceptObjects(b, kindGateway, in.Gateways, validateGateway)
@@ -172,12 +204,37 @@ func joinReasons(r []string) string {
 
 // problem records a Problem once.
 func (b *builder) problem(kind, ns, name, reason string) {
-	p := Problem{Kind: kind, Namespace: ns, Name: name, Reason: reason}
+	b.report(Problem{Kind: kind, Namespace: ns, Name: name, Reason: reason})
+}
+
+func (b *builder) report(p Problem) {
+	if b.capture != nil {
+		*b.capture = append(*b.capture, p)
+	}
 	if b.reported[p] {
 		return
 	}
 	b.reported[p] = true
 	b.out.Problems = append(b.out.Problems, p)
+}
+
+// stage returns a copy of the context c for the second stage: it shares
+// c's indexes and Services, Policies and statuses, which the second stage
+// only reads, and has its own workloads, problems and slice memberships.
+func (c *builder) stage(pods int) *builder {
+	b := *c
+	b.out = &Output{
+		Workloads:        make(map[string]*workloadapi.Workload, len(c.out.Workloads)+pods),
+		Services:         c.out.Services,
+		Policies:         c.out.Policies,
+		Problems:         slices.Clone(c.out.Problems),
+		ServiceWaypoints: c.out.ServiceWaypoints,
+		PolicyStatus:     c.out.PolicyStatus,
+	}
+	maps.Copy(b.out.Workloads, c.out.Workloads)
+	b.reported = maps.Clone(c.reported)
+	b.sliceMembers = map[string][]sliceMembership{}
+	return &b
 }
 
 func (b *builder) indexNamespaces() {
@@ -196,7 +253,6 @@ func (b *builder) nsLabels(ns string) map[string]string {
 }
 
 func (b *builder) finish() *Output {
-	b.invalidPolicyStatus(b.in.AuthorizationPolicies)
 	sort.Slice(b.out.Problems, func(i, j int) bool {
 		x, y := b.out.Problems[i], b.out.Problems[j]
 		return cmp.Or(cmp.Compare(x.Kind, y.Kind), cmp.Compare(x.Namespace, y.Namespace),

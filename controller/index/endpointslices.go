@@ -88,10 +88,21 @@ func (b *builder) indexEndpointSlices() {
 	}
 }
 
-// endpointWorkload publishes an EndpointSlice endpoint that is not a pod.
+// endpointWorkload publishes an EndpointSlice endpoint that is not a pod,
+// reusing the workload b.memo made of the same slice.
 func (b *builder) endpointWorkload(s *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint, m sliceMembership) {
+	uid := b.cfg.ClusterID + "/discovery.k8s.io/EndpointSlice/" + s.Namespace + "/" + s.Name + "/" + ep.Addresses[0]
+	w := b.memo.endpoint(uid, s)
+	if w == nil {
+		w = b.newEndpointWorkload(uid, s, ep, m)
+	}
+	b.out.Workloads[uid] = w
+	b.nextMemo.endpoints[uid] = endpointEntry{slice: s, workload: w}
+}
+
+func (b *builder) newEndpointWorkload(uid string, s *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint, m sliceMembership) *workloadapi.Workload {
 	w := &workloadapi.Workload{
-		Uid:         b.cfg.ClusterID + "/discovery.k8s.io/EndpointSlice/" + s.Namespace + "/" + s.Name + "/" + ep.Addresses[0],
+		Uid:         uid,
 		Name:        s.Name,
 		Namespace:   s.Namespace,
 		Network:     b.cfg.Network,
@@ -108,7 +119,7 @@ func (b *builder) endpointWorkload(s *discoveryv1.EndpointSlice, ep discoveryv1.
 	if ep.Conditions.Ready != nil && !*ep.Conditions.Ready {
 		w.Status = workloadapi.WorkloadStatus_UNHEALTHY
 	}
-	b.out.Workloads[w.Uid] = w
+	return w
 }
 
 // slicePorts resolves a selector-less Service's ports through the

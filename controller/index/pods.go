@@ -14,48 +14,79 @@ import (
 // buildPodWorkloads turns every pod that has an IP and is not terminal into
 // a Workload. Pods that are not enrolled are still published (tunnel NONE)
 // so that policy and telemetry can name them.
+//
+// A pod that b.memo holds with the same object and slice memberships gets
+// its earlier Workload (the very message) and raises its earlier problems
+// again; every pod goes into b.nextMemo.
 func (b *builder) buildPodWorkloads() {
 	for _, p := range b.pods {
-		ips := podIPStrings(p)
-		if len(ips) == 0 || podTerminal(p) {
+		var members []sliceMembership
+		if len(b.sliceMembers) > 0 {
+			members = b.sliceMembers[p.Namespace+"/"+p.Name]
+		}
+		if e, ok := b.memo.lookup(p, members); ok {
+			for _, pr := range e.problems {
+				b.report(pr)
+			}
+			if e.workload != nil {
+				b.out.Workloads[e.workload.Uid] = e.workload
+			}
+			b.nextMemo.add(p, e)
 			continue
 		}
-		w := &workloadapi.Workload{
-			Uid:            b.cfg.ClusterID + "//Pod/" + p.Namespace + "/" + p.Name,
-			Name:           p.Name,
-			Namespace:      p.Namespace,
-			Network:        b.networkOf(p.Namespace, p.Labels, ""),
-			TrustDomain:    b.cfg.TrustDomain,
-			ServiceAccount: p.Spec.ServiceAccountName,
-			Node:           p.Spec.NodeName,
-			ClusterId:      b.cfg.ClusterID,
-			Status:         podStatus(p),
+		var problems []Problem
+		b.capture = &problems
+		w := b.podWorkload(p, members)
+		b.capture = nil
+		if w != nil {
+			b.out.Workloads[w.Uid] = w
 		}
-		if w.ServiceAccount == "" {
-			w.ServiceAccount = serviceAccountDefaultName
-		}
-		for _, ip := range ips {
-			if a, err := netip.ParseAddr(ip); err == nil {
-				w.Addresses = append(w.Addresses, a.AsSlice())
-			}
-		}
-		w.WorkloadName, w.WorkloadType = workloadNameAndType(p)
-		w.CanonicalName, w.CanonicalRevision = canonicalService(p.Labels, w.WorkloadName)
-		if p.Spec.HostNetwork {
-			w.NetworkMode = workloadapi.NetworkMode_HOST_NETWORK
-		} else if b.podEnrolled(p) && (b.cfg.AssumeCaptured || p.Annotations[AnnotationRedirection] == RedirectionEnabled) {
-			w.TunnelProtocol = workloadapi.TunnelProtocol_HBONE
-		}
-		if p.Labels[LabelTunnel] == "http" && !p.Spec.HostNetwork {
-			w.TunnelProtocol, w.NativeTunnel = workloadapi.TunnelProtocol_HBONE, true
-		}
-		w.Services = b.podServices(p)
-		w.AuthorizationPolicies = b.workloadPolicies(p.Namespace, p.Labels)
-		if !b.isWaypointInstance(p.Namespace, p.Labels) {
-			w.Waypoint = b.resolveWaypoint(bindWorkload, kindPod, p.Namespace, p.Name, p.Labels, w.ServiceAccount).addr
-		}
-		b.out.Workloads[w.Uid] = w
+		b.nextMemo.add(p, podEntry{members: members, hasWorkload: true, workload: w, problems: problems})
 	}
+}
+
+// podWorkload builds the Workload of one pod with its EndpointSlice
+// memberships; nil when the pod has no IP or has finished.
+func (b *builder) podWorkload(p *corev1.Pod, members []sliceMembership) *workloadapi.Workload {
+	ips := podIPStrings(p)
+	if len(ips) == 0 || podTerminal(p) {
+		return nil
+	}
+	w := &workloadapi.Workload{
+		Uid:            b.cfg.ClusterID + "//Pod/" + p.Namespace + "/" + p.Name,
+		Name:           p.Name,
+		Namespace:      p.Namespace,
+		Network:        b.networkOf(p.Namespace, p.Labels, ""),
+		TrustDomain:    b.cfg.TrustDomain,
+		ServiceAccount: p.Spec.ServiceAccountName,
+		Node:           p.Spec.NodeName,
+		ClusterId:      b.cfg.ClusterID,
+		Status:         podStatus(p),
+	}
+	if w.ServiceAccount == "" {
+		w.ServiceAccount = serviceAccountDefaultName
+	}
+	for _, ip := range ips {
+		if a, err := netip.ParseAddr(ip); err == nil {
+			w.Addresses = append(w.Addresses, a.AsSlice())
+		}
+	}
+	w.WorkloadName, w.WorkloadType = workloadNameAndType(p)
+	w.CanonicalName, w.CanonicalRevision = canonicalService(p.Labels, w.WorkloadName)
+	if p.Spec.HostNetwork {
+		w.NetworkMode = workloadapi.NetworkMode_HOST_NETWORK
+	} else if b.podEnrolled(p) && (b.cfg.AssumeCaptured || p.Annotations[AnnotationRedirection] == RedirectionEnabled) {
+		w.TunnelProtocol = workloadapi.TunnelProtocol_HBONE
+	}
+	if p.Labels[LabelTunnel] == "http" && !p.Spec.HostNetwork {
+		w.TunnelProtocol, w.NativeTunnel = workloadapi.TunnelProtocol_HBONE, true
+	}
+	w.Services = b.podServices(p, members)
+	w.AuthorizationPolicies = b.workloadPolicies(p.Namespace, p.Labels)
+	if !b.isWaypointInstance(p.Namespace, p.Labels) {
+		w.Waypoint = b.resolveWaypoint(bindWorkload, kindPod, p.Namespace, p.Name, p.Labels, w.ServiceAccount).addr
+	}
+	return w
 }
 
 // podTerminal reports whether the pod has finished for good.
@@ -190,9 +221,9 @@ func firstLabel(labels map[string]string, keys ...string) string {
 }
 
 // podServices builds the pod's services map: Services and ServiceEntries of
-// its namespace whose selector matches it, and selector-less Services whose
-// EndpointSlices name it.
-func (b *builder) podServices(p *corev1.Pod) map[string]*workloadapi.PortList {
+// its namespace whose selector matches it, and the selector-less Services
+// of members, the pod's EndpointSlice memberships.
+func (b *builder) podServices(p *corev1.Pod, members []sliceMembership) map[string]*workloadapi.PortList {
 	var res map[string]*workloadapi.PortList
 	for _, info := range b.selectingServices[p.Namespace] {
 		if !selects(info.selector, p.Labels) {
@@ -207,7 +238,7 @@ func (b *builder) podServices(p *corev1.Pod) map[string]*workloadapi.PortList {
 			res[info.key] = podPorts(info, p)
 		}
 	}
-	for _, m := range b.sliceMembers[p.Namespace+"/"+p.Name] {
+	for _, m := range members {
 		if res == nil {
 			res = map[string]*workloadapi.PortList{}
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -31,6 +30,7 @@ import (
 	"github.com/zmesh/zmesh/controller/auth"
 	"github.com/zmesh/zmesh/controller/index"
 	"github.com/zmesh/zmesh/controller/kubesource"
+	"github.com/zmesh/zmesh/controller/publish"
 	"github.com/zmesh/zmesh/controller/xdsserver"
 	"github.com/zmesh/zmesh/pkg/kube"
 	"github.com/zmesh/zmesh/pkg/kube/kubetest"
@@ -58,7 +58,8 @@ func (anyCaller) Authenticate(context.Context) (auth.Caller, error) {
 // BenchmarkPodStatusToXDS measures, at 10,000 pods and 1,000 services in
 // the API server, the time from a pod's readiness change (the UpdateStatus
 // call) to an xDS client seeing the changed Workload, through kubesource →
-// index.Build → xdsserver → pkg/xds. It reports p50/p99 and where the time
+// publish.Publisher (index, L7, xDS update) → xdsserver → pkg/xds, the
+// controller's own publishing path. It reports p50/p99 and where the time
 // goes, and the process's peak RSS over the pipeline's run. Run it with
 // -benchtime=Nx (each iteration is one readiness flip).
 func BenchmarkPodStatusToXDS(b *testing.B) {
@@ -80,7 +81,7 @@ func BenchmarkPodStatusToXDS(b *testing.B) {
 		p.startTook.Round(time.Millisecond), p.firstPods, p.firstServices, p.firstBuild.Round(time.Millisecond))
 
 	pod := target
-	var lat, srcLat, apiLat, debLat, buildLat, pubLat, xdsLat []time.Duration
+	var lat, srcLat, apiLat, debLat, pubLat, xdsLat []time.Duration
 	ready := true
 	for b.Loop() {
 		ready = !ready
@@ -102,8 +103,7 @@ func BenchmarkPodStatusToXDS(b *testing.B) {
 		debLat = append(debLat, tr.onChange.Sub(watched))
 		lat = append(lat, tr.seen.Sub(began))
 		srcLat = append(srcLat, tr.onChange.Sub(began))
-		buildLat = append(buildLat, tr.built.Sub(tr.onChange))
-		pubLat = append(pubLat, tr.published.Sub(tr.built))
+		pubLat = append(pubLat, tr.published.Sub(tr.onChange))
 		xdsLat = append(xdsLat, tr.seen.Sub(tr.published))
 		b.StopTimer()
 		time.Sleep(benchBetweenFlips) // let the EndpointSlice follow-up settle
@@ -123,8 +123,6 @@ func BenchmarkPodStatusToXDS(b *testing.B) {
 	report("api-watch-p99-ms", apiLat, 0.99)
 	report("debounce+list-p50-ms", debLat, 0.50)
 	report("debounce+list-p99-ms", debLat, 0.99)
-	report("build-p50-ms", buildLat, 0.50)
-	report("build-p99-ms", buildLat, 0.99)
 	report("publish-p50-ms", pubLat, 0.50)
 	report("publish-p99-ms", pubLat, 0.99)
 	report("xds-p50-ms", xdsLat, 0.50)
@@ -336,10 +334,11 @@ func setReady(p *corev1.Pod, ready bool) {
 
 // trace is when one change passed each stage.
 type trace struct {
-	onChange, built, published, seen time.Time
+	onChange, published, seen time.Time
 }
 
-// pipeline is kubesource → index.Build → xdsserver → pkg/xds client.
+// pipeline is kubesource → publish (the controller's index, L7 and xDS
+// publishing) → xdsserver → pkg/xds client.
 type pipeline struct {
 	uid string
 
@@ -387,14 +386,18 @@ func newPipeline(b *testing.B, c *kube.Clients, target *corev1.Pod) *pipeline {
 	go func() { _ = gs.Serve(lis) }()
 	b.Cleanup(func() { srv.Stop(); gs.Stop() })
 
+	pub, err := publish.New(publish.Options{XDS: srv})
+	if err != nil {
+		b.Fatal(err)
+	}
 	onChange := func(in *index.Inputs) {
 		t0 := time.Now()
-		out := index.Build(index.Config{}, in)
-		t1 := time.Now()
-		if err := srv.Update(workloadapi.AddressTypeURL, addressResources(out)); err != nil {
-			b.Errorf("xds update: %v", err)
+		res, err := pub.Publish(in)
+		if err != nil {
+			b.Errorf("publish: %v", err)
 		}
-		t2 := time.Now()
+		t1 := time.Now()
+		out := res.Output
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		p.nSnaps++
@@ -402,7 +405,7 @@ func newPipeline(b *testing.B, c *kube.Clients, target *corev1.Pod) *pipeline {
 			p.firstBuild, p.firstPods, p.firstServices = t1.Sub(t0), len(out.Workloads), len(out.Services)
 		}
 		if w := out.Workloads[p.uid]; w != nil && (p.nSnaps == 1 || w.GetStatus() != p.lastStatus) {
-			p.lastStatus, p.lastChange = w.GetStatus(), trace{onChange: t0, built: t1, published: t2}
+			p.lastStatus, p.lastChange = w.GetStatus(), trace{onChange: t0, published: t1}
 		}
 	}
 	began := time.Now()
@@ -503,7 +506,7 @@ func (p *pipeline) handle(d xds.Delta) []xds.Rejection {
 			p.armed = false
 			tr := trace{seen: now}
 			if p.lastStatus == p.want {
-				tr.onChange, tr.built, tr.published = p.lastChange.onChange, p.lastChange.built, p.lastChange.published
+				tr.onChange, tr.published = p.lastChange.onChange, p.lastChange.published
 			}
 			p.done <- tr
 		}
@@ -560,38 +563,6 @@ func (p *pipeline) snapshots() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.nSnaps
-}
-
-// addressResources renders an index output as xDS Address resources, named
-// and aliased as the workload API requires (uid or "<ns>/<hostname>", with
-// "<network>/<ip>" aliases).
-func addressResources(out *index.Output) []xdsserver.Resource {
-	rs := make([]xdsserver.Resource, 0, len(out.Workloads)+len(out.Services))
-	alias := func(network string, raw []byte) (string, bool) {
-		ip, ok := netip.AddrFromSlice(raw)
-		return network + "/" + ip.Unmap().String(), ok
-	}
-	for uid, w := range out.Workloads {
-		var aliases []string
-		for _, raw := range w.GetAddresses() {
-			if a, ok := alias(w.GetNetwork(), raw); ok {
-				aliases = append(aliases, a)
-			}
-		}
-		rs = append(rs, xdsserver.Resource{Name: uid, Aliases: aliases,
-			Body: &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}}})
-	}
-	for key, s := range out.Services {
-		var aliases []string
-		for _, na := range s.GetAddresses() {
-			if a, ok := alias(na.GetNetwork(), na.GetAddress()); ok {
-				aliases = append(aliases, a)
-			}
-		}
-		rs = append(rs, xdsserver.Resource{Name: key, Aliases: aliases,
-			Body: &workloadapi.Address{Type: &workloadapi.Address_Service{Service: s}}})
-	}
-	return rs
 }
 
 func percentile(ds []time.Duration, q float64) time.Duration {

@@ -52,6 +52,10 @@ type Output struct {
 	// Problems found in individual objects; each such object was skipped
 	// or used in part, and the rest of the output is complete.
 	Problems []Problem
+	// PodNamespaces lists, sorted, the namespaces whose pods the clusters'
+	// endpoints were read from. Pods of other namespaces play no part in
+	// the Output; every other input object may.
+	PodNamespaces []string
 }
 
 // Problem reports one Kubernetes object that could not be used as given.
@@ -98,7 +102,9 @@ type builder struct {
 
 	// Accepted inputs, sorted by namespace then name, duplicates removed.
 	namespaces []*corev1.Namespace
-	pods       []*corev1.Pod
+	// allPods are the input pods, accepted (as pods) only by the
+	// clusters that need endpoints; most builds need none.
+	allPods    []*corev1.Pod
 	services   []*corev1.Service
 	gateways   []*gatewayv1.Gateway
 	entries    []*networkingv1.ServiceEntry
@@ -143,7 +149,7 @@ func newBuilder(cfg Config, in *index.Inputs) *builder {
 	// Kinds the index reads are held to index.Validate, so that both see
 	// the same objects; the index reports those it refuses.
 	b.namespaces = accept(b, "Namespace", in.Namespaces, indexValid)
-	b.pods = accept(b, kindPod, in.Pods, indexValid)
+	b.allPods = in.Pods
 	b.services = accept(b, kindService, in.Services, indexValid)
 	b.gateways = accept(b, kindGateway, in.Gateways, indexValid)
 	b.entries = accept(b, kindServiceEntry, in.ServiceEntries, indexValid)

@@ -54,16 +54,42 @@ func (b *builder) buildClusters() {
 			b.ref(s, p.port, "")
 		}
 	}
-	podsByNS := map[string][]*corev1.Pod{}
-	for _, p := range b.pods {
-		podsByNS[p.Namespace] = append(podsByNS[p.Namespace], p)
-	}
+	podsByNS := b.podsByNamespace()
 	for name, r := range b.clusterRefs {
 		c := &clusterv3.Cluster{Name: name}
 		shapeCluster(c, b.policyFor(r.svc, r.port, r.subset))
 		c.LoadAssignment = b.loadAssignment(name, r, podsByNS[r.svc.ns])
 		b.out.Clusters = append(b.out.Clusters, c)
 	}
+}
+
+// podsByNamespace returns the accepted pods of the namespaces that have a
+// referenced service with a selector, by namespace.
+func (b *builder) podsByNamespace() map[string][]*corev1.Pod {
+	wanted := map[string]bool{}
+	for _, r := range b.clusterRefs {
+		if r.svc.selector != nil {
+			wanted[r.svc.ns] = true
+		}
+	}
+	res := map[string][]*corev1.Pod{}
+	if len(wanted) == 0 {
+		return res
+	}
+	for ns := range wanted {
+		b.out.PodNamespaces = append(b.out.PodNamespaces, ns)
+	}
+	slices.Sort(b.out.PodNamespaces)
+	var pods []*corev1.Pod
+	for _, p := range b.allPods {
+		if p != nil && wanted[p.Namespace] {
+			pods = append(pods, p)
+		}
+	}
+	for _, p := range accept(b, kindPod, pods, indexValid) {
+		res[p.Namespace] = append(res[p.Namespace], p)
+	}
+	return res
 }
 
 // loadAssignment lists a cluster's endpoints, or returns nil when they are

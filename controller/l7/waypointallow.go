@@ -3,7 +3,6 @@ package l7
 import (
 	"net/netip"
 	"slices"
-	"sort"
 
 	"google.golang.org/protobuf/proto"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -46,15 +45,40 @@ func AllowWaypointPolicyName(waypointNS, waypointName string) string {
 // result shares every unchanged resource (and every other field) with it
 // and holds copies of the workloads it changed.
 func AllowFromWaypoints(cfg index.Config, in *index.Inputs, out *index.Output) *index.Output {
-	if in == nil || out == nil {
-		return out
-	}
+	return NewWaypointAllower(cfg).Apply(in, out)
+}
+
+// WaypointAllower applies AllowFromWaypoints to one index output after
+// another, and hands out the very message it made before for a workload
+// whose input message and policy list are unchanged, so that xDS skips
+// re-encoding it. It is not safe for concurrent use.
+type WaypointAllower struct {
+	td  string
+	cfg index.Config
+	// made maps each input workload message of the last Apply to the copy
+	// made of it.
+	made map[*workloadapi.Workload]*workloadapi.Workload
+	// policies are the implicit policies of the last Apply, by key.
+	policies map[string]*security.Authorization
+}
+
+// NewWaypointAllower returns a WaypointAllower for outputs built with cfg.
+func NewWaypointAllower(cfg index.Config) *WaypointAllower {
 	td := cfg.TrustDomain
 	if td == "" {
 		td = index.DefaultTrustDomain
 	}
-	byAddr := waypointsByAddress(cfg, in)
+	return &WaypointAllower{td: td, cfg: cfg}
+}
+
+// Apply is AllowFromWaypoints for the allower's Config.
+func (a *WaypointAllower) Apply(in *index.Inputs, out *index.Output) *index.Output {
+	if in == nil || out == nil {
+		return out
+	}
+	byAddr := waypointsByAddress(a.cfg, in)
 	if len(byAddr) == 0 {
+		a.made, a.policies = nil, nil
 		return out
 	}
 	// Every other field of out is carried over as it is.
@@ -65,22 +89,23 @@ func AllowFromWaypoints(cfg index.Config, in *index.Inputs, out *index.Output) *
 	for k, v := range out.Policies {
 		res.Policies[k] = v
 	}
-	uids := make([]string, 0, len(out.Workloads))
+	// The waypoints of the services that have one, by service key.
+	svcWaypoints := map[string][]waypointID{}
+	for key, svc := range out.Services {
+		if k, ok := gatewayKey(svc.GetWaypoint()); ok && len(byAddr[k]) > 0 {
+			svcWaypoints[key] = byAddr[k]
+		}
+	}
+	made := map[*workloadapi.Workload]*workloadapi.Workload{}
+	policies := map[string]*security.Authorization{}
 	for uid, w := range out.Workloads {
 		res.Workloads[uid] = w
-		uids = append(uids, uid)
-	}
-	sort.Strings(uids)
-	for _, uid := range uids {
-		w := out.Workloads[uid]
 		var wps []waypointID
 		if k, ok := gatewayKey(w.GetWaypoint()); ok {
 			wps = append(wps, byAddr[k]...)
 		}
 		for svcKey := range w.GetServices() {
-			if k, ok := gatewayKey(out.Services[svcKey].GetWaypoint()); ok {
-				wps = append(wps, byAddr[k]...)
-			}
+			wps = append(wps, svcWaypoints[svcKey]...)
 		}
 		if len(wps) == 0 || !hasAllowPolicy(out, w) {
 			continue
@@ -89,7 +114,11 @@ func AllowFromWaypoints(cfg index.Config, in *index.Inputs, out *index.Output) *
 		for _, wp := range wps {
 			key := wp.ns + "/" + AllowWaypointPolicyName(wp.ns, wp.name)
 			if _, ok := res.Policies[key]; !ok {
-				res.Policies[key] = allowWaypointPolicy(td, wp)
+				p := a.policies[key]
+				if p == nil || !proto.Equal(p, allowWaypointPolicy(a.td, wp)) {
+					p = allowWaypointPolicy(a.td, wp)
+				}
+				res.Policies[key], policies[key] = p, p
 			}
 			names = append(names, key)
 		}
@@ -98,10 +127,15 @@ func AllowFromWaypoints(cfg index.Config, in *index.Inputs, out *index.Output) *
 		if slices.Equal(names, w.AuthorizationPolicies) {
 			continue
 		}
-		c := proto.Clone(w).(*workloadapi.Workload)
-		c.AuthorizationPolicies = names
+		c := a.made[w]
+		if c == nil || !slices.Equal(c.AuthorizationPolicies, names) {
+			c = proto.Clone(w).(*workloadapi.Workload)
+			c.AuthorizationPolicies = names
+		}
+		made[w] = c
 		res.Workloads[uid] = c
 	}
+	a.made, a.policies = made, policies
 	return res
 }
 

@@ -79,7 +79,7 @@ func New(opts Options) (*Writer, error) {
 // is running. out must not be modified afterwards.
 //
 // An Output whose ServiceWaypoints and PolicyStatus are both nil was not
-// made by index.Build (Build always allocates them; a derived Output must
+// made by index.Build or an index.Builder (both always set them; a derived Output must
 // carry them over) and is ignored rather than taken to mean "no status",
 // which would erase every condition.
 func (w *Writer) Update(out *index.Output) {

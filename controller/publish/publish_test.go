@@ -1,0 +1,184 @@
+package publish
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/proto"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/zmesh/zmesh/controller/auth"
+	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/controller/index/indextest"
+	"github.com/zmesh/zmesh/controller/l7"
+	"github.com/zmesh/zmesh/controller/xdsserver"
+	"github.com/zmesh/zmesh/pkg/workloadapi"
+)
+
+func newPublisher(t *testing.T) *Publisher {
+	t.Helper()
+	tokens, err := auth.NewStaticTokens(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := xdsserver.New(xdsserver.Options{Authenticator: tokens, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Options{XDS: srv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestPublishReusesUnchangedMessages publishes a mesh with waypoints and
+// ALLOW policies (so that some workloads are the allow-from-waypoint copies),
+// then the same mesh with one pod's readiness changed: every other workload,
+// service and policy must be the very message published before, and every
+// Address resource the very same resource, while the content equals a
+// build from scratch.
+func TestPublishReusesUnchangedMessages(t *testing.T) {
+	spec := indextest.Spec{Namespaces: 4, Pods: 40, Services: 8, PodsPerService: 5, AuthorizationPolicies: 9, Waypoints: 2}
+	in := indextest.Inputs(spec)
+	p := newPublisher(t)
+	first, err := p.Publish(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	allowed := 0
+	for _, w := range first.Output.Workloads {
+		if slices.ContainsFunc(w.AuthorizationPolicies, func(n string) bool { return strings.Contains(n, l7.AllowWaypointPolicyPrefix) }) {
+			allowed++
+		}
+	}
+	if allowed == 0 {
+		t.Fatal("no workload carries an allow-from-waypoint policy; the fixture does not exercise them")
+	}
+	firstResources := resourcesByName(p)
+
+	// Replace the first workload that carries the allow-from-waypoint
+	// policy by an unready copy.
+	next := *in
+	next.Pods = slices.Clone(in.Pods)
+	var changedUID string
+	for i, pod := range in.Pods {
+		uid := index.DefaultClusterID + "//Pod/" + pod.Namespace + "/" + pod.Name
+		if w := first.Output.Workloads[uid]; w != nil && len(w.AuthorizationPolicies) > 0 {
+			c := pod.DeepCopy()
+			c.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
+			next.Pods[i], changedUID = c, uid
+			break
+		}
+	}
+	second, err := p.Publish(&next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for uid, w := range first.Output.Workloads {
+		same := second.Output.Workloads[uid] == w
+		if uid == changedUID && same {
+			t.Errorf("changed workload %s is the old message", uid)
+		}
+		if uid != changedUID && !same {
+			t.Errorf("unchanged workload %s is a new message", uid)
+		}
+	}
+	for k, s := range first.Output.Services {
+		if second.Output.Services[k] != s {
+			t.Errorf("unchanged service %s is a new message", k)
+		}
+	}
+	for k, pol := range first.Output.Policies {
+		if second.Output.Policies[k] != pol {
+			t.Errorf("unchanged policy %s is a new message", k)
+		}
+	}
+	for name, r := range resourcesByName(p) {
+		old, ok := firstResources[name]
+		if !ok {
+			t.Errorf("resource %s is new", name)
+			continue
+		}
+		if (old.Body == r.Body) == (name == changedUID) {
+			t.Errorf("resource %s: reused %v", name, old.Body == r.Body)
+		}
+	}
+	if got := second.Output.Workloads[changedUID].GetStatus(); got != workloadapi.WorkloadStatus_UNHEALTHY {
+		t.Errorf("changed workload status %v", got)
+	}
+
+	// The content is what a build from scratch gives.
+	want := l7.AllowFromWaypoints(index.Config{}, &next, index.Build(index.Config{}, &next))
+	if len(want.Workloads) != len(second.Output.Workloads) || len(want.Policies) != len(second.Output.Policies) {
+		t.Fatalf("got %d workloads and %d policies, want %d and %d", len(second.Output.Workloads),
+			len(second.Output.Policies), len(want.Workloads), len(want.Policies))
+	}
+	for uid, w := range want.Workloads {
+		if !proto.Equal(w, second.Output.Workloads[uid]) {
+			t.Errorf("workload %s differs from a build from scratch", uid)
+		}
+	}
+	for k, pol := range want.Policies {
+		if !proto.Equal(pol, second.Output.Policies[k]) {
+			t.Errorf("policy %s differs from a build from scratch", k)
+		}
+	}
+}
+
+// resourcesByName renders the Address resources the Publisher would hand
+// to xDS for its latest output.
+func resourcesByName(p *Publisher) map[string]xdsserver.Resource {
+	res := map[string]xdsserver.Resource{}
+	for _, r := range p.workloads {
+		res[r.Name] = r
+	}
+	for _, r := range p.services {
+		res[r.Name] = r
+	}
+	return res
+}
+
+func TestNewRequiresXDS(t *testing.T) {
+	if _, err := New(Options{}); err == nil {
+		t.Fatal("New without an xDS server succeeded")
+	}
+}
+
+// TestL7ReusedUnlessItsObjectsChange: the L7 output is rebuilt when a pod
+// of a namespace whose endpoints it lists changes, and reused otherwise.
+func TestL7ReusedUnlessItsObjectsChange(t *testing.T) {
+	// Waypoints in ns-000 and ns-001 only; ns-002 and ns-003 have none.
+	in := indextest.Inputs(indextest.Spec{Namespaces: 4, Pods: 40, Services: 8, PodsPerService: 5, Waypoints: 2})
+	p := newPublisher(t)
+	first, err := p.Publish(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(first.L7.PodNamespaces, []string{"ns-000", "ns-001"}) {
+		t.Fatalf("pod namespaces %v", first.L7.PodNamespaces)
+	}
+	withCopy := func(in *index.Inputs, ns string) *index.Inputs {
+		c := *in
+		c.Pods = slices.Clone(in.Pods)
+		i := slices.IndexFunc(c.Pods, func(p *corev1.Pod) bool { return p.Namespace == ns })
+		c.Pods[i] = c.Pods[i].DeepCopy()
+		return &c
+	}
+	for _, tc := range []struct {
+		ns      string
+		rebuilt bool
+	}{{"ns-003", false}, {"ns-001", true}, {"ns-002", false}} {
+		before := p.l7out
+		in = withCopy(in, tc.ns)
+		res, err := p.Publish(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rebuilt := res.L7 != before; rebuilt != tc.rebuilt {
+			t.Errorf("pod of %s changed: L7 rebuilt %v, want %v", tc.ns, rebuilt, tc.rebuilt)
+		}
+	}
+}
