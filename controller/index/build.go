@@ -33,8 +33,7 @@ func Build(cfg Config, in *Inputs) *Output {
 	if in == nil {
 		in = &Inputs{}
 	}
-	out, _ := buildContext(cfg.withDefaults(), in).buildWorkloads(in, nil)
-	return out
+	return buildContext(cfg.withDefaults(), in).buildWorkloads(in, nil)
 }
 
 // buildContext runs the first stage of a build: everything that does not
@@ -59,16 +58,19 @@ func buildContext(cfg Config, in *Inputs) *builder {
 
 // buildWorkloads runs the second stage on a copy of the context c: the
 // workloads of EndpointSlices and Pods, added to c's. It reuses what memo
-// (nil: nothing) says about pods, and returns the memo of this build; a
-// memo is only valid with the context it was built with.
-func (c *builder) buildWorkloads(in *Inputs, memo *podMemo) (*Output, *podMemo) {
+// says about pods and endpoints and updates it with this build; memo must
+// be nil (nothing reused or recorded) or have been used with c only, or
+// emptied of workloads since (forgetWorkloads).
+func (c *builder) buildWorkloads(in *Inputs, memo *podMemo) *Output {
 	b := c.stage(len(in.Pods))
-	b.memo, b.nextMemo = memo, newPodMemo(len(in.Pods))
+	b.memo = memo
+	memo.begin()
 	b.endpointSlices = acceptObjects(b, kindEndpointSlice, in.EndpointSlices, validateEndpointSlice)
 	b.pods = acceptObjects(b, kindPod, in.Pods, b.memo.validatePod)
 	b.indexEndpointSlices()
 	b.buildPodWorkloads()
-	return b.finish(), b.nextMemo
+	memo.sweep()
+	return b.finish()
 }
 
 // builder carries the state of one Build call. Nothing in it outlives the call.
@@ -113,9 +115,9 @@ type builder struct {
 	// Published ServiceEntry hosts, in ServiceEntry order.
 	seInfos []seHost
 
-	// Second stage only (see buildWorkloads): the pod workloads of an
-	// earlier build with the same context, and those of this one.
-	memo, nextMemo *podMemo
+	// Second stage only (see buildWorkloads): what earlier builds with
+	// the same context made of pods, updated by this one; nil for none.
+	memo *podMemo
 	// capture, when set, also receives every problem raised (reported
 	// before or not), so that a reused pod workload can raise its own again.
 	capture *[]Problem

@@ -97,7 +97,7 @@ func (b *builder) endpointWorkload(s *discoveryv1.EndpointSlice, ep discoveryv1.
 		w = b.newEndpointWorkload(uid, s, ep, m)
 	}
 	b.out.Workloads[uid] = w
-	b.nextMemo.endpoints[uid] = endpointEntry{slice: s, workload: w}
+	b.memo.recordEndpoint(uid, s, w)
 }
 
 func (b *builder) newEndpointWorkload(uid string, s *discoveryv1.EndpointSlice, ep discoveryv1.Endpoint, m sliceMembership) *workloadapi.Workload {

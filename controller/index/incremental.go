@@ -1,6 +1,8 @@
 package index
 
 import (
+	"maps"
+
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
@@ -31,7 +33,7 @@ type Builder struct {
 	// ctxObjects are the objects it was built from.
 	ctx        *builder
 	ctxObjects ObjectSet
-	// pods is what the last build learnt about pods.
+	// pods is what the builds learnt about pods.
 	pods *podMemo
 }
 
@@ -47,15 +49,16 @@ func (x *Builder) Build(in *Inputs) *Output {
 		in = &Inputs{}
 	}
 	objects := contextObjects(in)
+	if x.pods == nil {
+		x.pods = newPodMemo()
+	}
 	if x.ctx == nil || !x.ctxObjects.Same(objects) {
 		x.ctx, x.ctxObjects = buildContext(x.cfg, in), objects
 		// Pod workloads depend on the context: none can be reused, but
 		// the pods need not be validated again.
-		x.pods = x.pods.withoutWorkloads()
+		x.pods.forgetWorkloads()
 	}
-	out, memo := x.ctx.buildWorkloads(in, x.pods)
-	x.pods = memo
-	return out
+	return x.ctx.buildWorkloads(in, x.pods)
 }
 
 // contextObjects is the set of objects the context stage reads.
@@ -71,25 +74,22 @@ func contextObjects(in *Inputs) ObjectSet {
 	return s
 }
 
-// podMemo is what one build learnt about each accepted pod, by object,
-// and the workloads it made of EndpointSlice endpoints that are no pod.
+// podMemo is what the builds so far learnt about each accepted pod, by
+// object, and the workloads they made of EndpointSlice endpoints that are
+// no pod, by uid. A build updates it in place: entries it saw are marked
+// with its generation, and sweep drops the others.
 type podMemo struct {
-	entries   map[*corev1.Pod]podEntry
-	endpoints map[string]endpointEntry // by uid
-}
-
-// endpointEntry is the workload of an EndpointSlice endpoint, which
-// depends only on the slice and the context.
-type endpointEntry struct {
-	slice    *discoveryv1.EndpointSlice
-	workload *workloadapi.Workload
+	gen       uint64
+	entries   map[*corev1.Pod]*podEntry
+	endpoints map[string]*endpointEntry
 }
 
 // podEntry is one pod's outcome.
 type podEntry struct {
+	gen uint64 // the last build that accepted the pod
 	// members are the pod's EndpointSlice memberships the workload was
 	// built with; hasWorkload is false when the entry only says the pod
-	// is valid (its context changed since).
+	// is valid (the context changed since).
 	members     []sliceMembership
 	hasWorkload bool
 	// workload is nil for a pod without one (no IP, or finished).
@@ -97,34 +97,23 @@ type podEntry struct {
 	problems []Problem
 }
 
-func newPodMemo(n int) *podMemo {
-	return &podMemo{entries: make(map[*corev1.Pod]podEntry, n), endpoints: map[string]endpointEntry{}}
+// endpointEntry is the workload of an EndpointSlice endpoint, which
+// depends only on the slice and the context.
+type endpointEntry struct {
+	gen      uint64
+	slice    *discoveryv1.EndpointSlice
+	workload *workloadapi.Workload
 }
 
-// endpoint returns the workload uid had when made from slice, if any.
-func (m *podMemo) endpoint(uid string, slice *discoveryv1.EndpointSlice) *workloadapi.Workload {
-	if m == nil {
-		return nil
-	}
-	if e, ok := m.endpoints[uid]; ok && e.slice == slice {
-		return e.workload
-	}
-	return nil
+func newPodMemo() *podMemo {
+	return &podMemo{entries: map[*corev1.Pod]*podEntry{}, endpoints: map[string]*endpointEntry{}}
 }
 
-func (m *podMemo) add(p *corev1.Pod, e podEntry) { m.entries[p] = e }
-
-// lookup returns the entry of p when it can be reused for memberships
-// members.
-func (m *podMemo) lookup(p *corev1.Pod, members []sliceMembership) (podEntry, bool) {
-	if m == nil {
-		return podEntry{}, false
+// begin starts a build.
+func (m *podMemo) begin() {
+	if m != nil {
+		m.gen++
 	}
-	e, ok := m.entries[p]
-	if !ok || !e.hasWorkload || !sameMemberships(e.members, members) {
-		return podEntry{}, false
-	}
-	return e, true
 }
 
 // validatePod is validatePod, skipped for a pod object accepted before.
@@ -137,17 +126,72 @@ func (m *podMemo) validatePod(p *corev1.Pod) []string {
 	return validatePod(p)
 }
 
-// withoutWorkloads keeps only the knowledge that pods were valid: the
-// workloads were built for another context.
-func (m *podMemo) withoutWorkloads() *podMemo {
+// lookup returns the entry of p when its workload can be reused for
+// memberships members, and marks it seen.
+func (m *podMemo) lookup(p *corev1.Pod, members []sliceMembership) (*podEntry, bool) {
+	if m == nil {
+		return nil, false
+	}
+	e := m.entries[p]
+	if e == nil || !e.hasWorkload || !sameMemberships(e.members, members) {
+		return nil, false
+	}
+	e.gen = m.gen
+	return e, true
+}
+
+// record stores what the current build made of p.
+func (m *podMemo) record(p *corev1.Pod, members []sliceMembership, w *workloadapi.Workload, problems []Problem) {
+	if m == nil {
+		return
+	}
+	e := m.entries[p]
+	if e == nil {
+		e = &podEntry{}
+		m.entries[p] = e
+	}
+	*e = podEntry{gen: m.gen, members: members, hasWorkload: true, workload: w, problems: problems}
+}
+
+// endpoint returns the workload uid had when made from slice, if any, and
+// marks it seen.
+func (m *podMemo) endpoint(uid string, slice *discoveryv1.EndpointSlice) *workloadapi.Workload {
 	if m == nil {
 		return nil
 	}
-	res := newPodMemo(len(m.entries))
-	for p := range m.entries {
-		res.entries[p] = podEntry{}
+	if e := m.endpoints[uid]; e != nil && e.slice == slice {
+		e.gen = m.gen
+		return e.workload
 	}
-	return res
+	return nil
+}
+
+// recordEndpoint stores the workload the current build made of an endpoint.
+func (m *podMemo) recordEndpoint(uid string, slice *discoveryv1.EndpointSlice, w *workloadapi.Workload) {
+	if m != nil {
+		m.endpoints[uid] = &endpointEntry{gen: m.gen, slice: slice, workload: w}
+	}
+}
+
+// sweep ends a build: it forgets what the build did not see.
+func (m *podMemo) sweep() {
+	if m == nil {
+		return
+	}
+	maps.DeleteFunc(m.entries, func(_ *corev1.Pod, e *podEntry) bool { return e.gen != m.gen })
+	maps.DeleteFunc(m.endpoints, func(_ string, e *endpointEntry) bool { return e.gen != m.gen })
+}
+
+// forgetWorkloads keeps only the knowledge that pods were valid: the
+// workloads were built for another context.
+func (m *podMemo) forgetWorkloads() {
+	if m == nil {
+		return
+	}
+	for _, e := range m.entries {
+		*e = podEntry{gen: e.gen}
+	}
+	clear(m.endpoints)
 }
 
 func sameMemberships(x, y []sliceMembership) bool {

@@ -52,6 +52,9 @@ func TestBuilderMatchesBuild(t *testing.T) {
 					}
 					snap := w.inputs()
 					compareOutputs(t, fmt.Sprintf("seed %d step %d (%s)", seed, step, edit), x.Build(snap), Build(cfg, snap))
+					if n := len(x.pods.entries); n > len(snap.Pods) {
+						t.Errorf("seed %d step %d: memo holds %d pods, the snapshot %d", seed, step, n, len(snap.Pods))
+					}
 					if t.Failed() {
 						return
 					}

@@ -17,7 +17,7 @@ import (
 //
 // A pod that b.memo holds with the same object and slice memberships gets
 // its earlier Workload (the very message) and raises its earlier problems
-// again; every pod goes into b.nextMemo.
+// again; every other pod is built and recorded in b.memo.
 func (b *builder) buildPodWorkloads() {
 	for _, p := range b.pods {
 		var members []sliceMembership
@@ -31,7 +31,6 @@ func (b *builder) buildPodWorkloads() {
 			if e.workload != nil {
 				b.out.Workloads[e.workload.Uid] = e.workload
 			}
-			b.nextMemo.add(p, e)
 			continue
 		}
 		var problems []Problem
@@ -41,7 +40,7 @@ func (b *builder) buildPodWorkloads() {
 		if w != nil {
 			b.out.Workloads[w.Uid] = w
 		}
-		b.nextMemo.add(p, podEntry{members: members, hasWorkload: true, workload: w, problems: problems})
+		b.memo.record(p, members, w, problems)
 	}
 }
 

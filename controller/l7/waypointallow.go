@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -84,11 +85,8 @@ func (a *WaypointAllower) Apply(in *index.Inputs, out *index.Output) *index.Outp
 	// Every other field of out is carried over as it is.
 	res := new(index.Output)
 	*res = *out
-	res.Workloads = make(map[string]*workloadapi.Workload, len(out.Workloads))
-	res.Policies = make(map[string]*security.Authorization, len(out.Policies))
-	for k, v := range out.Policies {
-		res.Policies[k] = v
-	}
+	res.Workloads = maps.Clone(out.Workloads)
+	res.Policies = maps.Clone(out.Policies)
 	// The waypoints of the services that have one, by service key.
 	svcWaypoints := map[string][]waypointID{}
 	for key, svc := range out.Services {
@@ -99,7 +97,6 @@ func (a *WaypointAllower) Apply(in *index.Inputs, out *index.Output) *index.Outp
 	made := map[*workloadapi.Workload]*workloadapi.Workload{}
 	policies := map[string]*security.Authorization{}
 	for uid, w := range out.Workloads {
-		res.Workloads[uid] = w
 		var wps []waypointID
 		if k, ok := gatewayKey(w.GetWaypoint()); ok {
 			wps = append(wps, byAddr[k]...)

@@ -12,6 +12,7 @@ package publish
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -44,8 +45,13 @@ type Publisher struct {
 	allow *l7.WaypointAllower
 	// The Address resources of the last Publish by the message they wrap,
 	// handed out again for the same message so that xDS skips encoding it.
-	workloads map[*workloadapi.Workload]xdsserver.Resource
-	services  map[*workloadapi.Service]xdsserver.Resource
+	// Entries carry the Publish (gen) that last used them; the others are
+	// dropped. addrBuf is the resource list, reused between calls (the xDS
+	// server does not keep it).
+	gen       uint64
+	workloads map[*workloadapi.Workload]*rendered
+	services  map[*workloadapi.Service]*rendered
+	addrBuf   []xdsserver.Resource
 	// The L7 output of the last Publish and the objects it was built from.
 	l7out     *l7.Output
 	l7objects index.ObjectSet
@@ -68,9 +74,11 @@ func New(opts Options) (*Publisher, error) {
 		return nil, errors.New("publish: no xDS server")
 	}
 	return &Publisher{
-		opts:  opts,
-		index: index.NewBuilder(opts.Index),
-		allow: l7.NewWaypointAllower(opts.Index),
+		opts:      opts,
+		index:     index.NewBuilder(opts.Index),
+		allow:     l7.NewWaypointAllower(opts.Index),
+		workloads: map[*workloadapi.Workload]*rendered{},
+		services:  map[*workloadapi.Service]*rendered{},
 	}, nil
 }
 
@@ -139,41 +147,51 @@ func l7Objects(in *index.Inputs, podNamespaces []string) index.ObjectSet {
 	return s
 }
 
+// rendered is one Address resource and the Publish that last used it.
+type rendered struct {
+	gen uint64
+	res xdsserver.Resource
+}
+
 // addresses renders workloads and services as Address resources, with a
-// "<network>/<ip>" alias per address for on-demand lookups.
+// "<network>/<ip>" alias per address for on-demand lookups. The result is
+// valid until the next call.
 func (p *Publisher) addresses(out *index.Output) []xdsserver.Resource {
-	rs := make([]xdsserver.Resource, 0, len(out.Workloads)+len(out.Services))
-	workloads := make(map[*workloadapi.Workload]xdsserver.Resource, len(out.Workloads))
+	p.gen++
+	rs := p.addrBuf[:0]
 	for uid, w := range out.Workloads {
-		r, ok := p.workloads[w]
-		if !ok || r.Name != uid {
-			r = xdsserver.Resource{
+		r := p.workloads[w]
+		if r == nil || r.res.Name != uid {
+			r = &rendered{res: xdsserver.Resource{
 				Name:    uid,
 				Aliases: aliases(w.GetNetwork(), w.GetAddresses()),
 				Body:    &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: w}},
-			}
+			}}
+			p.workloads[w] = r
 		}
-		workloads[w] = r
-		rs = append(rs, r)
+		r.gen = p.gen
+		rs = append(rs, r.res)
 	}
-	services := make(map[*workloadapi.Service]xdsserver.Resource, len(out.Services))
 	for key, s := range out.Services {
-		r, ok := p.services[s]
-		if !ok || r.Name != key {
+		r := p.services[s]
+		if r == nil || r.res.Name != key {
 			var as []string
 			for _, na := range s.GetAddresses() {
 				as = append(as, aliases(na.GetNetwork(), [][]byte{na.GetAddress()})...)
 			}
-			r = xdsserver.Resource{
+			r = &rendered{res: xdsserver.Resource{
 				Name:    key,
 				Aliases: as,
 				Body:    &workloadapi.Address{Type: &workloadapi.Address_Service{Service: s}},
-			}
+			}}
+			p.services[s] = r
 		}
-		services[s] = r
-		rs = append(rs, r)
+		r.gen = p.gen
+		rs = append(rs, r.res)
 	}
-	p.workloads, p.services = workloads, services
+	maps.DeleteFunc(p.workloads, func(_ *workloadapi.Workload, r *rendered) bool { return r.gen != p.gen })
+	maps.DeleteFunc(p.services, func(_ *workloadapi.Service, r *rendered) bool { return r.gen != p.gen })
+	p.addrBuf = rs
 	return rs
 }
 

@@ -17,7 +17,7 @@ import (
 	"github.com/zmesh/zmesh/pkg/workloadapi"
 )
 
-func newPublisher(t *testing.T) *Publisher {
+func newPublisher(t testing.TB) *Publisher {
 	t.Helper()
 	tokens, err := auth.NewStaticTokens(nil)
 	if err != nil {
@@ -133,10 +133,10 @@ func TestPublishReusesUnchangedMessages(t *testing.T) {
 func resourcesByName(p *Publisher) map[string]xdsserver.Resource {
 	res := map[string]xdsserver.Resource{}
 	for _, r := range p.workloads {
-		res[r.Name] = r
+		res[r.res.Name] = r.res
 	}
 	for _, r := range p.services {
-		res[r.Name] = r
+		res[r.res.Name] = r.res
 	}
 	return res
 }
@@ -144,6 +144,25 @@ func resourcesByName(p *Publisher) map[string]xdsserver.Resource {
 func TestNewRequiresXDS(t *testing.T) {
 	if _, err := New(Options{}); err == nil {
 		t.Fatal("New without an xDS server succeeded")
+	}
+}
+
+// TestRenderedResourcesAreDropped: a workload gone from the output is
+// forgotten, not kept for ever.
+func TestRenderedResourcesAreDropped(t *testing.T) {
+	in := indextest.Inputs(indextest.Spec{Namespaces: 2, Pods: 10, Services: 2, PodsPerService: 5})
+	p := newPublisher(t)
+	if _, err := p.Publish(in); err != nil {
+		t.Fatal(err)
+	}
+	fewer := *in
+	fewer.Pods = in.Pods[:4]
+	res, err := p.Publish(&fewer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.workloads) != len(res.Output.Workloads) || len(res.Output.Workloads) != 4 {
+		t.Errorf("%d rendered workloads for %d published", len(p.workloads), len(res.Output.Workloads))
 	}
 }
 
