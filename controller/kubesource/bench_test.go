@@ -504,11 +504,7 @@ func (p *pipeline) handle(d xds.Delta) []xds.Rejection {
 		p.status[u.Name] = w.GetStatus()
 		if p.armed && w.GetStatus() == p.want {
 			p.armed = false
-			tr := trace{seen: now}
-			if p.lastStatus == p.want {
-				tr.onChange, tr.published = p.lastChange.onChange, p.lastChange.published
-			}
-			p.done <- tr
+			p.done <- trace{seen: now} // await completes it from the snapshot's record
 		}
 		p.mu.Unlock()
 		select {
@@ -549,7 +545,23 @@ func (p *pipeline) await(b *testing.B) trace {
 	b.Helper()
 	select {
 	case tr := <-p.done:
-		if tr.onChange.IsZero() || tr.onChange.Before(p.armedAt) {
+		// The xDS server may push before the publishing callback has
+		// recorded its snapshot's times: wait for that record.
+		deadline := time.Now().Add(benchFlipTimeout)
+		for {
+			p.mu.Lock()
+			recorded, last := p.lastStatus == p.want, p.lastChange
+			p.mu.Unlock()
+			if recorded {
+				tr.onChange, tr.published = last.onChange, last.published
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("client saw the change but no snapshot carrying it was published")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if tr.onChange.Before(p.armedAt) {
 			b.Fatal("client saw the change without a snapshot carrying it")
 		}
 		return tr
