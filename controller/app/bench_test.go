@@ -107,11 +107,11 @@ func BenchmarkPodChangeEndToEnd(b *testing.B) {
 		// The same snapshot with the pod replaced by a copy whose readiness
 		// is flipped, as an informer replaces an updated object: the other
 		// 9,999 pods are the same objects.
-		ready, want := corev1.ConditionFalse, workloadapi.WorkloadStatus_UNHEALTHY
-		if i%2 == 1 {
-			ready, want = corev1.ConditionTrue, workloadapi.WorkloadStatus_HEALTHY
+		ready, want := i%2 == 1, workloadapi.WorkloadStatus_UNHEALTHY
+		if ready {
+			want = workloadapi.WorkloadStatus_HEALTHY
 		}
-		in = withPod(in, len(in.Pods)/2, ready)
+		in = indextest.WithPod(in, len(in.Pods)/2, func(p *corev1.Pod) { indextest.SetReady(p, ready) })
 
 		start := time.Now()
 		a.apply(in)
@@ -134,25 +134,6 @@ func BenchmarkPodChangeEndToEnd(b *testing.B) {
 	b.ReportMetric(msOf(total[len(total)/2]), "p50-ms")
 	b.ReportMetric(msOf(total[(len(total)-1)*99/100]), "p99-ms")
 	b.ReportMetric(msOf(build[len(build)/2]), "rebuild+update-p50-ms")
-}
-
-// withPod returns a copy of in whose i-th pod is a copy with readiness s.
-func withPod(in *index.Inputs, i int, s corev1.ConditionStatus) *index.Inputs {
-	c := *in
-	c.Pods = slices.Clone(in.Pods)
-	c.Pods[i] = in.Pods[i].DeepCopy()
-	setReady(c.Pods[i], s)
-	return &c
-}
-
-func setReady(p *corev1.Pod, s corev1.ConditionStatus) {
-	for i := range p.Status.Conditions {
-		if p.Status.Conditions[i].Type == corev1.PodReady {
-			p.Status.Conditions[i].Status = s
-			return
-		}
-	}
-	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: s})
 }
 
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -3,7 +3,6 @@ package index_test
 import (
 	"runtime"
 	"runtime/metrics"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -102,16 +101,7 @@ func BenchmarkBuilderPodChange(b *testing.B) {
 	b.ResetTimer()
 	for n := 0; b.Loop(); n++ {
 		b.StopTimer()
-		next := *in
-		next.Pods = slices.Clone(in.Pods)
-		p := in.Pods[i].DeepCopy()
-		status := corev1.ConditionFalse
-		if n%2 == 1 {
-			status = corev1.ConditionTrue
-		}
-		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
-		next.Pods[i] = p
-		in = &next
+		in = indextest.WithPod(in, i, func(p *corev1.Pod) { indextest.SetReady(p, n%2 == 1) })
 		b.StartTimer()
 		out := x.Build(in)
 		if len(out.Workloads) != 10000 {

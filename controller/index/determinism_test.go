@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -76,6 +75,42 @@ func shuffleInputs(r *rand.Rand, in *Inputs) *Inputs {
 // input slices shuffled, and requires byte-identical resources and equal
 // Problems; it also checks that Build leaves its Inputs untouched.
 func TestDeterministic(t *testing.T) {
+	forEachInput(t, func(t *testing.T, cfg Config, in *Inputs) {
+		before, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first := Build(cfg, in)
+		want := marshalOutput(t, first)
+		r := rand.New(rand.NewPCG(1, 2))
+		for i := 0; i < 5; i++ {
+			out := Build(cfg, shuffleInputs(r, in))
+			got := marshalOutput(t, out)
+			if len(got) != len(want) {
+				t.Fatalf("run %d: %d resources, want %d", i, len(got), len(want))
+			}
+			for k, b := range want {
+				if !bytes.Equal(got[k], b) {
+					t.Errorf("run %d: resource %s differs", i, k)
+				}
+			}
+			if !slices.Equal(out.Problems, first.Problems) {
+				t.Errorf("run %d: problems differ:\n%v\n%v", i, out.Problems, first.Problems)
+			}
+		}
+		after, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(before, after) {
+			t.Error("Build modified its Inputs")
+		}
+	})
+}
+
+// forEachInput runs f as a subtest for every test input in testdata (the
+// golden files' inputs).
+func forEachInput(t *testing.T, f func(t *testing.T, cfg Config, in *Inputs)) {
 	paths, _ := filepath.Glob("testdata/*.yaml")
 	s := testScheme()
 	for _, path := range paths {
@@ -83,43 +118,11 @@ func TestDeterministic(t *testing.T) {
 			continue
 		}
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			data, err := os.ReadFile(path)
+			cfg, in, err := decodeInputs(s, mustRead(t, path))
 			if err != nil {
 				t.Fatal(err)
 			}
-			cfg, in, err := decodeInputs(s, data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			before, err := json.Marshal(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			first := Build(cfg, in)
-			want := marshalOutput(t, first)
-			r := rand.New(rand.NewPCG(1, 2))
-			for i := 0; i < 5; i++ {
-				out := Build(cfg, shuffleInputs(r, in))
-				got := marshalOutput(t, out)
-				if len(got) != len(want) {
-					t.Fatalf("run %d: %d resources, want %d", i, len(got), len(want))
-				}
-				for k, b := range want {
-					if !bytes.Equal(got[k], b) {
-						t.Errorf("run %d: resource %s differs", i, k)
-					}
-				}
-				if !slices.Equal(out.Problems, first.Problems) {
-					t.Errorf("run %d: problems differ:\n%v\n%v", i, out.Problems, first.Problems)
-				}
-			}
-			after, err := json.Marshal(in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(before, after) {
-				t.Error("Build modified its Inputs")
-			}
+			f(t, cfg, in)
 		})
 	}
 }

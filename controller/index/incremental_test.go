@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -23,45 +22,30 @@ import (
 // copies, repeated) and requires the Builder's Output after every edit to
 // equal what Build gives for the same snapshot.
 func TestBuilderMatchesBuild(t *testing.T) {
-	paths, _ := filepath.Glob("testdata/*.yaml")
-	s := testScheme()
 	steps := 150
 	if testing.Short() {
 		steps = 40
 	}
-	for _, path := range paths {
-		if strings.HasSuffix(path, ".golden.yaml") {
-			continue
-		}
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			data, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg, in, err := decodeInputs(s, data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for seed := range uint64(4) {
-				w := newWalk(in, rand.New(rand.NewPCG(seed, uint64(len(path)))))
-				x := NewBuilder(cfg)
-				for step := 0; step <= steps; step++ {
-					edit := "initial"
-					if step > 0 {
-						edit = w.edit()
-					}
-					snap := w.inputs()
-					compareOutputs(t, fmt.Sprintf("seed %d step %d (%s)", seed, step, edit), x.Build(snap), Build(cfg, snap))
-					if n := len(x.pods.entries); n > len(snap.Pods) {
-						t.Errorf("seed %d step %d: memo holds %d pods, the snapshot %d", seed, step, n, len(snap.Pods))
-					}
-					if t.Failed() {
-						return
-					}
+	forEachInput(t, func(t *testing.T, cfg Config, in *Inputs) {
+		for seed := range uint64(4) {
+			w := newWalk(in, rand.New(rand.NewPCG(seed, uint64(len(t.Name())))))
+			x := NewBuilder(cfg)
+			for step := 0; step <= steps; step++ {
+				edit := "initial"
+				if step > 0 {
+					edit = w.edit()
+				}
+				snap := w.inputs()
+				compareOutputs(t, fmt.Sprintf("seed %d step %d (%s)", seed, step, edit), x.Build(snap), Build(cfg, snap))
+				if n := len(x.pods.entries); n > len(snap.Pods) {
+					t.Errorf("seed %d step %d: memo holds %d pods, the snapshot %d", seed, step, n, len(snap.Pods))
+				}
+				if t.Failed() {
+					return
 				}
 			}
-		})
-	}
+		}
+	})
 }
 
 // TestBuilderReuses checks that a one-pod change rebuilds only that pod:

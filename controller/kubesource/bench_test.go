@@ -29,6 +29,7 @@ import (
 
 	"github.com/zmesh/zmesh/controller/auth"
 	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/controller/index/indextest"
 	"github.com/zmesh/zmesh/controller/kubesource"
 	"github.com/zmesh/zmesh/controller/publish"
 	"github.com/zmesh/zmesh/controller/xdsserver"
@@ -89,7 +90,7 @@ func BenchmarkPodStatusToXDS(b *testing.B) {
 		if ready {
 			want = workloadapi.WorkloadStatus_HEALTHY
 		}
-		setReady(pod, ready)
+		indextest.SetReady(pod, ready)
 		p.expect(want)
 		began := time.Now()
 		updated, err := c.Kube.CoreV1().Pods(pod.Namespace).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
@@ -221,7 +222,7 @@ func populate(b *testing.B, c *kube.Clients) populated {
 				}
 				ip := fmt.Sprintf("10.244.%d.%d", n/250, n%250+1)
 				pod.Status = corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}, HostIP: "172.30.0.2"}
-				setReady(pod, true)
+				indextest.SetReady(pod, true)
 				pod, err = c.Kube.CoreV1().Pods(ns).UpdateStatus(ctx, pod, metav1.UpdateOptions{})
 				if err != nil {
 					fail(fmt.Errorf("update pod status: %w", err))
@@ -316,20 +317,6 @@ func keepNodeReady(b *testing.B, c *kube.Clients, node *corev1.Node) {
 		<-done
 		_ = c.Kube.CoordinationV1().Leases("kube-node-lease").Delete(context.Background(), name, metav1.DeleteOptions{})
 	})
-}
-
-func setReady(p *corev1.Pod, ready bool) {
-	status := corev1.ConditionFalse
-	if ready {
-		status = corev1.ConditionTrue
-	}
-	for i := range p.Status.Conditions {
-		if p.Status.Conditions[i].Type == corev1.PodReady {
-			p.Status.Conditions[i].Status = status
-			return
-		}
-	}
-	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: status})
 }
 
 // trace is when one change passed each stage.

@@ -1,7 +1,6 @@
 package publish
 
 import (
-	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -24,16 +23,7 @@ func BenchmarkPublishPodChange(b *testing.B) {
 	b.ResetTimer()
 	for n := 0; b.Loop(); n++ {
 		b.StopTimer()
-		next := *in
-		next.Pods = slices.Clone(in.Pods)
-		pod := in.Pods[i].DeepCopy()
-		status := corev1.ConditionFalse
-		if n%2 == 1 {
-			status = corev1.ConditionTrue
-		}
-		pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: status}}
-		next.Pods[i] = pod
-		in = &next
+		in = indextest.WithPod(in, i, func(p *corev1.Pod) { indextest.SetReady(p, n%2 == 1) })
 		b.StartTimer()
 		res, err := p.Publish(in)
 		if err != nil {

@@ -59,21 +59,18 @@ func TestPublishReusesUnchangedMessages(t *testing.T) {
 	}
 	firstResources := resourcesByName(p)
 
-	// Replace the first workload that carries the allow-from-waypoint
-	// policy by an unready copy.
-	next := *in
-	next.Pods = slices.Clone(in.Pods)
+	// Replace the first workload that carries a policy by an unready copy.
+	var next *index.Inputs
 	var changedUID string
 	for i, pod := range in.Pods {
 		uid := index.DefaultClusterID + "//Pod/" + pod.Namespace + "/" + pod.Name
 		if w := first.Output.Workloads[uid]; w != nil && len(w.AuthorizationPolicies) > 0 {
-			c := pod.DeepCopy()
-			c.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionFalse}}
-			next.Pods[i], changedUID = c, uid
+			next = indextest.WithPod(in, i, func(p *corev1.Pod) { indextest.SetReady(p, false) })
+			changedUID = uid
 			break
 		}
 	}
-	second, err := p.Publish(&next)
+	second, err := p.Publish(next)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +108,7 @@ func TestPublishReusesUnchangedMessages(t *testing.T) {
 	}
 
 	// The content is what a build from scratch gives.
-	want := l7.AllowFromWaypoints(index.Config{}, &next, index.Build(index.Config{}, &next))
+	want := l7.AllowFromWaypoints(index.Config{}, next, index.Build(index.Config{}, next))
 	if len(want.Workloads) != len(second.Output.Workloads) || len(want.Policies) != len(second.Output.Policies) {
 		t.Fatalf("got %d workloads and %d policies, want %d and %d", len(second.Output.Workloads),
 			len(second.Output.Policies), len(want.Workloads), len(want.Policies))
@@ -179,19 +176,13 @@ func TestL7ReusedUnlessItsObjectsChange(t *testing.T) {
 	if !slices.Equal(first.L7.PodNamespaces, []string{"ns-000", "ns-001"}) {
 		t.Fatalf("pod namespaces %v", first.L7.PodNamespaces)
 	}
-	withCopy := func(in *index.Inputs, ns string) *index.Inputs {
-		c := *in
-		c.Pods = slices.Clone(in.Pods)
-		i := slices.IndexFunc(c.Pods, func(p *corev1.Pod) bool { return p.Namespace == ns })
-		c.Pods[i] = c.Pods[i].DeepCopy()
-		return &c
-	}
 	for _, tc := range []struct {
 		ns      string
 		rebuilt bool
 	}{{"ns-003", false}, {"ns-001", true}, {"ns-002", false}} {
 		before := p.l7out
-		in = withCopy(in, tc.ns)
+		i := slices.IndexFunc(in.Pods, func(p *corev1.Pod) bool { return p.Namespace == tc.ns })
+		in = indextest.WithPod(in, i, func(*corev1.Pod) {})
 		res, err := p.Publish(in)
 		if err != nil {
 			t.Fatal(err)

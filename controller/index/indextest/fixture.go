@@ -4,6 +4,7 @@ package indextest
 
 import (
 	"fmt"
+	"slices"
 
 	securityapi "istio.io/api/security/v1beta1"
 	typeapi "istio.io/api/type/v1beta1"
@@ -240,3 +241,29 @@ func authorizationPolicy(p, nsCount int) *securityv1.AuthorizationPolicy {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// WithPod returns a copy of in whose i-th pod is replaced by an edited copy,
+// as an informer replaces an updated object: every other object is the same.
+// in is not modified.
+func WithPod(in *index.Inputs, i int, edit func(*corev1.Pod)) *index.Inputs {
+	c := *in
+	c.Pods = slices.Clone(in.Pods)
+	c.Pods[i] = in.Pods[i].DeepCopy()
+	edit(c.Pods[i])
+	return &c
+}
+
+// SetReady sets the pod's Ready condition.
+func SetReady(p *corev1.Pod, ready bool) {
+	status := corev1.ConditionFalse
+	if ready {
+		status = corev1.ConditionTrue
+	}
+	for i := range p.Status.Conditions {
+		if p.Status.Conditions[i].Type == corev1.PodReady {
+			p.Status.Conditions[i].Status = status
+			return
+		}
+	}
+	p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: corev1.PodReady, Status: status})
+}
