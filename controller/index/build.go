@@ -66,7 +66,7 @@ func (c *builder) buildWorkloads(in *Inputs, memo *podMemo) *Output {
 	b.memo = memo
 	memo.begin()
 	b.endpointSlices = acceptObjects(b, kindEndpointSlice, in.EndpointSlices, validateEndpointSlice)
-	b.pods = acceptObjects(b, kindPod, in.Pods, b.memo.validatePod)
+	b.pods = b.acceptPods(in.Pods)
 	b.indexEndpointSlices()
 	b.buildPodWorkloads()
 	memo.sweep()
@@ -79,7 +79,7 @@ type builder struct {
 	in  *Inputs
 	out *Output
 
-	// Valid inputs, sorted by namespace then name.
+	// Valid inputs, sorted by namespace then name (pods in no order).
 	namespaces      []*corev1.Namespace
 	pods            []*corev1.Pod
 	services        []*corev1.Service
@@ -191,6 +191,45 @@ func acceptObjects[T interface {
 		i = j
 	}
 	return kept
+}
+
+// acceptPods is acceptObjects for pods without the sort: at tens of
+// thousands of pods sorting dominated a build that reuses nearly every
+// workload. Nothing pods feed depends on their order (see
+// indexEndpointSlices for the one tie that is broken by name). Pods b.memo
+// accepted before are not validated again.
+func (b *builder) acceptPods(list []*corev1.Pod) []*corev1.Pod {
+	var count map[podName]int
+	if b.memo != nil && b.memo.names != nil {
+		count = b.memo.names
+		clear(count)
+	} else {
+		count = make(map[podName]int, len(list))
+		if b.memo != nil {
+			b.memo.names = count
+		}
+	}
+	valid := make([]*corev1.Pod, 0, len(list))
+	for _, p := range list {
+		if p == nil {
+			continue
+		}
+		if reasons := b.memo.validatePod(p); len(reasons) > 0 {
+			b.problem(kindPod, p.Namespace, p.Name, joinReasons(reasons))
+			continue
+		}
+		valid = append(valid, p)
+		count[podName{p.Namespace, p.Name}]++
+	}
+	res := valid[:0]
+	for _, p := range valid {
+		if n := count[podName{p.Namespace, p.Name}]; n > 1 {
+			b.problem(kindPod, p.Namespace, p.Name, fmt.Sprintf("%d objects share this name; none is used", n))
+			continue
+		}
+		res = append(res, p)
+	}
+	return res
 }
 
 func joinReasons(r []string) string {

@@ -26,26 +26,18 @@ func (b *builder) indexEndpointSlices() {
 	if len(b.endpointSlices) == 0 || len(b.manualServices) == 0 {
 		return
 	}
-	podByIP := map[netip.Addr]*corev1.Pod{}
-	podByName := make(map[string]*corev1.Pod, len(b.pods))
-	for _, p := range b.pods {
-		podByName[p.Namespace+"/"+p.Name] = p
-		if p.Spec.HostNetwork || podTerminal(p) {
-			continue // a node IP says nothing about which pod it is; a finished pod's IP may be reused
-		}
-		for _, ip := range podIPStrings(p) {
-			if a, err := netip.ParseAddr(ip); err == nil {
-				if _, dup := podByIP[a]; !dup {
-					podByIP[a] = p
-				}
-			}
+	var manual []*discoveryv1.EndpointSlice
+	for _, s := range b.endpointSlices {
+		if b.manualServices[s.Namespace+"/"+s.Labels[LabelServiceName]] != nil && s.AddressType != discoveryv1.AddressTypeFQDN {
+			manual = append(manual, s)
 		}
 	}
-	for _, s := range b.endpointSlices {
+	if len(manual) == 0 {
+		return
+	}
+	podByName, podByIP := b.podsNamedBy(manual)
+	for _, s := range manual {
 		info := b.manualServices[s.Namespace+"/"+s.Labels[LabelServiceName]]
-		if info == nil || s.AddressType == discoveryv1.AddressTypeFQDN {
-			continue
-		}
 		ports := make(map[string]uint32, len(s.Ports))
 		for _, p := range s.Ports {
 			if p.Port == nil || (p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP) {
@@ -63,11 +55,7 @@ func (b *builder) indexEndpointSlices() {
 			var pod *corev1.Pod
 			isPod := ep.TargetRef != nil && ep.TargetRef.Kind == "Pod"
 			if isPod {
-				ns := ep.TargetRef.Namespace
-				if ns == "" {
-					ns = s.Namespace
-				}
-				pod = podByName[ns+"/"+ep.TargetRef.Name]
+				pod = podByName[podName{targetNamespace(ep.TargetRef, s), ep.TargetRef.Name}]
 			} else {
 				for _, a := range ep.Addresses {
 					if ip, err := netip.ParseAddr(a); err == nil && podByIP[ip] != nil {
@@ -86,6 +74,66 @@ func (b *builder) indexEndpointSlices() {
 			}
 		}
 	}
+}
+
+type podName struct{ ns, name string }
+
+func targetNamespace(ref *corev1.ObjectReference, s *discoveryv1.EndpointSlice) string {
+	if ref.Namespace == "" {
+		return s.Namespace
+	}
+	return ref.Namespace
+}
+
+// podsNamedBy finds the pods the endpoints of slices name, by name (Pod
+// targetRef) and by IP. When several pods have an IP, the first by
+// namespace and name is chosen. Host-network pods (a node IP says nothing
+// about which pod it is) and finished pods (their IP may be reused) are not
+// found by IP.
+func (b *builder) podsNamedBy(slices []*discoveryv1.EndpointSlice) (map[podName]*corev1.Pod, map[netip.Addr]*corev1.Pod) {
+	names := map[podName]bool{}
+	ips := map[netip.Addr]bool{}
+	for _, s := range slices {
+		for _, ep := range s.Endpoints {
+			if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
+				names[podName{targetNamespace(ep.TargetRef, s), ep.TargetRef.Name}] = true
+				continue
+			}
+			for _, a := range ep.Addresses {
+				if ip, err := netip.ParseAddr(a); err == nil {
+					ips[ip] = true
+				}
+			}
+		}
+	}
+	byName := map[podName]*corev1.Pod{}
+	byIP := map[netip.Addr]*corev1.Pod{}
+	for _, p := range b.pods {
+		if n := (podName{p.Namespace, p.Name}); names[n] {
+			byName[n] = p
+		}
+		if len(ips) == 0 || p.Spec.HostNetwork || podTerminal(p) {
+			continue
+		}
+		found := func(ip string) {
+			a, err := netip.ParseAddr(ip)
+			if err != nil || !ips[a] {
+				return
+			}
+			if q := byIP[a]; q == nil || p.Namespace < q.Namespace || (p.Namespace == q.Namespace && p.Name < q.Name) {
+				byIP[a] = p
+			}
+		}
+		// As podIPStrings, without allocating for each of many pods.
+		if len(p.Status.PodIPs) > 0 {
+			for _, ip := range p.Status.PodIPs {
+				found(ip.IP)
+			}
+		} else if p.Status.PodIP != "" {
+			found(p.Status.PodIP)
+		}
+	}
+	return byName, byIP
 }
 
 // endpointWorkload publishes an EndpointSlice endpoint that is not a pod,

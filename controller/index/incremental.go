@@ -82,6 +82,8 @@ type podMemo struct {
 	gen       uint64
 	entries   map[*corev1.Pod]*podEntry
 	endpoints map[string]*endpointEntry
+	// names is acceptPods' scratch map, kept for its capacity.
+	names map[podName]int
 }
 
 // podEntry is one pod's outcome.

@@ -60,17 +60,29 @@ func (s *Source) snapshot() (*index.Inputs, []index.Problem) {
 			delete(s.verdicts, k)
 		}
 	}
+	for o, v := range s.seen {
+		if v.gen != s.gen {
+			delete(s.seen, o)
+		}
+	}
 	slices.SortFunc(problems, func(a, b index.Problem) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 	return in, problems
 }
 
-// validate runs Options.Validate on obj unless this version of it was
-// validated before, and logs a rejection the first time it is seen.
+// validate runs Options.Validate on obj unless this object, or this
+// version of it, was validated before, and logs a rejection the first time
+// it is seen.
 func (s *Source) validate(kind string, obj runtime.Object) error {
 	if s.opts.Validate == nil {
 		return nil
+	}
+	// Cached objects are never modified (an update replaces the object),
+	// so the same object has the same verdict: no need to build its key.
+	if v := s.seen[obj]; v != nil {
+		v.gen = s.gen
+		return v.err
 	}
 	m, ok := obj.(metav1.Object)
 	if !ok {
@@ -80,6 +92,7 @@ func (s *Source) validate(kind string, obj runtime.Object) error {
 	rv := m.GetResourceVersion()
 	if v := s.verdicts[key]; v != nil && rv != "" && v.resourceVersion == rv {
 		v.gen = s.gen
+		s.seen[obj] = v
 		return v.err
 	}
 	err := s.opts.Validate(obj)
@@ -90,7 +103,9 @@ func (s *Source) validate(kind string, obj runtime.Object) error {
 		s.log.Warn("object rejected; left out of the served state", "kind", kind,
 			"namespace", key.namespace, "name", key.name, "resourceVersion", rv, "reason", reason(err))
 	}
-	s.verdicts[key] = &verdict{resourceVersion: rv, err: err, gen: s.gen}
+	v := &verdict{resourceVersion: rv, err: err, gen: s.gen}
+	s.verdicts[key] = v
+	s.seen[obj] = v
 	return err
 }
 

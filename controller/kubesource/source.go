@@ -10,6 +10,7 @@ import (
 
 	istioinformers "istio.io/client-go/pkg/informers/externalversions"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
@@ -41,7 +42,9 @@ type Source struct {
 	// goroutine starts, and afterwards only by that goroutine.
 	followed []followed
 	verdicts map[objKey]*verdict
-	gen      uint64
+	// seen holds the same verdicts by object, the cheap lookup.
+	seen map[runtime.Object]*verdict
+	gen  uint64
 }
 
 const (
@@ -67,6 +70,7 @@ func New(opts Options) (*Source, error) {
 		log:      opts.Logger.With("source", "kubernetes"),
 		poked:    make(chan struct{}, 1),
 		verdicts: map[objKey]*verdict{},
+		seen:     map[runtime.Object]*verdict{},
 	}, nil
 }
 
