@@ -83,6 +83,8 @@ controller:
   podAnnotations: {example.com/note: x}
   podLabels: {team: mesh}
   podDisruptionBudget: {enabled: false}
+waypoint:
+  tracing: {otlpEndpoint: "http://collector.observability:4318/v1/traces", samplingPercent: 10}
 EOF2
     ;;
     ztunnel) cat <<'EOF2'

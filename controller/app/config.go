@@ -99,6 +99,12 @@ type KubeConfig struct {
 	// ControllerAddress is what waypoints dial for xDS and certificates
 	// (default istiod.<SystemNamespace>.svc:15012).
 	ControllerAddress string
+	// WaypointOTLPEndpoint, when set, makes every waypoint export a span
+	// per sampled request to this OTLP/HTTP traces endpoint, sampling
+	// WaypointTraceSampling percent of new traces (0: the waypoint's
+	// default).
+	WaypointOTLPEndpoint  string
+	WaypointTraceSampling float64
 	// DiscoverySelectors are Istio's discoverySelectors, in label-selector
 	// syntax ("istio-discovery=enabled", "team in (a,b)"): when set, only
 	// namespaces matching at least one are served, get waypoints and get
@@ -131,6 +137,9 @@ func (k KubeConfig) withDefaults() (KubeConfig, error) {
 	}
 	if k.ControllerAddress == "" {
 		k.ControllerAddress = "istiod." + k.SystemNamespace + ".svc:15012"
+	}
+	if k.WaypointTraceSampling < 0 || k.WaypointTraceSampling > 100 {
+		return k, fmt.Errorf("waypoint trace sampling %v%% is not within [0, 100]", k.WaypointTraceSampling)
 	}
 	return k, nil
 }

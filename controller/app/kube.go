@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/zmesh/zmesh/controller/leader"
 	"github.com/zmesh/zmesh/controller/rootcm"
@@ -66,6 +67,7 @@ func (a *App) newWriters() error {
 			Image:             a.cfg.Kube.WaypointImage,
 			ControllerAddress: a.cfg.Kube.ControllerAddress,
 			ControllerSAN:     "istiod." + a.cfg.Kube.SystemNamespace + ".svc",
+			ExtraArgs:         a.waypointArgs(),
 			TrustDomain:       a.cfg.Index.TrustDomain,
 			ClusterID:         a.cfg.Index.ClusterID,
 			DomainSuffix:      a.cfg.Index.DomainSuffix,
@@ -122,3 +124,16 @@ func (a *App) startElector(ctx context.Context) error {
 // IsLeader reports whether this replica runs the writers (always false in
 // local mode).
 func (a *App) IsLeader() bool { return a.elector != nil && a.elector.IsLeader() }
+
+// waypointArgs are the flags every deployed waypoint gets beyond its
+// controller's address.
+func (a *App) waypointArgs() []string {
+	var args []string
+	if e := a.cfg.Kube.WaypointOTLPEndpoint; e != "" {
+		args = append(args, "--otlp-endpoint="+e)
+		if p := a.cfg.Kube.WaypointTraceSampling; p > 0 {
+			args = append(args, "--trace-sampling="+strconv.FormatFloat(p, 'f', -1, 64))
+		}
+	}
+	return args
+}

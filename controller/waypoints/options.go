@@ -79,6 +79,9 @@ type Options struct {
 	// DomainSuffix completes service hostnames in status messages.
 	// Default DefaultDomainSuffix.
 	DomainSuffix string
+	// ExtraArgs are added to every waypoint's command line, e.g. its
+	// tracing settings (--otlp-endpoint, --trace-sampling).
+	ExtraArgs []string
 	// Namespace limits the Deployer to one namespace; empty is all.
 	Namespace string
 	// Selects, when set, limits the Deployer further to Gateways in the

@@ -61,7 +61,7 @@ func renderService(gw *gatewayv1.Gateway) *corev1ac.ServiceApplyConfiguration {
 }
 
 // renderDeployment runs the waypoint binary. Its contract: flags
-// --controller and --controller-name; env POD_NAME, POD_NAMESPACE,
+// --controller and --controller-name (then Options.ExtraArgs); env POD_NAME, POD_NAMESPACE,
 // INSTANCE_IP, SERVICE_ACCOUNT (downward API), TRUST_DOMAIN, CLUSTER_ID;
 // a projected service-account token (audience istio-ca) at
 // /var/run/secrets/tokens/istio-token; the mesh root at
@@ -79,10 +79,10 @@ func (d *Deployer) renderDeployment(gw *gatewayv1.Gateway) *appsv1ac.DeploymentA
 	container := corev1ac.Container().
 		WithName(ContainerName).
 		WithImage(o.Image).
-		WithArgs(
-			"--controller="+o.ControllerAddress,
-			"--controller-name="+o.ControllerSAN,
-		).
+		WithArgs(append([]string{
+			"--controller=" + o.ControllerAddress,
+			"--controller-name=" + o.ControllerSAN,
+		}, o.ExtraArgs...)...).
 		WithEnv(
 			fieldEnv("POD_NAME", "metadata.name"),
 			fieldEnv("POD_NAMESPACE", "metadata.namespace"),

@@ -82,6 +82,10 @@ func TestRenderDeploymentContract(t *testing.T) {
 	if !slices.Equal(c.Args, wantArgs) {
 		t.Errorf("args %q, want %q", c.Args, wantArgs)
 	}
+	d.opts.ExtraArgs = []string{"--otlp-endpoint=http://collector:4318/v1/traces"}
+	if args := d.renderDeployment(gw).Spec.Template.Spec.Containers[0].Args; !slices.Equal(args, append(wantArgs, d.opts.ExtraArgs...)) {
+		t.Errorf("args with extra args %q", args)
+	}
 	env := map[string]string{}
 	for _, e := range c.Env {
 		switch {
