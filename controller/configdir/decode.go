@@ -9,8 +9,9 @@ import (
 	"io"
 	"reflect"
 
-	"google.golang.org/protobuf/encoding/protojson"
+	"github.com/golang/protobuf/jsonpb" //nolint:staticcheck // the parser Istio's own types use; protojson reads durations differently
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/protoadapt"
 	istioscheme "istio.io/client-go/pkg/clientset/versioned/scheme"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -95,9 +96,11 @@ func (d *decoder) decode(doc []byte) (runtime.Object, error) {
 	return obj, nil
 }
 
-// strictSpec re-reads the spec of Istio objects with strict protojson: their
-// generated JSON decoders accept unknown fields, which would hide typos such
-// as "actoin: DENY".
+// strictSpec re-reads the spec of Istio objects with the JSON parser their
+// generated decoders use (github.com/golang/protobuf's jsonpb, which reads
+// durations as Go does: "500ms", "1m30s") but refusing unknown fields: the
+// generated decoders accept them, which would hide typos such as
+// "actoin: DENY".
 func strictSpec(obj runtime.Object, js []byte) error {
 	v := reflect.ValueOf(obj).Elem()
 	if v.Kind() != reflect.Struct {
@@ -117,8 +120,9 @@ func strictSpec(obj runtime.Object, js []byte) error {
 	if err := json.Unmarshal(js, &raw); err != nil || len(raw.Spec) == 0 {
 		return nil //nolint:nilerr // the object decoded already; an absent spec is valid
 	}
-	fresh := msg.ProtoReflect().New().Interface()
-	if err := protojson.Unmarshal(raw.Spec, fresh); err != nil {
+	fresh := protoadapt.MessageV1Of(msg.ProtoReflect().New().Interface())
+	strict := jsonpb.Unmarshaler{AllowUnknownFields: false}
+	if err := strict.Unmarshal(bytes.NewReader(raw.Spec), fresh); err != nil {
 		return fmt.Errorf("spec: %w", err)
 	}
 	return nil

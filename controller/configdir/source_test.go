@@ -56,6 +56,7 @@ func counts(in *index.Inputs) map[string]int {
 	return map[string]int{
 		"Namespace": len(in.Namespaces), "Pod": len(in.Pods), "Service": len(in.Services),
 		"AuthorizationPolicy": len(in.AuthorizationPolicies), "PeerAuthentication": len(in.PeerAuthentications),
+		"VirtualService": len(in.VirtualServices),
 	}
 }
 
@@ -94,6 +95,19 @@ func TestLoadFiles(t *testing.T) {
 			files:   map[string]string{"b.yaml": "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: p}\nspec: {mtls: {mode: STRIKT}}\n"},
 			want:    map[string]int{},
 			problem: "STRIKT",
+		},
+		{
+			name: "Go-style durations in an Istio spec, as Istio reads them",
+			files: map[string]string{"b.yaml": "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\n" +
+				"spec: {hosts: [r], http: [{timeout: 500ms, retries: {attempts: 2, perTryTimeout: 1m30s}, route: [{destination: {host: r}}]}]}\n"},
+			want: map[string]int{"VirtualService": 1},
+		},
+		{
+			name: "bad duration in an Istio spec",
+			files: map[string]string{"b.yaml": "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: v}\n" +
+				"spec: {hosts: [r], http: [{timeout: 5 parsecs, route: [{destination: {host: r}}]}]}\n"},
+			want:    map[string]int{},
+			problem: "bad Duration",
 		},
 		{
 			name:    "missing kind",
@@ -140,6 +154,13 @@ func TestLoadFiles(t *testing.T) {
 			for kind, n := range counts(in) {
 				if n != tt.want[kind] {
 					t.Errorf("%s: got %d, want %d", kind, n, tt.want[kind])
+				}
+			}
+			for _, vs := range in.VirtualServices {
+				for _, h := range vs.Spec.Http {
+					if d := h.GetTimeout().AsDuration(); d != 500*time.Millisecond {
+						t.Errorf("timeout %v, want 500ms", d)
+					}
 				}
 			}
 			probs := s.Problems()
