@@ -3,7 +3,9 @@ package l7
 import (
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
+	"unsafe"
 
 	"google.golang.org/protobuf/proto"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -50,17 +52,32 @@ func AllowFromWaypoints(cfg index.Config, in *index.Inputs, out *index.Output) *
 }
 
 // WaypointAllower applies AllowFromWaypoints to one index output after
-// another, and hands out the very message it made before for a workload
-// whose input message and policy list are unchanged, so that xDS skips
-// re-encoding it. It is not safe for concurrent use.
+// another. It remembers its decision for each workload message and reuses
+// it while nothing else the decision depends on changed (the output's
+// Services and Policies maps, which an index.Builder hands out again while
+// their objects are unchanged, and the waypoints), handing out the very
+// copy it made before, so that a one-pod change costs one decision and xDS
+// skips re-encoding the rest. It is not safe for concurrent use.
 type WaypointAllower struct {
 	td  string
 	cfg index.Config
-	// made maps each input workload message of the last Apply to the copy
-	// made of it.
-	made map[*workloadapi.Workload]*workloadapi.Workload
-	// policies are the implicit policies of the last Apply, by key.
-	policies map[string]*security.Authorization
+	gen uint64
+	// The environment the decisions were made in.
+	services, policies unsafe.Pointer
+	byAddr             map[string][]waypointID
+	decisions          map[*workloadapi.Workload]*allowDecision
+	// implicit are the implicit policies handed out, by key.
+	implicit map[string]*security.Authorization
+}
+
+// allowDecision is what Apply made of one workload message.
+type allowDecision struct {
+	gen uint64
+	// result is the workload to serve: the message itself, or a copy
+	// listing the implicit policies.
+	result *workloadapi.Workload
+	// waypoints whose implicit policy the result lists.
+	waypoints []waypointID
 }
 
 // NewWaypointAllower returns a WaypointAllower for outputs built with cfg.
@@ -69,7 +86,8 @@ func NewWaypointAllower(cfg index.Config) *WaypointAllower {
 	if td == "" {
 		td = index.DefaultTrustDomain
 	}
-	return &WaypointAllower{td: td, cfg: cfg}
+	return &WaypointAllower{td: td, cfg: cfg, decisions: map[*workloadapi.Workload]*allowDecision{},
+		implicit: map[string]*security.Authorization{}}
 }
 
 // Apply is AllowFromWaypoints for the allower's Config.
@@ -79,61 +97,94 @@ func (a *WaypointAllower) Apply(in *index.Inputs, out *index.Output) *index.Outp
 	}
 	byAddr := waypointsByAddress(a.cfg, in)
 	if len(byAddr) == 0 {
-		a.made, a.policies = nil, nil
+		clear(a.decisions)
 		return out
 	}
+	services, policies := reflect.ValueOf(out.Services).UnsafePointer(), reflect.ValueOf(out.Policies).UnsafePointer()
+	if services != a.services || policies != a.policies ||
+		!maps.EqualFunc(byAddr, a.byAddr, slices.Equal[[]waypointID]) {
+		clear(a.decisions)
+		a.services, a.policies, a.byAddr = services, policies, byAddr
+	}
+	a.gen++
 	// Every other field of out is carried over as it is.
 	res := new(index.Output)
 	*res = *out
 	res.Workloads = maps.Clone(out.Workloads)
 	res.Policies = maps.Clone(out.Policies)
-	// The waypoints of the services that have one, by service key.
-	svcWaypoints := map[string][]waypointID{}
-	for key, svc := range out.Services {
-		if k, ok := gatewayKey(svc.GetWaypoint()); ok && len(byAddr[k]) > 0 {
-			svcWaypoints[key] = byAddr[k]
-		}
-	}
-	made := map[*workloadapi.Workload]*workloadapi.Workload{}
-	policies := map[string]*security.Authorization{}
+	var svcWaypoints map[string][]waypointID // computed when first needed
 	for uid, w := range out.Workloads {
-		var wps []waypointID
-		if k, ok := gatewayKey(w.GetWaypoint()); ok {
-			wps = append(wps, byAddr[k]...)
+		d := a.decisions[w]
+		if d == nil {
+			if svcWaypoints == nil {
+				svcWaypoints = serviceWaypoints(out, byAddr)
+			}
+			d = a.decide(w, out, byAddr, svcWaypoints)
+			a.decisions[w] = d
 		}
-		for svcKey := range w.GetServices() {
-			wps = append(wps, svcWaypoints[svcKey]...)
-		}
-		if len(wps) == 0 || !hasAllowPolicy(out, w) {
+		d.gen = a.gen
+		if d.result == w {
 			continue
 		}
-		names := slices.Clone(w.AuthorizationPolicies)
-		for _, wp := range wps {
+		res.Workloads[uid] = d.result
+		for _, wp := range d.waypoints {
 			key := wp.ns + "/" + AllowWaypointPolicyName(wp.ns, wp.name)
 			if _, ok := res.Policies[key]; !ok {
-				p := a.policies[key]
-				if p == nil || !proto.Equal(p, allowWaypointPolicy(a.td, wp)) {
-					p = allowWaypointPolicy(a.td, wp)
-				}
-				res.Policies[key], policies[key] = p, p
+				res.Policies[key] = a.implicitPolicy(key, wp)
 			}
-			names = append(names, key)
 		}
-		slices.Sort(names)
-		names = slices.Compact(names)
-		if slices.Equal(names, w.AuthorizationPolicies) {
-			continue
-		}
-		c := a.made[w]
-		if c == nil || !slices.Equal(c.AuthorizationPolicies, names) {
-			c = proto.Clone(w).(*workloadapi.Workload)
-			c.AuthorizationPolicies = names
-		}
-		made[w] = c
-		res.Workloads[uid] = c
 	}
-	a.made, a.policies = made, policies
+	maps.DeleteFunc(a.decisions, func(_ *workloadapi.Workload, d *allowDecision) bool { return d.gen != a.gen })
 	return res
+}
+
+// serviceWaypoints lists the waypoints of the services that have one, by
+// service key.
+func serviceWaypoints(out *index.Output, byAddr map[string][]waypointID) map[string][]waypointID {
+	res := map[string][]waypointID{}
+	for key, svc := range out.Services {
+		if k, ok := gatewayKey(svc.GetWaypoint()); ok && len(byAddr[k]) > 0 {
+			res[key] = byAddr[k]
+		}
+	}
+	return res
+}
+
+// decide works out which implicit policies w must list.
+func (a *WaypointAllower) decide(w *workloadapi.Workload, out *index.Output, byAddr, svcWaypoints map[string][]waypointID) *allowDecision {
+	var wps []waypointID
+	if k, ok := gatewayKey(w.GetWaypoint()); ok {
+		wps = append(wps, byAddr[k]...)
+	}
+	for svcKey := range w.GetServices() {
+		wps = append(wps, svcWaypoints[svcKey]...)
+	}
+	if len(wps) == 0 || !hasAllowPolicy(out, w) {
+		return &allowDecision{result: w}
+	}
+	names := slices.Clone(w.AuthorizationPolicies)
+	for _, wp := range wps {
+		names = append(names, wp.ns+"/"+AllowWaypointPolicyName(wp.ns, wp.name))
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	if slices.Equal(names, w.AuthorizationPolicies) {
+		return &allowDecision{result: w}
+	}
+	c := proto.Clone(w).(*workloadapi.Workload)
+	c.AuthorizationPolicies = names
+	return &allowDecision{result: c, waypoints: wps}
+}
+
+// implicitPolicy returns the implicit policy of wp, the very message
+// handed out before when it is unchanged.
+func (a *WaypointAllower) implicitPolicy(key string, wp waypointID) *security.Authorization {
+	p := allowWaypointPolicy(a.td, wp)
+	if old := a.implicit[key]; old != nil && proto.Equal(old, p) {
+		return old
+	}
+	a.implicit[key] = p
+	return p
 }
 
 // waypointID names a waypoint and the service account it runs as.

@@ -106,3 +106,53 @@ func TestAllowFromWaypoints(t *testing.T) {
 		}
 	}
 }
+
+// TestWaypointAllowerReuse: a WaypointAllower reuses its decisions while the
+// output's maps are the same, and decides again when they are not, even
+// for the same workload messages.
+func TestWaypointAllowerReuse(t *testing.T) {
+	data, err := os.ReadFile("testdata/allow/waypoints.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, in, err := decodeInputs(testScheme(), data, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := index.Config{}
+	base := index.Build(cfg, in)
+	a := NewWaypointAllower(cfg)
+	first := a.Apply(in, base)
+	again := a.Apply(in, base)
+	changed := 0
+	for uid, w := range first.Workloads {
+		if again.Workloads[uid] != w {
+			t.Errorf("workload %s decided again", uid)
+		}
+		if w != base.Workloads[uid] {
+			changed++
+		}
+	}
+	if changed == 0 {
+		t.Fatal("the fixture gives no workload an implicit policy")
+	}
+
+	// The same workload messages with the ALLOW policies gone: nothing
+	// needs the implicit policy any more.
+	denyOnly := *base
+	denyOnly.Policies = map[string]*security.Authorization{}
+	for k, p := range base.Policies {
+		if p.Action != security.Action_ALLOW {
+			denyOnly.Policies[k] = p
+		}
+	}
+	got, want := a.Apply(in, &denyOnly), AllowFromWaypoints(cfg, in, &denyOnly)
+	for uid, w := range want.Workloads {
+		if !proto.Equal(got.Workloads[uid], w) {
+			t.Errorf("workload %s: %v, want %v", uid, got.Workloads[uid].GetAuthorizationPolicies(), w.GetAuthorizationPolicies())
+		}
+	}
+	if len(got.Policies) != len(want.Policies) {
+		t.Errorf("%d policies, want %d", len(got.Policies), len(want.Policies))
+	}
+}

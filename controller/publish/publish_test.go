@@ -108,18 +108,39 @@ func TestPublishReusesUnchangedMessages(t *testing.T) {
 	}
 
 	// The content is what a build from scratch gives.
-	want := l7.AllowFromWaypoints(index.Config{}, next, index.Build(index.Config{}, next))
-	if len(want.Workloads) != len(second.Output.Workloads) || len(want.Policies) != len(second.Output.Policies) {
-		t.Fatalf("got %d workloads and %d policies, want %d and %d", len(second.Output.Workloads),
-			len(second.Output.Policies), len(want.Workloads), len(want.Policies))
+	requireFromScratch(t, next, second.Output)
+
+	// Without the ALLOW policies no workload needs the waypoints' policy.
+	noPolicies := *next
+	noPolicies.AuthorizationPolicies = nil
+	third, err := p.Publish(&noPolicies)
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireFromScratch(t, &noPolicies, third.Output)
+	for k := range third.Output.Policies {
+		if strings.Contains(k, l7.AllowWaypointPolicyPrefix) {
+			t.Errorf("implicit policy %s without ALLOW policies", k)
+		}
+	}
+}
+
+// requireFromScratch checks that out has the content a build from scratch
+// gives for in.
+func requireFromScratch(t *testing.T, in *index.Inputs, out *index.Output) {
+	t.Helper()
+	want := l7.AllowFromWaypoints(index.Config{}, in, index.Build(index.Config{}, in))
+	if len(want.Workloads) != len(out.Workloads) || len(want.Policies) != len(out.Policies) {
+		t.Fatalf("got %d workloads and %d policies, want %d and %d", len(out.Workloads),
+			len(out.Policies), len(want.Workloads), len(want.Policies))
 	}
 	for uid, w := range want.Workloads {
-		if !proto.Equal(w, second.Output.Workloads[uid]) {
+		if !proto.Equal(w, out.Workloads[uid]) {
 			t.Errorf("workload %s differs from a build from scratch", uid)
 		}
 	}
 	for k, pol := range want.Policies {
-		if !proto.Equal(pol, second.Output.Policies[k]) {
+		if !proto.Equal(pol, out.Policies[k]) {
 			t.Errorf("policy %s differs from a build from scratch", k)
 		}
 	}
