@@ -91,11 +91,13 @@ interop:
 # The data-plane bench (needs root) runs bin/ztunnel on two simulated nodes
 # and installs iperf3, fortio and ghostunnel when missing.
 bench: build kube-up
-	@echo "== index: full build, 10,000 pods / 1,000 services (target <= 1 s, <= 300 MB)"
-	$(GO) test -run '^$$' -bench 'BenchmarkBuild$$' -benchmem ./controller/index/
+	@echo "== index: full build, 10,000 pods / 1,000 services (target <= 1 s, <= 300 MB), and a one-pod change through index.Builder"
+	$(GO) test -run '^$$' -bench 'BenchmarkBuild$$|BenchmarkBuilderPodChange' -benchmem ./controller/index/
+	@echo "== publish: one-pod change -> index, allow-from-waypoint, L7, xDS diff (10,000 pods, no clients)"
+	$(GO) test -run '^$$' -bench 'BenchmarkPublishPodChange' -benchmem ./controller/publish/
 	@echo "== xDS: one resource change reaching 100 clients, 10,000 resources (target <= 100 ms)"
 	$(GO) test -run '^$$' -bench 'BenchmarkPodChangeFanout|BenchmarkUpdate10k' -benchtime 100x -benchmem ./controller/xdsserver/
-	@echo "== controller end to end: one pod change -> index rebuild -> 100 clients"
+	@echo "== controller end to end: one pod change -> publish -> 100 clients"
 	$(GO) test -run '^$$' -bench 'BenchmarkPodChangeEndToEnd' -benchtime 50x -benchmem ./controller/app/
 	@echo "== Kubernetes: 10,000 pods / 1,000 services through the API server; pod status change -> client xDS update (targets p99 <= 200 ms, RSS <= 500 MB)"
 	ZMESH_TEST_KUBECONFIG=$(TEST_KUBECONFIG) $(GO) test -run '^$$' -bench 'BenchmarkPodStatusToXDS' -benchtime 100x -timeout 30m ./controller/kubesource/
