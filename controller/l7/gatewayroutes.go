@@ -657,8 +657,17 @@ func gwRedirect(f *gatewayv1.HTTPRequestRedirectFilter, match *routev3.RouteMatc
 	if f.Hostname != nil {
 		ra.HostRedirect = string(*f.Hostname)
 	}
-	if f.Port != nil {
+	switch {
+	case f.Port != nil:
 		ra.PortRedirect = uint32(*f.Port)
+	case f.Scheme != nil:
+		// Gateway API: a redirect that sets the scheme but no port goes
+		// to the scheme's well-known port (which Location leaves out).
+		ra.PortRedirect = wellKnownPort(*f.Scheme)
+	default:
+		// Without scheme or port, the port is the listener's: the
+		// request's service port, filled in per port by
+		// redirectToRequestPort.
 	}
 	if f.StatusCode != nil {
 		switch *f.StatusCode {
@@ -693,6 +702,24 @@ func gwRedirect(f *gatewayv1.HTTPRequestRedirectFilter, match *routev3.RouteMatc
 		}
 	}
 	return ra, nil
+}
+
+// wellKnownPort is the port a redirect to scheme (http or https) uses.
+func wellKnownPort(scheme string) uint32 {
+	if scheme == "https" {
+		return 443
+	}
+	return 80
+}
+
+// redirectToRequestPort makes a Gateway API redirect that names no port
+// keep the port of the request, which for a waypoint is the service port
+// the route serves (Gateway API's listener port; Istio's
+// FROM_REQUEST_PORT). Other routes are left alone.
+func redirectToRequestPort(rt *routev3.Route, port uint32) {
+	if ra := rt.GetRedirect(); ra != nil && ra.PortRedirect == 0 {
+		ra.PortRedirect = port
+	}
 }
 
 func gwRewrite(f *gatewayv1.HTTPURLRewriteFilter, match *routev3.RouteMatch, a *routev3.RouteAction) error {

@@ -95,7 +95,9 @@ func (b *builder) portRoutes(s *service, p *svcPort) []*routev3.Route {
 	case s.att.gatewayAPI:
 		for _, r := range s.att.routes {
 			if r.port == 0 || r.port == p.port {
-				routes = append(routes, cloneRoute(r.route))
+				rt := cloneRoute(r.route)
+				redirectToRequestPort(rt, p.port)
+				routes = append(routes, rt)
 			}
 		}
 	case s.att.vs != nil:

@@ -332,7 +332,7 @@ func (b *builder) vsAction(vs *networkingv1.VirtualService, hr *networkingapi.HT
 	}
 	switch {
 	case hr.Redirect != nil:
-		ra, err := vsRedirect(hr.Redirect)
+		ra, err := vsRedirect(hr.Redirect, port)
 		if err != nil {
 			return err
 		}
@@ -510,7 +510,10 @@ func vsRetry(r *networkingapi.HTTPRetry) (*routev3.RetryPolicy, []string, error)
 	return rp, unknown, nil
 }
 
-func vsRedirect(r *networkingapi.HTTPRedirect) (*routev3.RedirectAction, error) {
+// vsRedirect translates a redirect of a route serving port. Without
+// redirectPort (or with derivePort FROM_PROTOCOL_DEFAULT) no port is set,
+// as Istio does; FROM_REQUEST_PORT keeps port.
+func vsRedirect(r *networkingapi.HTTPRedirect, port uint32) (*routev3.RedirectAction, error) {
 	ra := &routev3.RedirectAction{ResponseCode: routev3.RedirectAction_MOVED_PERMANENTLY, HostRedirect: r.Authority}
 	switch r.RedirectCode {
 	case 0, 301:
@@ -528,11 +531,16 @@ func vsRedirect(r *networkingapi.HTTPRedirect) (*routev3.RedirectAction, error) 
 	if r.Scheme != "" {
 		ra.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: r.Scheme}
 	}
-	if p, ok := r.RedirectPort.(*networkingapi.HTTPRedirect_Port); ok && p.Port > 0 {
+	switch p := r.RedirectPort.(type) {
+	case *networkingapi.HTTPRedirect_Port:
 		if p.Port > 65535 {
 			return nil, fmt.Errorf("redirect port %d is invalid", p.Port)
 		}
 		ra.PortRedirect = p.Port
+	case *networkingapi.HTTPRedirect_DerivePort:
+		if p.DerivePort == networkingapi.HTTPRedirect_FROM_REQUEST_PORT {
+			ra.PortRedirect = port
+		}
 	}
 	switch {
 	case r.Uri != "" && r.PrefixRewrite != "":

@@ -35,6 +35,15 @@ const (
 	downVIP    = "10.96.0.40"
 	detailsVIP = "10.96.0.50"
 	waypointID = "spiffe://cluster.local/ns/demo/sa/wp"
+	// reviewsGRPCVIP is the ClusterIP of reviews-grpc (port grpcPort).
+	reviewsGRPCVIP = "10.96.0.23"
+	grpcPort       = 7070
+	// toolsIP is the address of tools-0, a pod outside the mesh where the
+	// tests run servers the waypoint calls: a JWKS server and an OTLP
+	// collector (their ports below).
+	toolsIP       = "10.244.1.250"
+	jwksPort      = 8081
+	collectorPort = 4318
 )
 
 // buildWaypoint builds the waypoint binary for t.
@@ -55,6 +64,7 @@ func buildWaypoint(t *testing.T) string {
 func waypointMesh(t *testing.T) meshSpec {
 	ambient := map[string]string{"istio.io/dataplane-mode": "ambient"}
 	http := []cluster.ServicePort{{Name: "http", Port: 9080, TargetPort: intOrPort(8080)}}
+	httpAndGRPC := append(http, cluster.ServicePort{Name: "grpc", Port: grpcPort, AppProtocol: "grpc"})
 	wpPorts := []cluster.ServicePort{{Name: "mesh", Port: 15008}, {Name: "status-port", Port: 15021}}
 	return meshSpec{
 		Namespaces: map[string]map[string]string{"demo": ambient},
@@ -68,12 +78,18 @@ func waypointMesh(t *testing.T) meshSpec {
 				Labels: map[string]string{"app": "ratings", "istio.io/use-waypoint": "wp"}},
 			{Name: "wp-0", Namespace: "demo", Node: "node2", ServiceAccount: "wp",
 				Labels: map[string]string{"istio.io/dataplane-mode": "none", "gateway.networking.k8s.io/gateway-name": "wp"}},
+			{Name: "tools-0", Namespace: "demo", Node: "node1", ServiceAccount: "tools", IP: netip.MustParseAddr(toolsIP),
+				Labels: map[string]string{"app": "tools", "istio.io/dataplane-mode": "none"}},
 		},
 		Services: []cluster.ServiceSpec{
 			{Name: "reviews", Namespace: "demo", ClusterIP: reviewsVIP, Selector: map[string]string{"app": "reviews"},
 				Labels: map[string]string{"istio.io/use-waypoint": "wp"}, Ports: http},
-			{Name: "reviews-v1", Namespace: "demo", ClusterIP: reviewsV1VIP, Selector: map[string]string{"app": "reviews", "version": "v1"}, Ports: http},
-			{Name: "reviews-v2", Namespace: "demo", ClusterIP: reviewsV2VIP, Selector: map[string]string{"app": "reviews", "version": "v2"}, Ports: http},
+			{Name: "reviews-v1", Namespace: "demo", ClusterIP: reviewsV1VIP, Selector: map[string]string{"app": "reviews", "version": "v1"}, Ports: httpAndGRPC},
+			{Name: "reviews-v2", Namespace: "demo", ClusterIP: reviewsV2VIP, Selector: map[string]string{"app": "reviews", "version": "v2"}, Ports: httpAndGRPC},
+			// gRPC by port name alone (grpc-*); its backends' ports say
+			// so by appProtocol.
+			{Name: "reviews-grpc", Namespace: "demo", ClusterIP: reviewsGRPCVIP, Selector: map[string]string{"app": "reviews"},
+				Labels: map[string]string{"istio.io/use-waypoint": "wp"}, Ports: []cluster.ServicePort{{Name: "grpc-echo", Port: grpcPort}}},
 			{Name: "details", Namespace: "demo", ClusterIP: detailsVIP, Selector: map[string]string{"app": "reviews", "version": "v1"},
 				Labels: map[string]string{"istio.io/use-waypoint": "wp-down"}, Ports: http},
 			{Name: "wp", Namespace: "demo", ClusterIP: waypointVIP, Selector: map[string]string{"gateway.networking.k8s.io/gateway-name": "wp"},
@@ -81,8 +97,11 @@ func waypointMesh(t *testing.T) meshSpec {
 			{Name: "wp-down", Namespace: "demo", ClusterIP: downVIP, Selector: map[string]string{"gateway.networking.k8s.io/gateway-name": "wp-down"},
 				Labels: map[string]string{"gateway.istio.io/managed": "istio.io-mesh-controller", "gateway.networking.k8s.io/gateway-name": "wp-down"}, Ports: wpPorts},
 		},
+		EchoArgs:       []string{"--grpc", fmt.Sprint(grpcPort)},
 		Waypoints:      []string{"wp-0"},
 		WaypointBinary: buildWaypoint(t),
+		// The OTLP collector runs in tools-0 (see TestWaypoint/TraceContext).
+		WaypointArgs: []string{"--otlp-endpoint", fmt.Sprintf("http://%s:%d/v1/traces", toolsIP, collectorPort)},
 	}
 }
 
@@ -230,6 +249,7 @@ func (m *mesh) ztunnelMetric(node, metric string, labels ...string) float64 {
 // closed.
 func TestWaypoint(t *testing.T) {
 	m := startMesh(t, waypointMesh(t))
+	tl := startTools(t, m)
 	sleep, wp := m.pods["sleep-0"], m.pods["wp-0"]
 	wpMetrics := fmt.Sprintf("http://%s:15020/metrics", wp.IP)
 	m.writeConfig("gateways.yaml", gatewayYAML("wp", waypointVIP)+"---\n"+gatewayYAML("wp-down", downVIP))
@@ -921,6 +941,13 @@ spec:
 		m.removeConfig("allow.yaml")
 		eventually(t, "policy removed", bypass)
 	})
+
+	t.Run("LoadBalancing", func(t *testing.T) { testLoadBalancing(t, m, vipURL) })
+	t.Run("CookieAffinity", func(t *testing.T) { testCookieAffinity(t, m, vipURL) })
+	t.Run("RequestAuthenticationJWKSURI", func(t *testing.T) { testJWKSURI(t, m, tl, vipURL) })
+	t.Run("RedirectAndRewrite", func(t *testing.T) { testRedirectAndRewrite(t, m, vipURL) })
+	t.Run("GRPC", func(t *testing.T) { testGRPC(t, m) })
+	t.Run("TraceContext", func(t *testing.T) { testTraceContext(t, m, tl, vipURL) })
 
 	t.Run("WaypointUnavailableFailsClosed", func(t *testing.T) {
 		// details uses wp-down, whose Service has no pod: refused, never

@@ -273,6 +273,7 @@ func compileForward(a *routev3.RouteAction) (*Forward, error) {
 			if p.TTL, err = duration(s.Cookie.GetTtl(), "cookie ttl"); err != nil {
 				return nil, err
 			}
+			p.Generate = s.Cookie.GetTtl() != nil
 		case *routev3.RouteAction_HashPolicy_ConnectionProperties_:
 			p.Kind = HashSourceIP
 		default:

@@ -117,10 +117,13 @@ const (
 
 // HashPolicy is one consistent-hash input.
 type HashPolicy struct {
-	Kind     HashKind
-	Name     string        // header or cookie name
-	TTL      time.Duration // cookie: generate one with this TTL when absent (0: don't)
-	Path     string        // cookie path
+	Kind HashKind
+	Name string        // header or cookie name
+	TTL  time.Duration // cookie: the generated cookie's Max-Age (0: a session cookie)
+	// Generate says a cookie policy sets a cookie on requests without one
+	// (Envoy: the ttl field is present, even when zero).
+	Generate bool
+	Path     string // cookie path
 	Terminal bool
 }
 

@@ -4,10 +4,12 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 func rc(routes ...*routev3.Route) *routev3.RouteConfiguration {
@@ -140,5 +142,34 @@ func TestWeightedPick(t *testing.T) {
 		if got := f.Pick(rnd).Name; got != want {
 			t.Errorf("pick(%v) = %s, want %s", rnd, got, want)
 		}
+	}
+}
+
+// TestCookieHashPolicy: a cookie hash policy generates a cookie when its
+// ttl is present, even zero (a session cookie), never without one.
+func TestCookieHashPolicy(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		ttl      *durationpb.Duration
+		generate bool
+		want     time.Duration
+	}{
+		{"no ttl", nil, false, 0},
+		{"zero ttl", durationpb.New(0), true, 0},
+		{"one hour", durationpb.New(time.Hour), true, time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rt := fwd("r", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}})
+			rt.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{
+				Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: "session", Path: "/", Ttl: tc.ttl}}}}
+			table, err := Compile(rc(rt))
+			if err != nil {
+				t.Fatal(err)
+			}
+			hp := table.Routes[0].Forward.Hash[0]
+			if hp.Kind != HashCookie || hp.Name != "session" || hp.Path != "/" || hp.Generate != tc.generate || hp.TTL != tc.want {
+				t.Errorf("hash policy %+v, want generate %v ttl %v", hp, tc.generate, tc.want)
+			}
+		})
 	}
 }

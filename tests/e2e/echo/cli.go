@@ -24,7 +24,7 @@ const (
 // Main runs the echo command line and returns its exit code:
 //
 //	echo [serve] [--pod NAME] [--namespace NS] [--http PORTS] [--tcp PORTS]
-//	             [--proxy-protocol PORTS] [--listen-ip IP] [--log-level LEVEL]
+//	             [--grpc PORTS] [--proxy-protocol PORTS] [--listen-ip IP] [--log-level LEVEL]
 //	echo client --url URL [--header 'Name: value']... [--json] [--count N] [--timeout D]
 //	echo client --tcp HOST:PORT --send DATA [--timeout D]
 //
@@ -55,6 +55,7 @@ func serveMain(ctx context.Context, args []string, stderr io.Writer) int {
 	namespace := fs.String("namespace", envOr("POD_NAMESPACE", "default"), "namespace to report")
 	httpPorts := fs.String("http", "8080", "comma-separated HTTP ports")
 	tcpPorts := fs.String("tcp", "9000", "comma-separated TCP echo ports")
+	grpcPorts := fs.String("grpc", "", "comma-separated gRPC ports")
 	ppPorts := fs.String("proxy-protocol", "", "comma-separated ports that require a PROXY v2 header (identity from TLV 0xD0)")
 	listenIP := fs.String("listen-ip", "", "address to listen on (default all)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
@@ -70,7 +71,8 @@ func serveMain(ctx context.Context, args []string, stderr io.Writer) int {
 	hp, err1 := parsePorts(*httpPorts)
 	tp, err2 := parsePorts(*tcpPorts)
 	pp, err3 := parsePorts(*ppPorts)
-	if err := errors.Join(err1, err2, err3); err != nil {
+	gp, err4 := parsePorts(*grpcPorts)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		fmt.Fprintf(stderr, "echo: %v\n", err)
 		return ExitUsage
 	}
@@ -86,6 +88,9 @@ func serveMain(ctx context.Context, args []string, stderr io.Writer) int {
 	for _, p := range tp {
 		lcs = append(lcs, ListenerConfig{Protocol: TCP, Port: p, ProxyProtocol: proxied[p]})
 		delete(proxied, p)
+	}
+	for _, p := range gp {
+		lcs = append(lcs, ListenerConfig{Protocol: GRPC, Port: p})
 	}
 	for p := range proxied {
 		fmt.Fprintf(stderr, "echo: --proxy-protocol port %d is not an --http or --tcp port\n", p)

@@ -15,7 +15,8 @@ const maxDelay = 30 * time.Second
 // handler answers every request with a Report.
 //
 // Request controls: a path of the form /status/<code> sets the response
-// status; ?delay=<duration> delays the answer (at most maxDelay);
+// status; ?delay=<duration> delays the answer (at most maxDelay), and
+// with ?delay_on=<pod>[,<pod>...] only on the pods listed;
 // Accept: application/json or ?format=json selects JSON.
 type handler struct {
 	pod, namespace string
@@ -59,7 +60,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			status = n
 		}
 	}
-	if d := r.URL.Query().Get("delay"); d != "" {
+	if d := r.URL.Query().Get("delay"); d != "" && h.delayed(r.URL.Query().Get("delay_on")) {
 		if dur, err := time.ParseDuration(d); err == nil && dur > 0 {
 			t := time.NewTimer(min(dur, maxDelay))
 			select {
@@ -80,4 +81,18 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Echo-Pod", h.pod)
 	w.WriteHeader(status)
 	w.Write(body)
+}
+
+// delayed reports whether a ?delay applies to this pod given ?delay_on
+// (empty: every pod).
+func (h *handler) delayed(on string) bool {
+	if on == "" {
+		return true
+	}
+	for p := range strings.SplitSeq(on, ",") {
+		if strings.TrimSpace(p) == h.pod {
+			return true
+		}
+	}
+	return false
 }

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc"
 )
 
 // Protocol is what a listener speaks.
@@ -19,6 +21,8 @@ type Protocol string
 const (
 	HTTP Protocol = "http"
 	TCP  Protocol = "tcp"
+	// GRPC serves any unary method over HTTP/2 (see GRPCCall).
+	GRPC Protocol = "grpc"
 )
 
 // ListenerConfig is one listening port.
@@ -57,6 +61,7 @@ type Server struct {
 	closed  bool
 	lns     []net.Listener
 	https   []*http.Server
+	grpcs   []*grpc.Server
 	conns   map[net.Conn]struct{}
 	wg      sync.WaitGroup
 }
@@ -68,8 +73,8 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	seen := make(map[int]bool)
 	for _, l := range cfg.Listeners {
-		if l.Protocol != HTTP && l.Protocol != TCP {
-			return nil, fmt.Errorf("echo: listener protocol %q, want http or tcp", l.Protocol)
+		if l.Protocol != HTTP && l.Protocol != TCP && l.Protocol != GRPC {
+			return nil, fmt.Errorf("echo: listener protocol %q, want http, tcp or grpc", l.Protocol)
 		}
 		if l.Port < 0 || l.Port > 65535 {
 			return nil, fmt.Errorf("echo: port %d out of range", l.Port)
@@ -134,6 +139,10 @@ func (s *Server) Start() error {
 			})
 		case TCP:
 			s.wg.Go(func() { s.serveTCP(l, port) })
+		case GRPC:
+			gs := s.grpcServer(port)
+			s.grpcs = append(s.grpcs, gs)
+			s.wg.Go(func() { s.serveGRPC(gs, l, port) })
 		}
 		s.log.Info("echo: listening", "protocol", lc.Protocol, "addr", l.Addr().String(), "proxy_protocol", lc.ProxyProtocol)
 	}
@@ -166,6 +175,9 @@ func (s *Server) Close() error {
 		if err := hs.Close(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	for _, gs := range s.grpcs {
+		gs.Stop()
 	}
 	for _, l := range s.lns {
 		if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {

@@ -43,9 +43,11 @@ type Spec struct {
 	Services   []cluster.ServiceSpec
 	// Extra objects for the controller (policies...).
 	Extra []runtime.Object
-	// EchoPath and EchoEnv run the echo app in every pod (HTTP 8080, TCP 9000).
+	// EchoPath and EchoEnv run the echo app in every pod (HTTP 8080, TCP
+	// 9000); EchoArgs are extra flags for it (--grpc 7070, say).
 	EchoPath string
 	EchoEnv  []string
+	EchoArgs []string
 	// ZtunnelBinary, when set, runs each node's ztunnel as its own process
 	// (for benchmarks that measure its CPU and memory) instead of in this
 	// process.
@@ -64,7 +66,10 @@ type Spec struct {
 	// written later with WriteConfig.
 	Waypoints      []string
 	WaypointBinary string
-	Logger         *slog.Logger
+	// WaypointArgs are extra flags for every waypoint process
+	// (--otlp-endpoint, say).
+	WaypointArgs []string
+	Logger       *slog.Logger
 }
 
 // Waypoint ports inside a waypoint pod (Istio's).
@@ -98,9 +103,11 @@ type Mesh struct {
 	log       *slog.Logger
 	ztBinary  string
 	cniPlugin string
-	// waypoints are the pods that run a waypoint; wpBinary its binary.
+	// waypoints are the pods that run a waypoint; wpBinary its binary,
+	// wpArgs its extra flags.
 	waypoints []string
 	wpBinary  string
+	wpArgs    []string
 	ztConfigs map[string]ztunnelapp.Config
 	closers   []func() // run in reverse by Close
 	closeErr  error    // the cluster's teardown error
@@ -118,7 +125,7 @@ func Start(ctx context.Context, spec Spec) (_ *Mesh, err error) {
 	m := &Mesh{Pods: map[string]*cluster.Pod{}, Agents: map[string]*nodeagent.Agent{},
 		Ztunnels: map[string]*ztunnelapp.App{}, ZtunnelProcs: map[string]*cluster.Process{}, ZtunnelHTTP: map[string]ZtunnelAddrs{},
 		ztConfigs: map[string]ztunnelapp.Config{}, log: spec.Logger, ztBinary: spec.ZtunnelBinary, cniPlugin: spec.CNIPlugin,
-		waypoints: spec.Waypoints, wpBinary: spec.WaypointBinary, WaypointProcs: map[string]*cluster.Process{}}
+		waypoints: spec.Waypoints, wpBinary: spec.WaypointBinary, wpArgs: spec.WaypointArgs, WaypointProcs: map[string]*cluster.Process{}}
 	if len(spec.Waypoints) > 0 && spec.WaypointBinary == "" {
 		return nil, fmt.Errorf("waypoints need Spec.WaypointBinary")
 	}
@@ -186,7 +193,7 @@ func (m *Mesh) startPods(ctx context.Context, spec Spec) error {
 		}
 		if _, err := m.Cluster.StartProcess(cluster.ProcessSpec{
 			Name: "echo-" + p.Name, Netns: p.Netns, Path: spec.EchoPath, Env: spec.EchoEnv,
-			Args: []string{"serve", "--pod", p.Name, "--namespace", p.Namespace, "--http", "8080", "--tcp", "9000"},
+			Args: append([]string{"serve", "--pod", p.Name, "--namespace", p.Namespace, "--http", "8080", "--tcp", "9000"}, spec.EchoArgs...),
 		}); err != nil {
 			return err
 		}
@@ -432,13 +439,13 @@ func (m *Mesh) StartWaypoint(ctx context.Context, pod string) error {
 	m.closers = append(m.closers, fwd.close)
 	proc, err := m.Cluster.StartProcess(cluster.ProcessSpec{
 		Name: fmt.Sprintf("waypoint-%s-%d", pod, time.Now().UnixNano()), Netns: p.Netns, Path: m.wpBinary,
-		Args: []string{"--controller", fwd.addr(), "--controller-name", "localhost",
+		Args: append([]string{"--controller", fwd.addr(), "--controller-name", "localhost",
 			"--root-cert", filepath.Join(m.Cluster.WorkDir(), "ca", "root-cert.pem"), "--token-file", m.waypointToken(pod),
 			"--pod-name", p.Name, "--pod-namespace", p.Namespace, "--service-account", p.ServiceAccount,
 			"--node-name", p.Node.Name, "--instance-ip", p.IP.String(),
 			"--admin-addr", "127.0.0.1:15000", "--metrics-addr", fmt.Sprintf(":%d", WaypointMetricsPort),
 			"--ready-addr", fmt.Sprintf(":%d", WaypointReadyPort), "--hbone-addr", fmt.Sprintf(":%d", WaypointHBONEPort),
-			"--log-level", "debug"},
+			"--log-level", "debug"}, m.wpArgs...),
 	})
 	if err != nil {
 		return err
