@@ -85,6 +85,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.WaypointOnly {
+		cfg.Waypoint = true
+	}
 	res := &Results{Config: cfg, Started: time.Now(), LoadAvg: loadAvg()}
 	if os.Geteuid() != 0 {
 		return res, errors.New("the bench builds network namespaces and needs root")
@@ -147,7 +150,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			b.prof.admins["ztunnel-"+node] = a.Admin
 		}
 	}
-	b.measure(ctx, paths)
+	if !cfg.WaypointOnly {
+		b.measure(ctx, paths)
+	}
 	if cfg.Waypoint {
 		if via, noWP, wp, ok := b.setupWaypoint(ctx); ok {
 			b.measureWaypoint(ctx, via, noWP, wp)
@@ -181,7 +186,7 @@ func setupPaths(ctx context.Context, m *meshenv.Mesh, tools Tools, work string, 
 	if err := checkMTLS(ctx, m); err != nil {
 		return nil, fmt.Errorf("path check: %w", err)
 	}
-	if tools.Ghostunnel != "" {
+	if tools.Ghostunnel != "" && !res.Config.WaypointOnly {
 		g, err := ghostunnelPath(ctx, m, tools.Ghostunnel, filepath.Join(work, "ghostunnel"))
 		if err == nil {
 			_, err = connRate(ctx, g, 1, 5, 20*time.Second)
@@ -315,12 +320,15 @@ func (b *bench) httpRound(ctx context.Context, round int, p *Path, r *PathResult
 }
 
 // profileIf profiles the ztunnels during fn when the path goes through
-// them.
+// them, and the waypoint when the path goes through it.
 func (p *profiler) profileIf(ctx context.Context, path *Path, label string, d time.Duration, warn func(error), fn func() error) error {
-	if path.Name != pathMesh {
-		return fn()
+	switch path.Name {
+	case pathMesh:
+		return p.during(ctx, label, d, warn, fn)
+	case pathViaWaypoint:
+		return p.duringWaypoint(ctx, label, d, warn, fn)
 	}
-	return p.during(ctx, label, d, warn, fn)
+	return fn()
 }
 
 // loadAvg returns /proc/loadavg's three load averages.

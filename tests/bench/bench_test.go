@@ -113,7 +113,7 @@ func TestBenchSmoke(t *testing.T) {
 	for _, w := range res.Warnings {
 		t.Errorf("warning: %s", w)
 	}
-	for _, f := range []string{"iperf3-ztunnel-node1.pprof", "http-ztunnel-node2.pprof"} {
+	for _, f := range []string{"iperf3-ztunnel-node1.pprof", "http-ztunnel-node2.pprof", "http-waypoint.pprof", "max-waypoint.pprof"} {
 		if st, err := os.Stat(filepath.Join(cfg.ProfileDir, f)); err != nil || st.Size() == 0 {
 			t.Errorf("profile %s: %v", f, err)
 		}

@@ -40,9 +40,13 @@ type Config struct {
 	// to one CPU.
 	Waypoint    bool
 	WaypointBin string
-	MaxDuration time.Duration
+	// WaypointOnly skips the direct/ztunnel/ghostunnel measurements and
+	// runs only the waypoint scenario (implies Waypoint).
+	WaypointOnly bool
+	MaxDuration  time.Duration
 	// ProfileDir, when set, receives CPU profiles of each ztunnel during
-	// the proxied iperf3 and HTTP runs.
+	// the proxied iperf3 and HTTP runs, and of the waypoint during its
+	// first HTTP round and its max-rate run.
 	ProfileDir string
 	// Logger prints progress; MeshLogger receives the mesh components'
 	// logs (discarded when nil).

@@ -10,7 +10,7 @@
 // waypoint against one without, and the waypoint's maximum request rate on
 // one CPU against nginx's.
 //
-// Usage (as root, after `make build`): bench [-ztunnel bin/ztunnel] [-echo bin/echo] [-waypoint-bin bin/waypoint] [-profile DIR]
+// Usage (as root, after `make build`): bench [-ztunnel bin/ztunnel] [-echo bin/echo] [-waypoint-bin bin/waypoint] [-waypoint-only] [-profile DIR]
 package main
 
 import (
@@ -27,6 +27,7 @@ func main() {
 	flag.StringVar(&cfg.ZtunnelBin, "ztunnel", cfg.ZtunnelBin, "ztunnel binary, run as a process on each node")
 	flag.StringVar(&cfg.EchoBin, "echo", cfg.EchoBin, "echo app binary, run in every pod")
 	flag.StringVar(&cfg.ToolsDir, "tools", cfg.ToolsDir, "where fortio and ghostunnel are installed")
+	flag.StringVar(&cfg.Prefix, "prefix", cfg.Prefix, "prefix of the bench cluster's namespaces (distinct per concurrent run)")
 	flag.IntVar(&cfg.Rounds, "rounds", cfg.Rounds, "interleaved rounds of iperf3 and HTTP runs (the median is reported)")
 	flag.DurationVar(&cfg.IperfDuration, "iperf-time", cfg.IperfDuration, "iperf3 run length")
 	flag.DurationVar(&cfg.Load.Duration, "http-time", cfg.Load.Duration, "fortio run length")
@@ -34,11 +35,15 @@ func main() {
 	flag.IntVar(&cfg.IdleConns, "idle-conns", cfg.IdleConns, "idle connections held through each proxied path")
 	flag.BoolVar(&cfg.Ghostunnel, "ghostunnel", cfg.Ghostunnel, "add the two-ghostunnel-hops comparison (built once when missing)")
 	flag.BoolVar(&cfg.Waypoint, "waypoint", cfg.Waypoint, "add the waypoint scenario (ztunnel -> waypoint -> ztunnel vs ztunnel only, and one-core max req/s vs nginx)")
+	flag.BoolVar(&cfg.WaypointOnly, "waypoint-only", cfg.WaypointOnly, "run only the waypoint scenario (no iperf3, ztunnel-only or ghostunnel measurements)")
 	flag.StringVar(&cfg.WaypointBin, "waypoint-bin", cfg.WaypointBin, "waypoint binary (built when missing)")
 	flag.DurationVar(&cfg.MaxDuration, "max-time", cfg.MaxDuration, "length of the waypoint's and nginx's max req/s runs")
-	flag.StringVar(&cfg.ProfileDir, "profile", "", "write CPU profiles of each ztunnel during the proxied runs here")
+	flag.StringVar(&cfg.ProfileDir, "profile", "", "write CPU profiles of each ztunnel (and of the waypoint) during the proxied runs here")
 	verbose := flag.Bool("v", false, "print the mesh components' logs")
 	flag.Parse()
+	if cfg.WaypointOnly {
+		cfg.Waypoint = true
+	}
 
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	if *verbose {

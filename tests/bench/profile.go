@@ -12,11 +12,22 @@ import (
 )
 
 // profiler fetches CPU profiles from the ztunnels' admin endpoints
-// (/debug/pprof/profile) while a measurement runs. A nil profiler does
-// nothing.
+// (/debug/pprof/profile) while a measurement runs, and from the
+// waypoint's (inside its pod's network namespace) during the waypoint
+// scenario. A nil profiler does nothing.
 type profiler struct {
 	dir    string
 	admins map[string]string // ztunnel name -> admin host:port
+	// waypoint is the waypoint's admin endpoint; zero until the waypoint
+	// scenario sets it.
+	waypoint adminEndpoint
+}
+
+// adminEndpoint is an admin host:port and the client that reaches it
+// (nil: http.DefaultClient).
+type adminEndpoint struct {
+	addr   string
+	client *http.Client
 }
 
 // during profiles every ztunnel for d while fn runs, writing
@@ -26,8 +37,25 @@ func (p *profiler) during(ctx context.Context, label string, d time.Duration, wa
 	if p == nil {
 		return fn()
 	}
-	var wg sync.WaitGroup
+	targets := map[string]adminEndpoint{}
 	for name, admin := range p.admins {
+		targets[name] = adminEndpoint{addr: admin}
+	}
+	return p.profile(ctx, label, d, targets, warn, fn)
+}
+
+// duringWaypoint profiles the waypoint for d while fn runs, writing
+// <dir>/<label>-waypoint.pprof.
+func (p *profiler) duringWaypoint(ctx context.Context, label string, d time.Duration, warn func(error), fn func() error) error {
+	if p == nil || p.waypoint.addr == "" {
+		return fn()
+	}
+	return p.profile(ctx, label, d, map[string]adminEndpoint{"waypoint": p.waypoint}, warn, fn)
+}
+
+func (p *profiler) profile(ctx context.Context, label string, d time.Duration, targets map[string]adminEndpoint, warn func(error), fn func() error) error {
+	var wg sync.WaitGroup
+	for name, admin := range targets {
 		wg.Go(func() {
 			path := filepath.Join(p.dir, fmt.Sprintf("%s-%s.pprof", label, name))
 			if err := fetchProfile(ctx, admin, d, path); err != nil {
@@ -46,27 +74,31 @@ func (p *profiler) snapshot(ctx context.Context, label string, warn func(error))
 	for name, admin := range p.admins {
 		for _, kind := range []string{"heap", "goroutine"} {
 			path := filepath.Join(p.dir, fmt.Sprintf("%s-%s.%s.pprof", label, name, kind))
-			if err := fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/%s", admin, kind), 30*time.Second, path); err != nil {
+			if err := fetch(ctx, adminEndpoint{addr: admin}, "/debug/pprof/"+kind, 30*time.Second, path); err != nil {
 				warn(fmt.Errorf("%s profile of %s during %s: %w", kind, name, label, err))
 			}
 		}
 	}
 }
 
-func fetchProfile(ctx context.Context, admin string, d time.Duration, path string) error {
+func fetchProfile(ctx context.Context, admin adminEndpoint, d time.Duration, path string) error {
 	secs := max(1, int(d/time.Second))
-	return fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", admin, secs), d+30*time.Second, path)
+	return fetch(ctx, admin, fmt.Sprintf("/debug/pprof/profile?seconds=%d", secs), d+30*time.Second, path)
 }
 
-// fetch GETs url into path.
-func fetch(ctx context.Context, url string, timeout time.Duration, path string) error {
+// fetch GETs admin's urlPath into path.
+func fetch(ctx context.Context, admin adminEndpoint, urlPath string, timeout time.Duration, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin.addr+urlPath, nil)
 	if err != nil {
 		return fmt.Errorf("profile request: %w", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := admin.client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("profile request: %w", err)
 	}

@@ -21,6 +21,14 @@ const (
 // printReport writes the results as compact tables.
 func printReport(w io.Writer, r *Results) {
 	cfg := r.Config
+	if cfg.WaypointOnly {
+		fmt.Fprintf(w, "\nzmesh waypoint scenario only (-waypoint-only)\n")
+		fmt.Fprintf(w, "  %s, %d CPUs, load average %s at start; took %v. The machine is shared, so numbers are noisy.\n",
+			r.Started.UTC().Format(time.RFC3339), runtime.NumCPU(), r.LoadAvg, r.Elapsed.Round(time.Second))
+		printWaypoint(w, r)
+		printErrors(w, r)
+		return
+	}
 	fmt.Fprintf(w, "\nzmesh data plane: pod -> pod across two nodes (client on node1, server on node2)\n")
 	fmt.Fprintf(w, "  %s, %d CPUs, load average %s at start; took %v. The machine is shared, so numbers are noisy:\n",
 		r.Started.UTC().Format(time.RFC3339), runtime.NumCPU(), r.LoadAvg, r.Elapsed.Round(time.Second))

@@ -38,6 +38,10 @@ const (
 	vipWaypoint     = "10.96.0.72"
 	portVIP         = 80
 
+	// waypointAdminAddr is the waypoint's admin endpoint (pprof) inside
+	// its pod (meshenv starts it there).
+	waypointAdminAddr = "127.0.0.1:15000"
+
 	pathViaWaypoint = "waypoint"
 	pathNoWaypoint  = "ztunnel-vip"
 )

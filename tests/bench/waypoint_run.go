@@ -46,6 +46,9 @@ func (r MaxRate) PerCPUSecond() float64 {
 func (b *bench) measureWaypoint(ctx context.Context, via, noWP *Path, wp Proc) {
 	res := &WaypointResult{Via: &PathResult{Name: via.Name}, NoWaypoint: &PathResult{Name: noWP.Name}}
 	b.res.Waypoint = res
+	if b.prof != nil {
+		b.prof.waypoint = adminEndpoint{addr: waypointAdminAddr, client: b.m.Pods[podWaypoint].Netns.HTTPClient(0)}
+	}
 	for round := range max(1, b.cfg.Rounds) {
 		b.httpRound(ctx, round, noWP, res.NoWaypoint)
 		b.httpRound(ctx, round, via, res.Via)
@@ -70,7 +73,10 @@ func (b *bench) measureWaypoint(ctx context.Context, via, noWP *Path, wp Proc) {
 	} else {
 		maxWP := *via
 		maxWP.Name = "waypoint-max"
-		res.MaxWaypoint = b.maxRate(ctx, &maxWP, []Proc{wp}, load)
+		_ = b.prof.duringWaypoint(ctx, "max", load.Duration, b.warn, func() error {
+			res.MaxWaypoint = b.maxRate(ctx, &maxWP, []Proc{wp}, load)
+			return nil
+		})
 		if err := restore(); err != nil {
 			b.warn(fmt.Errorf("waypoint affinity: %w", err))
 		}

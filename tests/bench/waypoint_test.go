@@ -174,3 +174,26 @@ func TestPrintWaypoint(t *testing.T) {
 		})
 	}
 }
+
+// TestPrintReportWaypointOnly checks that -waypoint-only prints the
+// waypoint tables and none of the data-plane ones.
+func TestPrintReportWaypointOnly(t *testing.T) {
+	for _, only := range []bool{false, true} {
+		cfg := DefaultConfig()
+		cfg.WaypointOnly = only
+		via := &PathResult{Name: pathViaWaypoint, LatencyRounds: []Latency{{P50: time.Millisecond, P90: time.Millisecond, P99: time.Millisecond, Requests: 1}}}
+		base := &PathResult{Name: pathNoWaypoint, LatencyRounds: via.LatencyRounds}
+		via.summarise()
+		base.summarise()
+		r := &Results{Config: cfg, Waypoint: &WaypointResult{Via: via, NoWaypoint: base}}
+		var out bytes.Buffer
+		printReport(&out, r)
+		s := out.String()
+		if got := strings.Contains(s, "throughput, iperf3"); got == only {
+			t.Errorf("waypoint-only=%v: data-plane table printed=%v:\n%s", only, got, s)
+		}
+		if !strings.Contains(s, "via waypoint") {
+			t.Errorf("waypoint-only=%v: no waypoint table:\n%s", only, s)
+		}
+	}
+}

@@ -54,6 +54,7 @@ type App struct {
 	proxy     *proxy.Proxy
 	hbone     *hbone.Server
 	tracer    *telemetry.Exporter
+	accessLog *telemetry.AccessLog
 	hboneAddr net.Addr
 	servers   []*http.Server
 	httpAddrs []net.Addr
@@ -170,8 +171,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 		a.tracer.Start()
 	}
 	bufs := hbone.NewBufferPool(0)
+	a.accessLog = telemetry.NewBufferedAccessLog(a.cfg.AccessLog, a.cfg.AccessLogFlushInterval)
 	a.proxy, err = proxy.New(proxy.Config{Store: a.store, Upstreams: a.upstreams, Metrics: m,
-		AccessLog: telemetry.NewAccessLog(a.cfg.AccessLog), Tracer: a.tracer, SamplePPM: uint32(a.cfg.TraceSamplingPercent * 10_000),
+		AccessLog: a.accessLog, Tracer: a.tracer, SamplePPM: uint32(a.cfg.TraceSamplingPercent * 10_000),
 		BufferPool: bufs, Logger: a.log.With("component", "proxy")})
 	if err != nil {
 		return err
@@ -239,6 +241,7 @@ func (a *App) Stop() {
 	if a.proxy != nil {
 		a.proxy.Wait()
 	}
+	a.accessLog.Flush()
 	if a.upstreams != nil {
 		a.upstreams.Close()
 	}

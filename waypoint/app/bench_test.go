@@ -56,3 +56,31 @@ func BenchmarkDirect(b *testing.B) {
 	defer t.CloseIdleConnections()
 	benchRequests(b, &http.Client{Transport: t}, "http://reviews:9080/")
 }
+
+// BenchmarkThroughWaypointParallel drives the waypoint with 16 concurrent
+// keep-alive connections (the bench's load shape), reporting requests per
+// second of the whole in-process path.
+func BenchmarkThroughWaypointParallel(b *testing.B) {
+	m, _, _ := reviewsMesh(b)
+	c := m.httpClient(reviewsVIP+":9080", false)
+	c.Transport.(*http.Transport).MaxIdleConnsPerHost = 16
+	b.SetParallelism(8) // 8 x GOMAXPROCS(2) = 16 goroutines
+	start := time.Now()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Get("http://reviews:9080/")
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+}

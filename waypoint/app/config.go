@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"time"
 
 	"google.golang.org/grpc"
 
@@ -44,6 +45,10 @@ type Config struct {
 	HBONEAddr string
 	// AccessLog receives JSON access log lines; nil disables them.
 	AccessLog io.Writer
+	// AccessLogFlushInterval, when positive, buffers access log lines and
+	// writes them at this interval (or once 64 KiB are pending), as Envoy
+	// does; zero writes each line as its request ends.
+	AccessLogFlushInterval time.Duration
 	// OTLPEndpoint, when set, receives sampled spans over OTLP/HTTP (JSON),
 	// e.g. http://collector:4318/v1/traces.
 	OTLPEndpoint string

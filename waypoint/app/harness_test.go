@@ -357,6 +357,15 @@ func (p *pod) serve(ctx context.Context, req *hbone.Request, rw *hbone.ResponseW
 		if s := r.URL.Query().Get("status"); s != "" {
 			code, _ = strconv.Atoi(s)
 		}
+		// ?trailer=declared|undeclared sends the trailer X-Trailer: late,
+		// announced in the header or not (as gRPC servers do).
+		switch r.URL.Query().Get("trailer") {
+		case "declared":
+			w.Header().Set("Trailer", "X-Trailer")
+			defer func() { w.Header().Set("X-Trailer", "late") }()
+		case "undeclared":
+			defer func() { w.Header().Set(http.TrailerPrefix+"X-Trailer", "late") }()
+		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Backend", p.name)
 		if code != 0 {

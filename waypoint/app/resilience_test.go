@@ -178,7 +178,11 @@ func TestConsistentHash(t *testing.T) {
 	byHeader.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: "x-user"}}}}
 	byCookie := routeTo("cookie", prefix("/c"), allReviews)
 	byCookie.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: "session", Ttl: dur(time.Hour)}}}}
-	m.push(config.ListenerTypeURL, httpListener(reviews+":9080", []*routev3.Route{byHeader, byCookie}))
+	bySession := routeTo("session", prefix("/s"), allReviews)
+	bySession.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: "session", Ttl: dur(0)}}}}
+	byPresent := routeTo("present", prefix("/p"), allReviews)
+	byPresent.GetRoute().HashPolicy = []*routev3.RouteAction_HashPolicy{{PolicySpecifier: &routev3.RouteAction_HashPolicy_Cookie_{Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: "session"}}}}
+	m.push(config.ListenerTypeURL, httpListener(reviews+":9080", []*routev3.Route{byHeader, byCookie, bySession, byPresent}))
 	c := m.httpClient(reviewsVIP+":9080", false)
 	pods := map[string]bool{}
 	for u := range 30 {
@@ -199,11 +203,21 @@ func TestConsistentHash(t *testing.T) {
 	if !strings.HasPrefix(sc, "session=") {
 		t.Fatalf("no session cookie generated: %v", r.hdr)
 	}
+	if !strings.Contains(sc, "Max-Age=3600") {
+		t.Errorf("cookie with ttl 1h: %q, want Max-Age=3600", sc)
+	}
 	cookie := strings.SplitN(sc, ";", 2)[0]
 	for range 5 {
 		if got := m.get(c, "http://reviews:9080/c", map[string]string{"Cookie": cookie}).echo.Pod; got != r.echo.Pod {
 			t.Fatalf("cookie affinity broken: %s then %s", r.echo.Pod, got)
 		}
+	}
+	// ttl 0: a session cookie (no Max-Age); no ttl: none generated.
+	if sc := m.get(c, "http://reviews:9080/s", nil).hdr.Get("Set-Cookie"); !strings.HasPrefix(sc, "session=") || strings.Contains(sc, "Max-Age") {
+		t.Errorf("cookie with ttl 0: %q, want a session cookie", sc)
+	}
+	if sc := m.get(c, "http://reviews:9080/p", nil).hdr.Get("Set-Cookie"); sc != "" {
+		t.Errorf("cookie policy without ttl set %q", sc)
 	}
 }
 

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -135,5 +136,48 @@ func testGRPC(t *testing.T, proto workloadapi.AppProtocol) {
 	body := scrape(t, "http://"+m.wp.MetricsAddr().String()+"/metrics")
 	if !strings.Contains(body, `grpc_response_status="5"`) || !strings.Contains(body, `request_protocol="grpc"`) {
 		t.Fatalf("grpc metrics labels missing")
+	}
+}
+
+// TestTrailers checks that response trailers reach the client whether the
+// backend declared them in its header or not (gRPC servers don't). An
+// HTTP/1.1 backend can only send declared ones (its server uses chunked
+// encoding only then); an HTTP/1.1 client gets none of an HTTP/2 backend's,
+// whose answer carries a Content-Length (Envoy's HTTP/1 codec drops
+// trailers by default too), so those cases are not checked.
+func TestTrailers(t *testing.T) {
+	tests := []struct {
+		upstream workloadapi.AppProtocol
+		h2       bool
+		kind     string
+		want     string
+	}{
+		{workloadapi.AppProtocol_HTTP11, false, "declared", "late"},
+		{workloadapi.AppProtocol_HTTP11, true, "declared", "late"},
+		{workloadapi.AppProtocol_HTTP11, true, "none", ""},
+		{workloadapi.AppProtocol_HTTP2, true, "declared", "late"},
+		{workloadapi.AppProtocol_HTTP2, true, "undeclared", "late"},
+		{workloadapi.AppProtocol_HTTP2, true, "none", ""},
+	}
+	meshes := map[workloadapi.AppProtocol]*mesh{}
+	for _, up := range []workloadapi.AppProtocol{workloadapi.AppProtocol_HTTP11, workloadapi.AppProtocol_HTTP2} {
+		m := newMesh(t)
+		m.addService("reviews", reviewsVIP, &workloadapi.Port{ServicePort: 9080, TargetPort: 8080, AppProtocol: up})
+		m.addPod("reviews-v1", "reviews", "10.244.1.1", map[string]map[uint32]uint32{reviews: {9080: 8080}})
+		meshes[up] = m
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%s/h2=%v/%s", tt.upstream, tt.h2, tt.kind), func(t *testing.T) {
+			m := meshes[tt.upstream]
+			resp, err := m.httpClient(reviewsVIP+":9080", tt.h2).Get("http://reviews:9080/?trailer=" + tt.kind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			_ = resp.Body.Close()
+			if got := resp.Trailer.Get("X-Trailer"); resp.StatusCode != 200 || got != tt.want {
+				t.Errorf("status %d, X-Trailer %q, want %q", resp.StatusCode, got, tt.want)
+			}
+		})
 	}
 }

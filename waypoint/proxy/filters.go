@@ -17,7 +17,7 @@ import (
 func (p *Proxy) runFilters(w *responseWriter, r *http.Request, st *state, chain *config.HTTPChain, rt *route.Route) (*fault.Fault, bool) {
 	var attrs *rbac.Attributes
 	var faultCfg *fault.Fault
-	metadata := map[string]map[string]any{}
+	var metadata map[string]map[string]any // allocated when a filter publishes some
 	for _, f := range chain.Filters {
 		switch {
 		case f.JWT != nil:
@@ -28,6 +28,12 @@ func (p *Proxy) runFilters(w *responseWriter, r *http.Request, st *state, chain 
 				return nil, false
 			}
 			if len(res.Payloads) > 0 {
+				if metadata == nil {
+					metadata = map[string]map[string]any{}
+					if attrs != nil {
+						attrs.Metadata = metadata
+					}
+				}
 				metadata[jwt.FilterName] = res.Payloads
 				metadata["istio_authn"] = istioAuthn(res.Payloads)
 			}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/zmesh/zmesh/waypoint/config"
@@ -38,8 +39,14 @@ type backend struct {
 }
 
 // resolve finds the cluster's endpoints: the inline load assignment, or
-// the service's healthy workloads. ok=false means the cluster does not exist.
+// the service's healthy workloads. ok=false means the cluster does not
+// exist. The result is cached for the request's snapshot; callers must
+// not modify it.
 func (p *Proxy) resolve(st *state, name string) (*backend, bool) {
+	return p.backends.get(st, name, func() (*backend, bool) { return p.resolveUncached(st, name) })
+}
+
+func (p *Proxy) resolveUncached(st *state, name string) (*backend, bool) {
 	snap := st.snap
 	var cfg *upstream.ClusterConfig
 	if name == route.DefaultCluster {
@@ -127,8 +134,12 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, st *state, chain *co
 		return
 	}
 	st.cluster = b.name
-	if r.ProtoMajor == 2 && st.protocol == "grpc" {
-		b.http2 = true // gRPC needs HTTP/2 upstream whatever the port says
+	if r.ProtoMajor == 2 && st.protocol == "grpc" && !b.http2 {
+		// gRPC needs HTTP/2 upstream whatever the port says. b is shared
+		// (cached per snapshot): change a copy.
+		cp := *b
+		cp.http2 = true
+		b = &cp
 	}
 	ctx := r.Context()
 	if fw.Timeout > 0 {
@@ -206,9 +217,15 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, st *state, chain *co
 		h.Add("Set-Cookie", setCookie)
 	}
 	p.applyResponseHeaders(h, chain, rt, wc)
+	// Trailers the upstream declared are declared downstream too; ones it
+	// sent without declaring (gRPC servers do) are only known once the body
+	// is read, and go out under http.TrailerPrefix.
+	var declared map[string]bool
 	if len(resp.Trailer) > 0 {
+		declared = make(map[string]bool, len(resp.Trailer))
 		for k := range resp.Trailer {
 			h.Add("Trailer", k)
+			declared[k] = true
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
@@ -216,7 +233,11 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, st *state, chain *co
 		st.flag("UPE")
 	}
 	for k, vs := range resp.Trailer {
-		h[k] = vs
+		if declared[k] {
+			h[k] = vs
+		} else {
+			h[http.TrailerPrefix+k] = vs
+		}
 		if k == "Grpc-Status" && len(vs) > 0 {
 			st.grpc = vs[0]
 		}
@@ -396,9 +417,15 @@ func (b *endBody) Close() error {
 	return err
 }
 
+// copyBufs recycles copyBody's buffers: a fresh 32 KiB buffer per request
+// was the proxy's largest allocation.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 // copyBody relays the response body, flushing each chunk when streaming.
 func copyBody(w *responseWriter, r io.Reader, stream bool) error {
-	buf := make([]byte, 32<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
 	for {
 		n, err := r.Read(buf)
 		if n > 0 {

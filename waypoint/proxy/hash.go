@@ -10,8 +10,9 @@ import (
 )
 
 // hashKey computes the consistent-hash input from the route's hash
-// policies. When a cookie policy with a TTL finds no cookie, it generates
-// one and returns the Set-Cookie value for the response.
+// policies. When a cookie policy that generates cookies (Envoy: its ttl is
+// set, 0 meaning a session cookie) finds none, it makes one and returns the
+// Set-Cookie value for the response.
 func hashKey(r *http.Request, st *state, fw *route.Forward) (key uint64, ok bool, setCookie string) {
 	var parts []string
 	for _, hp := range fw.Hash {
@@ -26,9 +27,12 @@ func hashKey(r *http.Request, st *state, fw *route.Forward) (key uint64, ok bool
 		case route.HashCookie:
 			if c, err := r.Cookie(hp.Name); err == nil {
 				v = c.Value
-			} else if hp.TTL > 0 {
+			} else if hp.Generate {
 				v = newRequestID()
-				c := &http.Cookie{Name: hp.Name, Value: v, Path: hp.Path, MaxAge: int(hp.TTL.Seconds()), HttpOnly: true}
+				c := &http.Cookie{Name: hp.Name, Value: v, Path: hp.Path, HttpOnly: true}
+				if hp.TTL > 0 {
+					c.MaxAge = int(hp.TTL.Seconds()) // else a session cookie, as Envoy makes for ttl 0
+				}
 				if c.Path == "" {
 					c.Path = "/"
 				}

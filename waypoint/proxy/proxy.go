@@ -42,8 +42,9 @@ type Proxy struct {
 	cfg Config
 	log *slog.Logger
 
-	mirrors chan struct{} // bounds in-flight mirrored requests
-	wg      sync.WaitGroup
+	mirrors  chan struct{} // bounds in-flight mirrored requests
+	backends backends      // resolved backends of the current snapshot
+	wg       sync.WaitGroup
 }
 
 // New validates cfg.
@@ -186,8 +187,11 @@ func (p *Proxy) chainFor(st *state) *config.HTTPChain {
 			return refusedChain
 		}
 	}
-	return &config.HTTPChain{Routes: defaultRoutes}
+	return defaultChain
 }
+
+// defaultChain routes everything to the target itself, with no filters.
+var defaultChain = &config.HTTPChain{Routes: defaultRoutes}
 
 func (p *Proxy) applyResponseHeaders(h http.Header, chain *config.HTTPChain, rt *route.Route, wc *route.WeightedCluster) {
 	if wc != nil {
@@ -197,15 +201,22 @@ func (p *Proxy) applyResponseHeaders(h http.Header, chain *config.HTTPChain, rt 
 	chain.Routes.Headers.ApplyResponse(h)
 }
 
+// newRequestID returns a random UUID-shaped id (version nibble 4).
 func newRequestID() string {
 	const hexd = "0123456789abcdef"
 	var b [36]byte
+	r, bits := rand.Uint64(), 64
 	for i := range b {
 		switch i {
 		case 8, 13, 18, 23:
 			b[i] = '-'
 		default:
-			b[i] = hexd[rand.IntN(16)]
+			if bits < 4 {
+				r, bits = rand.Uint64(), 64
+			}
+			b[i] = hexd[r&0xf]
+			r >>= 4
+			bits -= 4
 		}
 	}
 	b[14] = '4'

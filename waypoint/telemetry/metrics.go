@@ -7,6 +7,7 @@ package telemetry
 import (
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,9 +43,23 @@ type Metrics struct {
 	tcpClosed   *prometheus.CounterVec
 	tcpSent     *prometheus.CounterVec
 	tcpReceived *prometheus.CounterVec
+
+	// series caches the four request series of each label set, so a
+	// request costs one map lookup instead of four label hashes.
+	seriesMu sync.RWMutex // guards series
+	series   map[requestLabelValues]*requestSeries
 }
 
-var requestLabels = []string{
+// requestLabelValues are the values of requestLabels, in order.
+type requestLabelValues [len(requestLabels)]string
+
+// requestSeries are one label set's request metrics.
+type requestSeries struct {
+	requests                      prometheus.Counter
+	duration, reqBytes, respBytes prometheus.Observer
+}
+
+var requestLabels = [...]string{
 	"reporter",
 	"source_workload", "source_workload_namespace", "source_principal", "source_app", "source_version",
 	"source_canonical_service", "source_canonical_revision", "source_cluster",
@@ -69,14 +84,15 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	durationBuckets := []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
 	sizeBuckets := prometheus.ExponentialBuckets(1, 10, 9)
 	m := &Metrics{
-		requests:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total", Help: "Requests handled."}, requestLabels),
-		duration:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds", Help: "Request duration.", Buckets: durationBuckets}, requestLabels),
-		reqBytes:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_bytes", Help: "Request body sizes.", Buckets: sizeBuckets}, requestLabels),
-		respBytes:   prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_response_bytes", Help: "Response body sizes.", Buckets: sizeBuckets}, requestLabels),
+		requests:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_requests_total", Help: "Requests handled."}, requestLabels[:]),
+		duration:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_duration_milliseconds", Help: "Request duration.", Buckets: durationBuckets}, requestLabels[:]),
+		reqBytes:    prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_request_bytes", Help: "Request body sizes.", Buckets: sizeBuckets}, requestLabels[:]),
+		respBytes:   prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "istio_response_bytes", Help: "Response body sizes.", Buckets: sizeBuckets}, requestLabels[:]),
 		tcpOpened:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_opened_total", Help: "TCP connections opened."}, tcpLabels),
 		tcpClosed:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_connections_closed_total", Help: "TCP connections closed."}, tcpLabels),
 		tcpSent:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_sent_bytes_total", Help: "Bytes sent to the client."}, tcpLabels),
 		tcpReceived: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_tcp_received_bytes_total", Help: "Bytes received from the client."}, tcpLabels),
+		series:      map[requestLabelValues]*requestSeries{},
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.reqBytes, m.respBytes, m.tcpOpened, m.tcpClosed, m.tcpSent, m.tcpReceived} {
 		if err := reg.Register(c); err != nil {
@@ -110,8 +126,8 @@ func (m *Metrics) RecordRequest(r *Request) {
 	if m == nil {
 		return
 	}
-	l := make([]string, 0, len(requestLabels))
-	l = append(l, "waypoint")
+	var lv requestLabelValues
+	l := append(lv[:0], "waypoint")
 	l = sourceLabels(l, r.Source)
 	l = destinationLabels(l, r.Destination, r.DestinationService, r.DestinationServiceName, r.DestinationServiceNamespace)
 	grpc := r.GRPCStatus
@@ -122,12 +138,51 @@ func (m *Metrics) RecordRequest(r *Request) {
 	if flags == "" {
 		flags = "-"
 	}
-	l = append(l, r.Protocol, strconv.Itoa(r.Code), grpc, flags, "mutual_tls")
-	m.requests.WithLabelValues(l...).Inc()
-	m.duration.WithLabelValues(l...).Observe(float64(r.Duration) / float64(time.Millisecond))
-	m.reqBytes.WithLabelValues(l...).Observe(float64(r.RequestBytes))
-	m.respBytes.WithLabelValues(l...).Observe(float64(r.ResponseBytes))
+	if l = append(l, r.Protocol, codeString(r.Code), grpc, flags, "mutual_tls"); len(l) != len(lv) || &l[0] != &lv[0] {
+		panic("telemetry: request label values do not match requestLabels")
+	}
+	s := m.requestSeries(&lv)
+	s.requests.Inc()
+	s.duration.Observe(float64(r.Duration) / float64(time.Millisecond))
+	s.reqBytes.Observe(float64(r.RequestBytes))
+	s.respBytes.Observe(float64(r.ResponseBytes))
 }
+
+// requestSeries returns lv's series, creating them on first use.
+func (m *Metrics) requestSeries(lv *requestLabelValues) *requestSeries {
+	m.seriesMu.RLock()
+	s := m.series[*lv]
+	m.seriesMu.RUnlock()
+	if s != nil {
+		return s
+	}
+	l := lv[:]
+	s = &requestSeries{requests: m.requests.WithLabelValues(l...), duration: m.duration.WithLabelValues(l...),
+		reqBytes: m.reqBytes.WithLabelValues(l...), respBytes: m.respBytes.WithLabelValues(l...)}
+	m.seriesMu.Lock()
+	if prev := m.series[*lv]; prev != nil {
+		s = prev
+	} else {
+		m.series[*lv] = s
+	}
+	m.seriesMu.Unlock()
+	return s
+}
+
+// codeString formats an HTTP status without allocating for the usual ones.
+func codeString(code int) string {
+	if code >= 100 && code < 600 {
+		return statusStrings[code-100]
+	}
+	return strconv.Itoa(code)
+}
+
+var statusStrings = func() (s [500]string) {
+	for i := range s {
+		s[i] = strconv.Itoa(100 + i)
+	}
+	return s
+}()
 
 // TCP is one proxied TCP connection.
 type TCP struct {

@@ -1,7 +1,6 @@
 package telemetry
 
 import (
-	"crypto/rand"
 	"encoding/hex"
 	mrand "math/rand/v2"
 	"net/http"
@@ -26,15 +25,35 @@ func StartSpan(h http.Header, samplePPM uint32) Span {
 	if tp, err := hbone.ParseTraceparent(h.Get("traceparent")); err == nil {
 		s.TraceID, s.ParentID, s.Flags = tp.TraceID, tp.ParentID, tp.Flags
 	} else {
-		_, _ = rand.Read(s.TraceID[:])
+		randomID(s.TraceID[:])
 		h.Del("tracestate")
 		if samplePPM >= 1_000_000 || (samplePPM > 0 && mrand.Uint32N(1_000_000) < samplePPM) {
 			s.Flags = 1
 		}
 	}
-	_, _ = rand.Read(s.SpanID[:])
+	randomID(s.SpanID[:])
 	h.Set("traceparent", s.Traceparent())
 	return s
+}
+
+// randomID fills b with random bytes, never all zero (an invalid W3C id).
+// math/rand/v2's generator (ChaCha8, seeded by the OS) is unpredictable
+// enough for trace ids, and much cheaper per request than crypto/rand.
+func randomID(b []byte) {
+	for {
+		for i := 0; i < len(b); i += 8 {
+			v := mrand.Uint64()
+			for j := i; j < len(b) && j < i+8; j++ {
+				b[j] = byte(v)
+				v >>= 8
+			}
+		}
+		for _, x := range b {
+			if x != 0 {
+				return
+			}
+		}
+	}
 }
 
 // Traceparent renders the span as a version-00 traceparent.

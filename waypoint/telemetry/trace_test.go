@@ -28,3 +28,21 @@ func TestStartSpan(t *testing.T) {
 		}
 	}
 }
+
+// TestRandomID checks ids of both W3C sizes are non-zero and distinct.
+func TestRandomID(t *testing.T) {
+	for _, size := range []int{8, 16} {
+		seen := map[string]bool{}
+		for range 1000 {
+			b := make([]byte, size)
+			randomID(b)
+			if string(b) == string(make([]byte, size)) {
+				t.Fatalf("all-zero %d-byte id", size)
+			}
+			if seen[string(b)] {
+				t.Fatalf("repeated %d-byte id %x", size, b)
+			}
+			seen[string(b)] = true
+		}
+	}
+}

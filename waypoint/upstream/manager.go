@@ -107,8 +107,15 @@ type Host struct {
 	ejections    int
 	ejectedUntil time.Time
 
-	tmu sync.Mutex         // guards rt
-	rt  [2]*http.Transport // HTTP/1.1, HTTP/2 (prior knowledge)
+	tmu sync.Mutex   // guards rt
+	rt  [2]transport // HTTP/1.1, HTTP/2 (prior knowledge)
+}
+
+// transport is an endpoint's HTTP client: h1Transport for HTTP/1.1,
+// net/http's Transport for HTTP/2.
+type transport interface {
+	http.RoundTripper
+	CloseIdleConnections()
 }
 
 // Active is the number of requests in flight to the host.
@@ -313,36 +320,41 @@ func (c *Cluster) Transport(h *Host, http2 bool) http.RoundTripper {
 	t := h.Target
 	dial := c.m.dial
 	timeout := cfg.ConnectTimeout
+	dialTunnel := func(ctx context.Context) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		conn, err := dial(ctx, t)
+		if err != nil {
+			markDialFailed(ctx)
+			return nil, &DialError{Err: err}
+		}
+		return conn, nil
+	}
+	idle := 5 * time.Minute
+	if cfg.IdleTimeout > 0 {
+		idle = cfg.IdleTimeout
+	}
+	if !http2 {
+		rt := newH1Transport(dialTunnel, cfg.MaxRequestsPerConn != 1, idle)
+		h.rt[i] = rt
+		return rt
+	}
 	rt := &http.Transport{
 		Proxy: nil,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(ctx, timeout)
-			defer cancel()
-			conn, err := dial(ctx, t)
-			if err != nil {
-				markDialFailed(ctx)
-				return nil, &DialError{Err: err}
-			}
-			return conn, nil
+			return dialTunnel(ctx)
 		},
 		DisableCompression:     true,
 		MaxIdleConnsPerHost:    64,
-		IdleConnTimeout:        5 * time.Minute,
+		IdleConnTimeout:        idle,
 		ResponseHeaderTimeout:  0,
 		MaxResponseHeaderBytes: 64 << 10,
-	}
-	if cfg.IdleTimeout > 0 {
-		rt.IdleConnTimeout = cfg.IdleTimeout
 	}
 	if cfg.MaxRequestsPerConn == 1 {
 		rt.DisableKeepAlives = true
 	}
 	var p http.Protocols
-	if http2 {
-		p.SetUnencryptedHTTP2(true)
-	} else {
-		p.SetHTTP1(true)
-	}
+	p.SetUnencryptedHTTP2(true)
 	rt.Protocols = &p
 	h.rt[i] = rt
 	return rt

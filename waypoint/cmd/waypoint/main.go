@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/zmesh/zmesh/pkg/log"
 	"github.com/zmesh/zmesh/waypoint/app"
@@ -35,6 +36,7 @@ func main() {
 	flag.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces (empty: no export)")
 	flag.Float64Var(&cfg.TraceSamplingPercent, "trace-sampling", 1, "percent of new traces sampled")
 	flag.BoolVar(&accessLog, "access-log", true, "write JSON access log lines to stdout")
+	flag.DurationVar(&cfg.AccessLogFlushInterval, "access-log-flush-interval", time.Second, "buffer access log lines and write them at this interval (0: write each line at once)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 
