@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -26,7 +27,14 @@ const idleEnv = "ZMESH_BENCH_IDLE"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(idleEnv) == "1" {
-		// A multi-threaded idle child for TestPinThreads.
+		// A multi-threaded idle child for TestPinThreads: goroutines
+		// locked to their threads make sure it has several.
+		for range 3 {
+			go func() {
+				runtime.LockOSThread()
+				select {}
+			}()
+		}
 		time.Sleep(time.Minute)
 		os.Exit(0)
 	}

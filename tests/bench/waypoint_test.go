@@ -62,7 +62,13 @@ func TestPinThreads(t *testing.T) {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	}()
-	time.Sleep(200 * time.Millisecond)
+	// Wait until the child runs its threads (it locks three).
+	for deadline := time.Now().Add(10 * time.Second); threadCount(cmd.Process.Pid) < 4; {
+		if time.Now().After(deadline) {
+			t.Fatalf("child has %d threads after 10s", threadCount(cmd.Process.Pid))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	orig := allowed(t, cmd.Process.Pid)
 	restore, err := pinThreads(cmd.Process.Pid, 0)
 	if err != nil {
@@ -85,6 +91,15 @@ func TestPinThreads(t *testing.T) {
 	if _, err := pinThreads(1<<22+7, 0); err == nil {
 		t.Error("pinning a missing process succeeded")
 	}
+}
+
+// threadCount is the number of threads of pid (0 when unknown).
+func threadCount(pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	return len(ents)
 }
 
 // allowed maps each thread of pid to its Cpus_allowed_list.
