@@ -10,7 +10,8 @@
 //     against an expected set, and multiplexes CONNECT streams over pooled
 //     HTTP/2 connections keyed the way ztunnel keys them.
 //   - Splice copies bytes between two connections in both directions with
-//     half-close propagation, for the proxies built on top of this package.
+//     half-close propagation, for the proxies built on top of this package;
+//     SpliceAsync does the same without blocking its caller.
 //
 // Wire behaviour (settings, headers, status codes, keepalive, pooling) follows
 // the HBONE section of the zmesh compatibility notes so that Istio's ztunnel
@@ -30,5 +31,9 @@
 // pooled chunks only until read. Splice parks no goroutine and pins no
 // buffer on an idle stream direction, and while that direction is idle a
 // stream's connection reader writes arriving data straight to the TCP
-// socket when it takes it without blocking.
+// socket when it takes it without blocking. SpliceAsync also parks none on
+// an idle TCP direction: idle sockets wait in one epoll set for the whole
+// process (readpoll_linux.go), and each burst of data is copied on a
+// short-lived goroutine, so an idle proxied connection holds no goroutine
+// stack and no buffer (tcpsource.go).
 package hbone

@@ -199,7 +199,7 @@ func BenchmarkIdleStreamMemory(b *testing.B) {
 			b.Fatal(err)
 		}
 		_ = warm.Close()
-		before := settledMemory()
+		before := settledMemory(streamSettle)
 		open := make([]*ClientStream, 0, streams)
 		for range streams {
 			st, err := pool.Dial(context.Background(), req)
@@ -225,7 +225,7 @@ func BenchmarkIdleStreamMemory(b *testing.B) {
 			}()
 			open = append(open, st)
 		}
-		reportIdle(b, before, settledMemory(), streams, "idle-stream", 0)
+		reportIdle(b, before, settledMemory(streamSettle), streams, "idle-stream", 0)
 		for _, st := range open {
 			_ = st.Close()
 		}
@@ -240,8 +240,16 @@ type memSample struct {
 	goroutines  int
 }
 
-func settledMemory() memSample {
-	time.Sleep(50 * time.Millisecond)
+// streamSettle lets streams settle; spliceSettle also lets SpliceAsync's
+// hot directions cool down and rest (up to fewHotWindow after their last
+// data, plus the cooler's period).
+const (
+	streamSettle = 50 * time.Millisecond
+	spliceSettle = fewHotWindow*3/2 + hotWindow
+)
+
+func settledMemory(wait time.Duration) memSample {
+	time.Sleep(wait)
 	var ms runtime.MemStats
 	runtime.GC()
 	runtime.GC()
@@ -305,7 +313,7 @@ func BenchmarkIdleSpliceMemory(b *testing.B) {
 			_ = up.Close()
 			return
 		}
-		Splice(st, up.(*net.TCPConn), bp)
+		SpliceAsync(st, up.(*net.TCPConn), bp, nil)
 	})
 	_, addr := startServer(b, pki, h, nil)
 	pool := newTestPool(b, pki, nil)
@@ -329,13 +337,13 @@ func BenchmarkIdleSpliceMemory(b *testing.B) {
 					_ = c.Close()
 					return
 				}
-				Splice(c.(*net.TCPConn), st, bp)
+				SpliceAsync(c.(*net.TCPConn), st, bp, nil)
 			}()
 		}
 	}()
 
 	for range b.N {
-		before := settledMemory()
+		before := settledMemory(spliceSettle)
 		apps := make([]net.Conn, 0, conns)
 		for range conns {
 			c, err := net.Dial("tcp", front.Addr().String())
@@ -352,7 +360,7 @@ func BenchmarkIdleSpliceMemory(b *testing.B) {
 			apps = append(apps, c)
 		}
 		// Less the backend's goroutine per connection.
-		reportIdle(b, before, settledMemory(), conns, "idle-conn", 1)
+		reportIdle(b, before, settledMemory(spliceSettle), conns, "idle-conn", 1)
 		for _, c := range apps {
 			_ = c.Close()
 		}

@@ -2,9 +2,11 @@ package hbone
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -40,9 +42,10 @@ func (r SpliceResult) Err() error { return errors.Join(r.AErr, r.BErr) }
 // reads from one of this package's streams has no goroutine while the
 // stream is idle: it runs only while the stream has data, with a buffer
 // borrowed from pool for that time. So an idle TCP↔HBONE splice holds one
-// goroutine (the caller's) and no buffer. pool may be nil, in which
-// case buffers of DefaultBufferSize are allocated. Splice owns a and b for
-// its duration and closes them before returning.
+// goroutine (the caller's) and no buffer; under SpliceAsync it holds none.
+// pool may be nil, in which case buffers of DefaultBufferSize are
+// allocated. Splice owns a and b for its duration and closes them before
+// returning.
 func Splice(a, b HalfCloser, pool *BufferPool) SpliceResult {
 	var (
 		res       SpliceResult
@@ -87,6 +90,97 @@ func Splice(a, b HalfCloser, pool *BufferPool) SpliceResult {
 	wg.Wait()
 	closeBoth()
 	return res
+}
+
+// SpliceHandle is a splice started by SpliceAsync.
+type SpliceHandle struct {
+	a, b      HalfCloser
+	srcs      [2]*tcpSource // directions waiting in the readPoller, if any
+	closeOnce sync.Once
+}
+
+// Close closes both connections, which ends the splice; its done callback
+// still runs (on another goroutine). A connection under SpliceAsync must
+// be closed through its handle: closing a plain TCP connection directly
+// while its direction is idle is only noticed by a periodic sweep, up to a
+// second later. Calling Close more than once is harmless.
+func (h *SpliceHandle) Close() error {
+	h.closeOnce.Do(func() {
+		_ = h.a.Close()
+		_ = h.b.Close()
+		for _, s := range h.srcs {
+			if s != nil {
+				s.abort(fmt.Errorf("hbone: read: %w", net.ErrClosed))
+			}
+		}
+	})
+	return nil
+}
+
+// SpliceAsync is Splice without a caller to block: it starts copying a→b
+// and b→a, returns at once, and calls done (when not nil) once, on another
+// goroutine, with the result after both directions have ended and both
+// connections are closed. Half-close propagation, error handling and
+// byte counts are Splice's.
+//
+// It also keeps no goroutine on an idle direction reading a
+// *net.TCPConn (on Linux): the socket waits in an epoll set shared by the
+// process, and each burst of data is copied on a short-lived goroutine.
+// With a stream of this package on the other side, an idle TCP↔HBONE
+// splice therefore holds no goroutine and no buffer at all. Use the
+// returned handle's Close, not the connections', to end it early.
+func SpliceAsync(a, b HalfCloser, pool *BufferPool, done func(SpliceResult)) *SpliceHandle {
+	h := &SpliceHandle{a: a, b: b}
+	var (
+		res  SpliceResult
+		left atomic.Int32
+	)
+	left.Store(2)
+	finisher := func(n *int64, e *error) func(int64, error) {
+		return func(cnt int64, err error) {
+			*n, *e = cnt, err
+			if err != nil {
+				_ = h.Close()
+			}
+			if left.Add(-1) == 0 {
+				_ = h.Close()
+				if done != nil {
+					done(res)
+				}
+			}
+		}
+	}
+	type direction struct {
+		dst, src HalfCloser
+		finish   func(int64, error)
+	}
+	dirs := [2]direction{
+		{dst: b, src: a, finish: finisher(&res.AToB, &res.AErr)},
+		{dst: a, src: b, finish: finisher(&res.BToA, &res.BErr)},
+	}
+	// Prepare every direction before starting any, so that a direction
+	// that fails at once finds the handle complete.
+	var starts [2]func()
+	for i, d := range dirs {
+		if n, ok := d.src.(readNotifier); ok {
+			starts[i] = func() { drainAsync(d.dst, n, pool, d.finish) }
+			continue
+		}
+		if tc, ok := d.src.(*net.TCPConn); ok {
+			if p, err := sharedPoller(); err == nil {
+				if s, err := newTCPSource(d.dst, tc, pool, p, d.finish); err == nil {
+					h.srcs[i] = s
+					starts[i] = s.start
+					continue
+				}
+			}
+		}
+		starts[i] = func() { go func() { d.finish(copyHalf(d.dst, d.src, pool)) }() }
+	}
+	for _, start := range starts {
+		start()
+	}
+	return h
 }
 
 // readNotifier is implemented by ServerStream and ClientStream; see their

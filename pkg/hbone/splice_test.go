@@ -35,18 +35,31 @@ func tcpEcho(t *testing.T) net.Addr {
 }
 
 // spliceChain is app → TCP → Splice → HBONE → Splice → TCP echo, the shape
-// of ztunnel's outbound and inbound paths.
+// of ztunnel's outbound and inbound paths. Each accepted app connection
+// gets its own tunnel; each splice reports its result on the channels.
 type spliceChain struct {
 	front                   net.Addr
 	outboundRes, inboundRes chan SpliceResult
 }
 
-func startSpliceChain(t *testing.T) *spliceChain {
+// spliceModes start a splice that reports its result on res: Splice on
+// the calling goroutine, and SpliceAsync.
+var spliceModes = []struct {
+	name  string
+	start func(a, b HalfCloser, pool *BufferPool, res chan<- SpliceResult)
+}{
+	{"sync", func(a, b HalfCloser, pool *BufferPool, res chan<- SpliceResult) { res <- Splice(a, b, pool) }},
+	{"async", func(a, b HalfCloser, pool *BufferPool, res chan<- SpliceResult) {
+		SpliceAsync(a, b, pool, func(r SpliceResult) { res <- r })
+	}},
+}
+
+func startSpliceChain(t *testing.T, splice func(a, b HalfCloser, pool *BufferPool, res chan<- SpliceResult)) *spliceChain {
 	t.Helper()
 	pki := newPKI(t, "cluster.local")
 	backend := tcpEcho(t)
 	bp := NewBufferPool(0)
-	sc := &spliceChain{outboundRes: make(chan SpliceResult, 1), inboundRes: make(chan SpliceResult, 1)}
+	sc := &spliceChain{outboundRes: make(chan SpliceResult, 100), inboundRes: make(chan SpliceResult, 100)}
 	h := HandlerFunc(func(ctx context.Context, req *Request, rw *ResponseWriter) {
 		up, err := (&net.Dialer{}).DialContext(ctx, "tcp", backend.String())
 		if err != nil {
@@ -58,7 +71,7 @@ func startSpliceChain(t *testing.T) *spliceChain {
 			up.Close()
 			return
 		}
-		sc.inboundRes <- Splice(st, up.(*net.TCPConn), bp)
+		splice(st, up.(*net.TCPConn), bp, sc.inboundRes)
 	})
 	_, addr := startServer(t, pki, h, nil)
 	pool := newTestPool(t, pki, nil)
@@ -70,17 +83,21 @@ func startSpliceChain(t *testing.T) *spliceChain {
 	}
 	t.Cleanup(func() { outLn.Close() })
 	go func() {
-		c, err := outLn.Accept()
-		if err != nil {
-			return
+		for {
+			c, err := outLn.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				st, err := pool.Dial(context.Background(), dialReq(pki, t, addr, nil))
+				if err != nil {
+					_ = c.Close()
+					t.Error(err)
+					return
+				}
+				splice(c.(*net.TCPConn), st, bp, sc.outboundRes)
+			}()
 		}
-		st, err := pool.Dial(context.Background(), dialReq(pki, t, addr, nil))
-		if err != nil {
-			_ = c.Close()
-			t.Error(err)
-			return
-		}
-		sc.outboundRes <- Splice(c.(*net.TCPConn), st, bp)
 	}()
 	sc.front = outLn.Addr()
 	return sc
@@ -106,71 +123,75 @@ func (sc *spliceChain) checkResults(t *testing.T, want int64) {
 // read slowly (so sockets fill up and received data queues behind them),
 // and many small request/response exchanges.
 func TestSpliceProxyChain(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		slow bool
-	}{{"fast reader", false}, {"slow reader", true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			sc := startSpliceChain(t)
-			app, err := net.Dial("tcp", sc.front.String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer app.Close()
-			payload := make([]byte, 3<<20+7)
-			_, _ = rand.Read(payload)
-			go func() {
-				_, _ = app.Write(payload)
-				_ = app.(*net.TCPConn).CloseWrite()
-			}()
-			var got []byte
-			if tc.slow {
-				buf := make([]byte, 16<<10)
-				for {
-					n, err := app.Read(buf)
-					got = append(got, buf[:n]...)
+	for _, mode := range spliceModes {
+		t.Run(mode.name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name string
+				slow bool
+			}{{"fast reader", false}, {"slow reader", true}} {
+				t.Run(tc.name, func(t *testing.T) {
+					sc := startSpliceChain(t, mode.start)
+					app, err := net.Dial("tcp", sc.front.String())
 					if err != nil {
-						break
+						t.Fatal(err)
 					}
-					time.Sleep(200 * time.Microsecond)
+					defer app.Close()
+					payload := make([]byte, 3<<20+7)
+					_, _ = rand.Read(payload)
+					go func() {
+						_, _ = app.Write(payload)
+						_ = app.(*net.TCPConn).CloseWrite()
+					}()
+					var got []byte
+					if tc.slow {
+						buf := make([]byte, 16<<10)
+						for {
+							n, err := app.Read(buf)
+							got = append(got, buf[:n]...)
+							if err != nil {
+								break
+							}
+							time.Sleep(200 * time.Microsecond)
+						}
+					} else if got, err = io.ReadAll(app); err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, payload) {
+						t.Fatalf("got %d bytes, want %d (equal prefix: %v)", len(got), len(payload), bytes.HasPrefix(payload, got))
+					}
+					sc.checkResults(t, int64(len(payload)))
+				})
+			}
+			t.Run("request response", func(t *testing.T) {
+				sc := startSpliceChain(t, mode.start)
+				app, err := net.Dial("tcp", sc.front.String())
+				if err != nil {
+					t.Fatal(err)
 				}
-			} else if got, err = io.ReadAll(app); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, payload) {
-				t.Fatalf("got %d bytes, want %d (equal prefix: %v)", len(got), len(payload), bytes.HasPrefix(payload, got))
-			}
-			sc.checkResults(t, int64(len(payload)))
+				defer app.Close()
+				var total int64
+				for i := range 300 {
+					msg := bytes.Repeat([]byte{byte(i)}, 1+i*7)
+					if _, err := app.Write(msg); err != nil {
+						t.Fatal(err)
+					}
+					got := make([]byte, len(msg))
+					if _, err := io.ReadFull(app, got); err != nil {
+						t.Fatalf("exchange %d: %v", i, err)
+					}
+					if !bytes.Equal(got, msg) {
+						t.Fatalf("exchange %d: echoed bytes differ", i)
+					}
+					total += int64(len(msg))
+				}
+				_ = app.(*net.TCPConn).CloseWrite()
+				if rest, err := io.ReadAll(app); err != nil || len(rest) != 0 {
+					t.Fatalf("after half-close: %d bytes, %v", len(rest), err)
+				}
+				sc.checkResults(t, total)
+			})
 		})
 	}
-	t.Run("request response", func(t *testing.T) {
-		sc := startSpliceChain(t)
-		app, err := net.Dial("tcp", sc.front.String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer app.Close()
-		var total int64
-		for i := range 300 {
-			msg := bytes.Repeat([]byte{byte(i)}, 1+i*7)
-			if _, err := app.Write(msg); err != nil {
-				t.Fatal(err)
-			}
-			got := make([]byte, len(msg))
-			if _, err := io.ReadFull(app, got); err != nil {
-				t.Fatalf("exchange %d: %v", i, err)
-			}
-			if !bytes.Equal(got, msg) {
-				t.Fatalf("exchange %d: echoed bytes differ", i)
-			}
-			total += int64(len(msg))
-		}
-		_ = app.(*net.TCPConn).CloseWrite()
-		if rest, err := io.ReadAll(app); err != nil || len(rest) != 0 {
-			t.Fatalf("after half-close: %d bytes, %v", len(rest), err)
-		}
-		sc.checkResults(t, total)
-	})
 }
 
 func TestChunkQueue(t *testing.T) {

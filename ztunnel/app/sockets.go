@@ -32,13 +32,14 @@ func (s *podSockets) Listen(port uint16) (net.Listener, error) {
 
 // Dial connects from the pod. With a valid src the socket is transparent
 // and bound to src, so the app sees the original client; the pod's
-// redirection routes the replies back to this socket.
+// redirection routes the replies back to this socket. Only the socket's
+// creation runs inside the pod's namespace (see dialInNetns).
 func (s *podSockets) Dial(ctx context.Context, addr netip.AddrPort, src netip.Addr) (net.Conn, error) {
-	d := &net.Dialer{Control: netns.Control(SocketMark, false)}
-	if src.IsValid() {
-		d = &net.Dialer{Control: netns.Control(SocketMark, true), LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+	c, err := dialInNetns(ctx, s.ns, addr, src)
+	if err != nil {
+		return nil, fmt.Errorf("netns: %w", err)
 	}
-	return netns.Dial(ctx, s.ns, "tcp", addr.String(), d)
+	return c, nil
 }
 
 func (s *podSockets) OriginalDst(c net.Conn) (netip.AddrPort, error) {

@@ -10,10 +10,8 @@ import (
 
 // serveHBONE handles one CONNECT arriving at the pod's 15008: the target
 // must be this pod, policy must allow the peer, and the app must accept the
-// connection before the tunnel is answered with 200. The relay then runs on
-// a fresh goroutine (relayOnFreshStack) and the handler returns; the HBONE
-// server's Close, which Stop calls before waiting on pp.wg, still ends it
-// by closing the stream.
+// connection before the tunnel is answered with 200. The handler then
+// starts the relay (startRelay) and returns.
 func (pp *PodProxy) serveHBONE(ctx context.Context, req *hbone.Request, rw *hbone.ResponseWriter) {
 	src, _ := addrPort(req.RemoteAddr)
 	if !pp.ownsIP(req.Authority.Addr()) {
@@ -36,30 +34,31 @@ func (pp *PodProxy) serveHBONE(ctx context.Context, req *hbone.Request, rw *hbon
 		pp.p.cfg.Metrics.close(labels, flagNone, 0, 0)
 		return
 	}
-	pp.relayOnFreshStack(func() { pp.relay(conn, stream, app, labels) })
+	pp.relay(nil, conn, stream, app, labels)
 }
 
 // handlePlaintext handles a connection captured on 15006: no identity, so
 // only policy that admits plaintext peers lets it through (STRICT does not).
-// It returns the relay to run, nil when the connection is refused.
-func (pp *PodProxy) handlePlaintext(c net.Conn) func() {
+// It reports whether it started the relay (false when the connection is
+// refused).
+func (pp *PodProxy) handlePlaintext(c net.Conn) bool {
 	src, _ := addrPort(c.RemoteAddr())
 	dst, err := pp.sockets.OriginalDst(c)
 	if err != nil {
 		pp.log.Warn("inbound connection without original destination", "src", src, "err", err)
-		return nil
+		return false
 	}
 	if !pp.ownsIP(dst.Addr()) {
 		pp.log.Info("plaintext connection for an address that is not this pod's", "src", src, "dst", dst)
-		return nil
+		return false
 	}
 	conn := Conn{Src: src, Dst: dst}
 	labels := connLabels{reporter: reporterDestination, src: pp.p.cfg.Resolver.PeerByIP(src.Addr()), dst: pp.info.Peer, security: "none"}
 	app, _ := pp.admit(pp.ctx, conn, labels)
 	if app == nil {
-		return nil
+		return false
 	}
-	return func() { pp.relay(conn, c.(hbone.HalfCloser), app, labels) }
+	return pp.relay(c, conn, c.(hbone.HalfCloser), app, labels)
 }
 
 // admit counts the connection, applies policy and dials the app. Without an
@@ -90,14 +89,12 @@ func (pp *PodProxy) admit(ctx context.Context, c Conn, labels connLabels) (hbone
 	return app, http.StatusOK
 }
 
-// relay copies between the downstream and the app until both sides end, or
-// until a policy change closes the connection.
-func (pp *PodProxy) relay(c Conn, down, app hbone.HalfCloser, labels connLabels) {
-	untrack := pp.p.cfg.Authorizer.Track(&pp.info, c, func() {
-		_ = down.Close()
-		_ = app.Close()
+// relay starts copying between the downstream and the app until both
+// sides end, or until a policy change closes the connection; tracked is the
+// accepted downstream connection, nil for HBONE. It reports whether the
+// relay started (false once Stop has begun).
+func (pp *PodProxy) relay(tracked net.Conn, c Conn, down, app hbone.HalfCloser, labels connLabels) bool {
+	return pp.startRelay(tracked, down, app, &c, func(res hbone.SpliceResult) {
+		pp.p.cfg.Metrics.close(labels, flagNone, res.AToB, res.BToA)
 	})
-	res := hbone.Splice(down, app, pp.p.cfg.Buffers)
-	untrack()
-	pp.p.cfg.Metrics.close(labels, flagNone, res.AToB, res.BToA)
 }

@@ -16,14 +16,14 @@ import (
 const connectTimeout = 10 * time.Second
 
 // handleOutbound carries one connection the pod opened (captured on 15001)
-// to its destination: it routes and dials, and returns the relay to run
-// (nil when the connection was refused or failed).
-func (pp *PodProxy) handleOutbound(c net.Conn) func() {
+// to its destination: it routes, dials and starts the relay, and reports
+// whether it did (false when the connection was refused or failed).
+func (pp *PodProxy) handleOutbound(c net.Conn) bool {
 	src, _ := addrPort(c.RemoteAddr())
 	dst, err := pp.sockets.OriginalDst(c)
 	if err != nil {
 		pp.log.Warn("outbound connection without original destination", "src", src, "err", err)
-		return nil
+		return false
 	}
 	route := pp.p.cfg.Resolver.Outbound(&pp.info, dst)
 	labels := connLabels{reporter: reporterSource, src: pp.info.Peer, dst: route.Destination, service: route.Service, security: "none"}
@@ -35,7 +35,7 @@ func (pp *PodProxy) handleOutbound(c net.Conn) func() {
 	if route.Kind == RouteDeny {
 		pp.log.Info("outbound connection refused", "src", src, "dst", dst, "reason", route.Reason)
 		m.close(labels, flagNoRoute, 0, 0)
-		return nil
+		return false
 	}
 	ctx, cancel := context.WithTimeout(pp.ctx, connectTimeout)
 	up, err := pp.dialRoute(ctx, src, route)
@@ -44,16 +44,15 @@ func (pp *PodProxy) handleOutbound(c net.Conn) func() {
 		pp.log.Info("outbound connection failed", "src", src, "dst", dst, "route", route.Kind.String(),
 			"authority", route.Authority, "nextHop", route.NextHop, "err", err)
 		m.close(labels, flagUpstreamFailure, 0, 0)
-		return nil
+		return false
 	}
-	return func() {
-		res := hbone.Splice(c.(hbone.HalfCloser), up, pp.p.cfg.Buffers)
+	return pp.startRelay(c, c.(hbone.HalfCloser), up, nil, func(res hbone.SpliceResult) {
 		m.close(labels, flagNone, res.AToB, res.BToA)
 		if pp.log.Enabled(pp.ctx, slog.LevelDebug) {
 			pp.log.Debug("outbound connection closed", "src", src, "dst", dst, "route", route.Kind.String(),
 				"sent", res.AToB, "received", res.BToA, "err", res.Err())
 		}
-	}
+	})
 }
 
 // dialRoute opens the upstream side of an outbound connection.

@@ -30,8 +30,9 @@ type PodProxy struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex // guards conns
-	conns map[net.Conn]struct{}
+	mu     sync.Mutex // guards conns and relays
+	conns  map[net.Conn]struct{}
+	relays map[*hbone.SpliceHandle]struct{} // running relays (startRelay)
 }
 
 // StartPod opens the pod's listeners through sockets and starts serving.
@@ -42,8 +43,9 @@ func (p *Proxy) StartPod(info PodInfo, sockets Sockets) (_ *PodProxy, err error)
 	}
 	pp := &PodProxy{
 		p: p, info: info, sockets: sockets,
-		log:   p.log.With("pod", info.Namespace+"/"+info.Name),
-		conns: map[net.Conn]struct{}{},
+		log:    p.log.With("pod", info.Namespace+"/"+info.Name),
+		conns:  map[net.Conn]struct{}{},
+		relays: map[*hbone.SpliceHandle]struct{}{},
 	}
 	pp.ctx, pp.cancel = context.WithCancel(context.Background())
 	defer func() {
@@ -107,15 +109,19 @@ func (pp *PodProxy) Stop() {
 	for c := range pp.conns {
 		_ = c.Close()
 	}
+	for h := range pp.relays {
+		_ = h.Close()
+	}
 	pp.mu.Unlock()
 	pp.wg.Wait()
 	pp.log.Info("pod proxy stopped")
 }
 
-// acceptLoop accepts connections and handles each on its own goroutine:
-// handle sets the connection up, and the relay it returns, if any, then runs
-// on a fresh goroutine (see relayOnFreshStack) while c stays tracked.
-func (pp *PodProxy) acceptLoop(ln net.Listener, handle func(net.Conn) (relay func())) {
+// acceptLoop accepts connections and handles each on its own goroutine,
+// which sets the connection up and starts its relay (startRelay), then
+// ends: an established connection keeps no goroutine. handle reports
+// whether it started a relay; c stays tracked until the relay ends.
+func (pp *PodProxy) acceptLoop(ln net.Listener, handle func(net.Conn) (relaying bool)) {
 	defer pp.wg.Done()
 	for {
 		c, err := ln.Accept()
@@ -132,32 +138,11 @@ func (pp *PodProxy) acceptLoop(ln net.Listener, handle func(net.Conn) (relay fun
 		pp.wg.Add(1)
 		go func() {
 			defer pp.wg.Done()
-			relay := handle(c)
-			if relay == nil {
+			if !handle(c) {
 				pp.untrack(c)
-				return
 			}
-			pp.relayOnFreshStack(func() {
-				defer pp.untrack(c)
-				relay()
-			})
 		}()
 	}
-}
-
-// relayOnFreshStack runs relay, a connection's long-lived copy loop, on a
-// new goroutine counted in pp.wg. Setting a connection up (policy, dialing,
-// TLS) grows the handling goroutine's stack, and a goroutine parked on an
-// idle connection keeps its stack; starting the relay on a fresh, small
-// stack and letting the set-up goroutine end keeps idle connections cheap.
-// The caller must itself be counted in pp.wg (or run before Stop's Wait),
-// so the Add cannot race Wait.
-func (pp *PodProxy) relayOnFreshStack(relay func()) {
-	pp.wg.Add(1)
-	go func() {
-		defer pp.wg.Done()
-		relay()
-	}()
 }
 
 // track records a live downstream connection so that Stop can close it; it

@@ -151,10 +151,15 @@ func TestPolicyChangeClosesLiveConnection(t *testing.T) {
 	if err := roundTrip(c, "before"); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(idleDelay)
 	h.policy.setRule(func(Conn) bool { return false })
+	start := time.Now()
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadAll(c); err != nil && !strings.Contains(err.Error(), "reset") {
 		t.Fatalf("connection not closed by the policy change: %v", err)
+	}
+	if d := time.Since(start); d > 700*time.Millisecond {
+		t.Errorf("closing the denied connection took %v", d)
 	}
 	if err := roundTrip(c, "after"); err == nil {
 		t.Fatal("connection still carries data after being denied")
@@ -173,27 +178,48 @@ func TestPassthroughAndDirect(t *testing.T) {
 	}
 }
 
+// idleDelay lets a connection's relays go idle: hbone keeps a direction
+// that moved data waiting for more for up to about half a second, then
+// rests it without a goroutine.
+const idleDelay = 700 * time.Millisecond
+
+// TestStopClosesConnections stops either end's pod while a connection is
+// idle (its relays rest without goroutines): Stop must end the relays
+// through their handles at once, not leave them to hbone's sweep.
 func TestStopClosesConnections(t *testing.T) {
-	h := newHarness(t)
-	a := h.pod(t, "sleep", "127.0.0.2", "sleep")
-	b := h.pod(t, "httpbin", "127.0.0.3", "httpbin")
-	h.routes.set(hboneTo(b))
-	c := connectOutbound(t, a, b.app)
-	if err := roundTrip(c, "x"); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { b.proxy.Stop(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Stop did not return with a live connection")
-	}
-	if err := roundTrip(c, "y"); err == nil {
-		t.Fatal("connection survived the destination pod's removal")
-	}
-	if _, err := net.DialTimeout("tcp", b.sockets.port(InboundHBONEPort).String(), time.Second); err == nil {
-		t.Fatal("inbound listener still open")
+	for _, stopped := range []string{"destination", "source"} {
+		t.Run(stopped, func(t *testing.T) {
+			h := newHarness(t)
+			a := h.pod(t, "sleep", "127.0.0.2", "sleep")
+			b := h.pod(t, "httpbin", "127.0.0.3", "httpbin")
+			h.routes.set(hboneTo(b))
+			c := connectOutbound(t, a, b.app)
+			if err := roundTrip(c, "x"); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(idleDelay)
+			pod := b
+			if stopped == "source" {
+				pod = a
+			}
+			done := make(chan struct{})
+			start := time.Now()
+			go func() { pod.proxy.Stop(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("Stop did not return with a live connection")
+			}
+			if d := time.Since(start); d > 700*time.Millisecond {
+				t.Errorf("Stop took %v with an idle connection", d)
+			}
+			if err := roundTrip(c, "y"); err == nil {
+				t.Fatalf("connection survived the %s pod's removal", stopped)
+			}
+			if _, err := net.DialTimeout("tcp", pod.sockets.port(InboundHBONEPort).String(), time.Second); err == nil {
+				t.Fatal("inbound listener still open")
+			}
+		})
 	}
 }
 
