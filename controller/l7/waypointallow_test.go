@@ -11,7 +11,9 @@ import (
 	"github.com/zmesh/zmesh/pkg/workloadapi/security"
 )
 
-func TestAllowFromWaypoints(t *testing.T) {
+// allowFixture reads the allow-from-waypoint test mesh.
+func allowFixture(t *testing.T) *index.Inputs {
+	t.Helper()
 	data, err := os.ReadFile("testdata/allow/waypoints.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -20,6 +22,11 @@ func TestAllowFromWaypoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return in
+}
+
+func TestAllowFromWaypoints(t *testing.T) {
+	in := allowFixture(t)
 	cfg := index.Config{}
 	base := index.Build(cfg, in)
 	if len(base.Problems) > 0 {
@@ -111,14 +118,7 @@ func TestAllowFromWaypoints(t *testing.T) {
 // output's maps are the same, and decides again when they are not, even
 // for the same workload messages.
 func TestWaypointAllowerReuse(t *testing.T) {
-	data, err := os.ReadFile("testdata/allow/waypoints.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, in, err := decodeInputs(testScheme(), data, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	in := allowFixture(t)
 	cfg := index.Config{}
 	base := index.Build(cfg, in)
 	a := NewWaypointAllower(cfg)

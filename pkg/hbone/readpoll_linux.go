@@ -175,13 +175,7 @@ func (p *readPoller) forget(s *tcpSource) {
 // sweepClosed ends idle sources whose connection was closed directly, and
 // schedules the next sweep while sources remain.
 func (p *readPoller) sweepClosed() {
-	p.mu.Lock()
-	srcs := make([]*tcpSource, 0, len(p.srcs))
-	for _, s := range p.srcs {
-		srcs = append(srcs, s)
-	}
-	p.mu.Unlock()
-	for _, s := range srcs {
+	for _, s := range p.sources() {
 		s.endIfClosed()
 	}
 	p.mu.Lock()
@@ -194,15 +188,20 @@ func (p *readPoller) sweepClosed() {
 }
 
 func (p *readPoller) failAll(err error) {
+	for _, s := range p.sources() {
+		s.abort(err)
+	}
+}
+
+// sources lists the registered sources.
+func (p *readPoller) sources() []*tcpSource {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	srcs := make([]*tcpSource, 0, len(p.srcs))
 	for _, s := range p.srcs {
 		srcs = append(srcs, s)
 	}
-	p.mu.Unlock()
-	for _, s := range srcs {
-		s.abort(err)
-	}
+	return srcs
 }
 
 // aLongTimeAgo is a read deadline that has passed: setting it wakes a read
