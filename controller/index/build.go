@@ -161,8 +161,27 @@ func acceptObjects[T interface {
 	comparable
 	namedObject
 }](b *builder, kind string, list []T, validate func(T) []string) []T {
+	res := acceptUnsorted(b, kind, list, validate, nil)
+	slices.SortFunc(res, func(x, y T) int {
+		return cmp.Or(cmp.Compare(x.GetNamespace(), y.GetNamespace()), cmp.Compare(x.GetName(), y.GetName()))
+	})
+	return res
+}
+
+// acceptUnsorted is acceptObjects keeping list's order. count, when not
+// nil, is a scratch map it clears and uses (kept by the caller for its
+// capacity).
+func acceptUnsorted[T interface {
+	comparable
+	namedObject
+}](b *builder, kind string, list []T, validate func(T) []string, count map[objectName]int) []T {
+	if count == nil {
+		count = make(map[objectName]int, len(list))
+	} else {
+		clear(count)
+	}
 	var zero T
-	res := make([]T, 0, len(list))
+	valid := make([]T, 0, len(list))
 	for _, o := range list {
 		if o == zero {
 			continue
@@ -171,65 +190,37 @@ func acceptObjects[T interface {
 			b.problem(kind, o.GetNamespace(), o.GetName(), joinReasons(reasons))
 			continue
 		}
-		res = append(res, o)
-	}
-	same := func(x, y T) bool { return x.GetNamespace() == y.GetNamespace() && x.GetName() == y.GetName() }
-	slices.SortFunc(res, func(x, y T) int {
-		return cmp.Or(cmp.Compare(x.GetNamespace(), y.GetNamespace()), cmp.Compare(x.GetName(), y.GetName()))
-	})
-	kept := res[:0]
-	for i := 0; i < len(res); {
-		j := i + 1
-		for j < len(res) && same(res[i], res[j]) {
-			j++
-		}
-		if j-i > 1 {
-			b.problem(kind, res[i].GetNamespace(), res[i].GetName(), fmt.Sprintf("%d objects share this name; none is used", j-i))
-		} else {
-			kept = append(kept, res[i])
-		}
-		i = j
-	}
-	return kept
-}
-
-// acceptPods is acceptObjects for pods without the sort: at tens of
-// thousands of pods sorting dominated a build that reuses nearly every
-// workload. Nothing pods feed depends on their order (see
-// indexEndpointSlices for the one tie that is broken by name). Pods b.memo
-// accepted before are not validated again.
-func (b *builder) acceptPods(list []*corev1.Pod) []*corev1.Pod {
-	var count map[podName]int
-	if b.memo != nil && b.memo.names != nil {
-		count = b.memo.names
-		clear(count)
-	} else {
-		count = make(map[podName]int, len(list))
-		if b.memo != nil {
-			b.memo.names = count
-		}
-	}
-	valid := make([]*corev1.Pod, 0, len(list))
-	for _, p := range list {
-		if p == nil {
-			continue
-		}
-		if reasons := b.memo.validatePod(p); len(reasons) > 0 {
-			b.problem(kindPod, p.Namespace, p.Name, joinReasons(reasons))
-			continue
-		}
-		valid = append(valid, p)
-		count[podName{p.Namespace, p.Name}]++
+		valid = append(valid, o)
+		count[objectName{o.GetNamespace(), o.GetName()}]++
 	}
 	res := valid[:0]
-	for _, p := range valid {
-		if n := count[podName{p.Namespace, p.Name}]; n > 1 {
-			b.problem(kindPod, p.Namespace, p.Name, fmt.Sprintf("%d objects share this name; none is used", n))
+	for _, o := range valid {
+		if n := count[objectName{o.GetNamespace(), o.GetName()}]; n > 1 {
+			b.problem(kind, o.GetNamespace(), o.GetName(), fmt.Sprintf("%d objects share this name; none is used", n))
 			continue
 		}
-		res = append(res, p)
+		res = append(res, o)
 	}
 	return res
+}
+
+// objectName is a namespace and a name.
+type objectName struct{ ns, name string }
+
+// acceptPods accepts pods without sorting them: at tens of thousands of
+// pods sorting dominated a build that reuses nearly every workload, and
+// nothing pods feed depends on their order (see indexEndpointSlices for the
+// one tie that is broken by name). Pods b.memo accepted before are not
+// validated again.
+func (b *builder) acceptPods(list []*corev1.Pod) []*corev1.Pod {
+	var count map[objectName]int
+	if b.memo != nil {
+		if b.memo.names == nil {
+			b.memo.names = make(map[objectName]int, len(list))
+		}
+		count = b.memo.names
+	}
+	return acceptUnsorted(b, kindPod, list, b.memo.validatePod, count)
 }
 
 func joinReasons(r []string) string {

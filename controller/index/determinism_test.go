@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/zmesh/zmesh/controller/internal/manifesttest"
 )
 
 // marshalOutput returns the deterministic wire form of every resource, by key.
@@ -112,7 +114,7 @@ func TestDeterministic(t *testing.T) {
 // golden files' inputs).
 func forEachInput(t *testing.T, f func(t *testing.T, cfg Config, in *Inputs)) {
 	paths, _ := filepath.Glob("testdata/*.yaml")
-	s := testScheme()
+	s := manifesttest.Scheme()
 	for _, path := range paths {
 		if strings.HasSuffix(path, ".golden.yaml") {
 			continue

@@ -55,7 +55,7 @@ func (b *builder) indexEndpointSlices() {
 			var pod *corev1.Pod
 			isPod := ep.TargetRef != nil && ep.TargetRef.Kind == "Pod"
 			if isPod {
-				pod = podByName[podName{targetNamespace(ep.TargetRef, s), ep.TargetRef.Name}]
+				pod = podByName[objectName{targetNamespace(ep.TargetRef, s), ep.TargetRef.Name}]
 			} else {
 				for _, a := range ep.Addresses {
 					if ip, err := netip.ParseAddr(a); err == nil && podByIP[ip] != nil {
@@ -76,8 +76,6 @@ func (b *builder) indexEndpointSlices() {
 	}
 }
 
-type podName struct{ ns, name string }
-
 func targetNamespace(ref *corev1.ObjectReference, s *discoveryv1.EndpointSlice) string {
 	if ref.Namespace == "" {
 		return s.Namespace
@@ -90,13 +88,13 @@ func targetNamespace(ref *corev1.ObjectReference, s *discoveryv1.EndpointSlice) 
 // namespace and name is chosen. Host-network pods (a node IP says nothing
 // about which pod it is) and finished pods (their IP may be reused) are not
 // found by IP.
-func (b *builder) podsNamedBy(slices []*discoveryv1.EndpointSlice) (map[podName]*corev1.Pod, map[netip.Addr]*corev1.Pod) {
-	names := map[podName]bool{}
+func (b *builder) podsNamedBy(slices []*discoveryv1.EndpointSlice) (map[objectName]*corev1.Pod, map[netip.Addr]*corev1.Pod) {
+	names := map[objectName]bool{}
 	ips := map[netip.Addr]bool{}
 	for _, s := range slices {
 		for _, ep := range s.Endpoints {
 			if ep.TargetRef != nil && ep.TargetRef.Kind == "Pod" {
-				names[podName{targetNamespace(ep.TargetRef, s), ep.TargetRef.Name}] = true
+				names[objectName{targetNamespace(ep.TargetRef, s), ep.TargetRef.Name}] = true
 				continue
 			}
 			for _, a := range ep.Addresses {
@@ -106,10 +104,10 @@ func (b *builder) podsNamedBy(slices []*discoveryv1.EndpointSlice) (map[podName]
 			}
 		}
 	}
-	byName := map[podName]*corev1.Pod{}
+	byName := map[objectName]*corev1.Pod{}
 	byIP := map[netip.Addr]*corev1.Pod{}
 	for _, p := range b.pods {
-		if n := (podName{p.Namespace, p.Name}); names[n] {
+		if n := (objectName{p.Namespace, p.Name}); names[n] {
 			byName[n] = p
 		}
 		if len(ips) == 0 || p.Spec.HostNetwork || podTerminal(p) {

@@ -83,7 +83,7 @@ type podMemo struct {
 	entries   map[*corev1.Pod]*podEntry
 	endpoints map[string]*endpointEntry
 	// names is acceptPods' scratch map, kept for its capacity.
-	names map[podName]int
+	names map[objectName]int
 }
 
 // podEntry is one pod's outcome.

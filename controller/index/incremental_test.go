@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/zmesh/zmesh/controller/internal/manifesttest"
 )
 
 // TestBuilderMatchesBuild walks each golden input through random edits
@@ -51,7 +53,7 @@ func TestBuilderMatchesBuild(t *testing.T) {
 // TestBuilderReuses checks that a one-pod change rebuilds only that pod:
 // every other message is the very one of the previous Output.
 func TestBuilderReuses(t *testing.T) {
-	cfg, in, err := decodeInputs(testScheme(), mustRead(t, "testdata/services.yaml"))
+	cfg, in, err := decodeInputs(manifesttest.Scheme(), mustRead(t, "testdata/services.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/zmesh/zmesh/controller/internal/manifesttest"
 )
 
 // TestBuildSurvivesOddObjects feeds Build objects with nil and empty parts
@@ -66,7 +68,7 @@ func FuzzBuild(f *testing.F) {
 			f.Add(data)
 		}
 	}
-	s := testScheme()
+	s := manifesttest.Scheme()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, in, err := decodeInputs(s, data)
 		if err != nil {

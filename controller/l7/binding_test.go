@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/controller/internal/manifesttest"
 )
 
 // TestBindingMatchesIndex checks, on every test case, that the services
@@ -19,7 +20,7 @@ func TestBindingMatchesIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	paths = append(paths, "testdata/allow/waypoints.yaml")
-	s := testScheme()
+	s := manifesttest.Scheme()
 	for _, path := range paths {
 		t.Run(strings.TrimSuffix(filepath.Base(path), ".yaml"), func(t *testing.T) {
 			data, err := os.ReadFile(path)

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/controller/internal/manifesttest"
 )
 
 // encodeOutput is the deterministic wire form of every resource plus the
@@ -87,7 +88,7 @@ func TestDeterministic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := testScheme()
+	s := manifesttest.Scheme()
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, path := range paths {
 		t.Run(strings.TrimSuffix(filepath.Base(path), ".yaml"), func(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/zmesh/zmesh/controller/internal/manifesttest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -19,7 +21,7 @@ func TestGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := testScheme()
+	s := manifesttest.Scheme()
 	if len(inputs) == 0 {
 		t.Fatal("no test cases found")
 	}
@@ -54,41 +56,8 @@ func TestGolden(t *testing.T) {
 				t.Fatalf("%v (run with -update to create it)", err)
 			}
 			if !bytes.Equal(got, want) {
-				t.Errorf("output differs from %s (run with -update to accept):\n%s", golden, lineDiff(string(want), string(got)))
+				t.Errorf("output differs from %s (run with -update to accept):\n%s", golden, manifesttest.LineDiff(string(want), string(got)))
 			}
 		})
 	}
-}
-
-// lineDiff is a small line-based diff for failure messages.
-func lineDiff(want, got string) string {
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	var b strings.Builder
-	i, j := 0, 0
-	for i < len(w) || j < len(g) {
-		switch {
-		case i < len(w) && j < len(g) && w[i] == g[j]:
-			i++
-			j++
-		case j < len(g) && !contains(w[i:], g[j]):
-			b.WriteString("+ " + g[j] + "\n")
-			j++
-		case i < len(w):
-			b.WriteString("- " + w[i] + "\n")
-			i++
-		default:
-			b.WriteString("+ " + g[j] + "\n")
-			j++
-		}
-	}
-	return b.String()
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

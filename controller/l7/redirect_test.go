@@ -6,6 +6,8 @@ import (
 
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/zmesh/zmesh/controller/internal/manifesttest"
 )
 
 // redirectInput: reviews has two HTTP ports; an HTTPRoute on every port
@@ -74,7 +76,7 @@ spec:
 // rules (the request's service port unless a scheme or port is given; a
 // scheme alone gives its well-known port) and Istio's derivePort.
 func TestRedirectPorts(t *testing.T) {
-	cfg, in, err := decodeInputs(testScheme(), []byte(redirectInput), true)
+	cfg, in, err := decodeInputs(manifesttest.Scheme(), []byte(redirectInput), true)
 	if err != nil {
 		t.Fatal(err)
 	}

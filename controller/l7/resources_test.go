@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/zmesh/zmesh/controller/auth"
+	"github.com/zmesh/zmesh/controller/internal/manifesttest"
 	"github.com/zmesh/zmesh/controller/xdsserver"
 )
 
@@ -17,7 +18,7 @@ func TestResourcesPublish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg, in, err := decodeInputs(testScheme(), data, true)
+	cfg, in, err := decodeInputs(manifesttest.Scheme(), data, true)
 	if err != nil {
 		t.Fatal(err)
 	}

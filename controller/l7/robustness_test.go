@@ -15,6 +15,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/controller/internal/manifesttest"
 )
 
 func meta(name string) metav1.ObjectMeta {
@@ -200,7 +201,7 @@ func FuzzBuild(f *testing.F) {
 		}
 		f.Add(data)
 	}
-	s := testScheme()
+	s := manifesttest.Scheme()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, in, err := decodeInputs(s, data, false)
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/zmesh/zmesh/controller/index"
+	"github.com/zmesh/zmesh/controller/internal/manifesttest"
 	"github.com/zmesh/zmesh/pkg/workloadapi/security"
 )
 
@@ -18,7 +19,7 @@ func allowFixture(t *testing.T) *index.Inputs {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, in, err := decodeInputs(testScheme(), data, true)
+	_, in, err := decodeInputs(manifesttest.Scheme(), data, true)
 	if err != nil {
 		t.Fatal(err)
 	}
