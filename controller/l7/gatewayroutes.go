@@ -670,20 +670,11 @@ func gwRedirect(f *gatewayv1.HTTPRequestRedirectFilter, match *routev3.RouteMatc
 		// redirectToRequestPort.
 	}
 	if f.StatusCode != nil {
-		switch *f.StatusCode {
-		case 301:
-			ra.ResponseCode = routev3.RedirectAction_MOVED_PERMANENTLY
-		case 302:
-			ra.ResponseCode = routev3.RedirectAction_FOUND
-		case 303:
-			ra.ResponseCode = routev3.RedirectAction_SEE_OTHER
-		case 307:
-			ra.ResponseCode = routev3.RedirectAction_TEMPORARY_REDIRECT
-		case 308:
-			ra.ResponseCode = routev3.RedirectAction_PERMANENT_REDIRECT
-		default:
+		code, ok := redirectCode(*f.StatusCode)
+		if !ok {
 			return nil, fmt.Errorf("redirect status %d is not supported", *f.StatusCode)
 		}
+		ra.ResponseCode = code
 	}
 	if p := f.Path; p != nil {
 		switch p.Type {
@@ -702,6 +693,23 @@ func gwRedirect(f *gatewayv1.HTTPRequestRedirectFilter, match *routev3.RouteMatc
 		}
 	}
 	return ra, nil
+}
+
+// redirectCode maps an HTTP redirect status to Envoy's redirect code.
+func redirectCode(status int) (routev3.RedirectAction_RedirectResponseCode, bool) {
+	switch status {
+	case 301:
+		return routev3.RedirectAction_MOVED_PERMANENTLY, true
+	case 302:
+		return routev3.RedirectAction_FOUND, true
+	case 303:
+		return routev3.RedirectAction_SEE_OTHER, true
+	case 307:
+		return routev3.RedirectAction_TEMPORARY_REDIRECT, true
+	case 308:
+		return routev3.RedirectAction_PERMANENT_REDIRECT, true
+	}
+	return 0, false
 }
 
 // wellKnownPort is the port a redirect to scheme (http or https) uses.

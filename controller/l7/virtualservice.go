@@ -514,20 +514,15 @@ func vsRetry(r *networkingapi.HTTPRetry) (*routev3.RetryPolicy, []string, error)
 // redirectPort (or with derivePort FROM_PROTOCOL_DEFAULT) no port is set,
 // as Istio does; FROM_REQUEST_PORT keeps port.
 func vsRedirect(r *networkingapi.HTTPRedirect, port uint32) (*routev3.RedirectAction, error) {
-	ra := &routev3.RedirectAction{ResponseCode: routev3.RedirectAction_MOVED_PERMANENTLY, HostRedirect: r.Authority}
-	switch r.RedirectCode {
-	case 0, 301:
-	case 302:
-		ra.ResponseCode = routev3.RedirectAction_FOUND
-	case 303:
-		ra.ResponseCode = routev3.RedirectAction_SEE_OTHER
-	case 307:
-		ra.ResponseCode = routev3.RedirectAction_TEMPORARY_REDIRECT
-	case 308:
-		ra.ResponseCode = routev3.RedirectAction_PERMANENT_REDIRECT
-	default:
+	status := int(r.RedirectCode)
+	if status == 0 {
+		status = 301
+	}
+	code, ok := redirectCode(status)
+	if !ok {
 		return nil, fmt.Errorf("redirect code %d is not supported", r.RedirectCode)
 	}
+	ra := &routev3.RedirectAction{ResponseCode: code, HostRedirect: r.Authority}
 	if r.Scheme != "" {
 		ra.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: r.Scheme}
 	}
