@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"github.com/zmesh/zmesh/pkg/hbone"
 	"github.com/zmesh/zmesh/pkg/metrics"
 	"github.com/zmesh/zmesh/pkg/mtls"
+	"github.com/zmesh/zmesh/pkg/proxyadmin"
 	"github.com/zmesh/zmesh/pkg/spiffe"
 	"github.com/zmesh/zmesh/pkg/xds"
 	"github.com/zmesh/zmesh/waypoint/config"
@@ -56,8 +56,7 @@ type App struct {
 	tracer    *telemetry.Exporter
 	accessLog *telemetry.AccessLog
 	hboneAddr net.Addr
-	servers   []*http.Server
-	httpAddrs []net.Addr
+	http      *proxyadmin.Servers // admin, metrics and readiness endpoints
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 }
@@ -233,11 +232,7 @@ func (a *App) Stop() {
 		}
 		cancel()
 	}
-	for _, s := range a.servers {
-		ctx, cancel := context.WithTimeout(context.Background(), 2e9)
-		_ = s.Shutdown(ctx)
-		cancel()
-	}
+	a.http.Stop()
 	if a.proxy != nil {
 		a.proxy.Wait()
 	}

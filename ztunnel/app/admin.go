@@ -1,84 +1,46 @@
 package app
 
 import (
-	"encoding/json"
-	"fmt"
 	"net"
-	"net/http"
-	"net/http/pprof"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/zmesh/zmesh/pkg/proxyadmin"
 )
 
 // startHTTP serves the admin (config dump, pprof), metrics and readiness
-// endpoints on their own listeners.
+// endpoints on their own listeners. Readiness is 200 once both xDS types
+// are applied and the node agent's snapshot has been received.
 func (a *App) startHTTP() error {
-	admin := http.NewServeMux()
-	admin.HandleFunc("/config_dump", a.serveConfigDump)
-	admin.HandleFunc("/debug/config_dump", a.serveConfigDump)
-	admin.HandleFunc("/healthz/ready", a.serveReady)
-	admin.HandleFunc("/debug/pprof/", pprof.Index)
-	admin.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	metrics := http.NewServeMux()
-	metrics.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
-	ready := http.NewServeMux()
-	ready.HandleFunc("/healthz/ready", a.serveReady)
-	for _, s := range []struct {
-		addr string
-		h    http.Handler
-	}{{a.cfg.AdminAddr, admin}, {a.cfg.MetricsAddr, metrics}, {a.cfg.ReadyAddr, ready}} {
-		ln, err := net.Listen("tcp", s.addr)
-		if err != nil {
-			return fmt.Errorf("listen %s: %w", s.addr, err)
-		}
-		srv := &http.Server{Handler: s.h, ReadHeaderTimeout: 10e9}
-		a.servers = append(a.servers, srv)
-		a.httpAddrs = append(a.httpAddrs, ln.Addr())
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			_ = srv.Serve(ln)
-		}()
+	s, err := proxyadmin.Start(proxyadmin.Config{
+		AdminAddr:    a.cfg.AdminAddr,
+		MetricsAddr:  a.cfg.MetricsAddr,
+		ReadyAddr:    a.cfg.ReadyAddr,
+		Gatherer:     a.registry,
+		MetricsPaths: []string{"/metrics"},
+		ConfigDump:   a.configDump,
+		NotReady:     a.notReady,
+		OnDumpError:  func(err error) { a.log.Error("config dump failed", "err", err) },
+	})
+	if err != nil {
+		return err
 	}
+	a.http = s
 	return nil
 }
 
 // AdminAddr, MetricsAddr and ReadyAddr are where the HTTP endpoints listen
 // (useful with port 0); nil before Start.
-func (a *App) AdminAddr() net.Addr   { return a.httpAddr(0) }
-func (a *App) MetricsAddr() net.Addr { return a.httpAddr(1) }
-func (a *App) ReadyAddr() net.Addr   { return a.httpAddr(2) }
+func (a *App) AdminAddr() net.Addr   { return a.http.AdminAddr() }
+func (a *App) MetricsAddr() net.Addr { return a.http.MetricsAddr() }
+func (a *App) ReadyAddr() net.Addr   { return a.http.ReadyAddr() }
 
-func (a *App) httpAddr(i int) net.Addr {
-	if i < len(a.httpAddrs) {
-		return a.httpAddrs[i]
-	}
-	return nil
-}
-
-// serveReady answers 200 once both xDS types are applied and the node
-// agent's snapshot has been received.
-func (a *App) serveReady(w http.ResponseWriter, _ *http.Request) {
-	if why := a.notReady(); why != "" {
-		http.Error(w, why, http.StatusServiceUnavailable)
-		return
-	}
-	_, _ = w.Write([]byte("ready\n"))
-}
-
-func (a *App) serveConfigDump(w http.ResponseWriter, _ *http.Request) {
+func (a *App) configDump() (any, error) {
 	dump, err := a.state.ConfigDump()
 	if err != nil {
-		http.Error(w, "config dump failed", http.StatusInternalServerError)
-		a.log.Error("config dump failed", "err", err)
-		return
+		return nil, err
 	}
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(struct {
+	return struct {
 		State        any `json:"state"`
 		Certificates any `json:"certificates"`
 		Pods         int `json:"pods"`
-	}{dump, a.identities.Snapshot(), a.pods.count()})
+	}{dump, a.identities.Snapshot(), a.pods.count()}, nil
 }

@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -25,6 +23,7 @@ import (
 	"github.com/zmesh/zmesh/pkg/hbone"
 	"github.com/zmesh/zmesh/pkg/metrics"
 	"github.com/zmesh/zmesh/pkg/mtls"
+	"github.com/zmesh/zmesh/pkg/proxyadmin"
 	"github.com/zmesh/zmesh/pkg/workloadapi"
 	"github.com/zmesh/zmesh/pkg/workloadapi/security"
 	"github.com/zmesh/zmesh/pkg/xds"
@@ -52,8 +51,7 @@ type App struct {
 	tracker    *authz.Tracker
 	pods       *pods
 	zds        *zds.Client
-	servers    []*http.Server
-	httpAddrs  []net.Addr // admin, metrics, ready
+	http       *proxyadmin.Servers // admin, metrics and readiness endpoints
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
 
@@ -184,11 +182,7 @@ func (a *App) Stop() {
 	if a.pods != nil {
 		a.pods.stopAll()
 	}
-	for _, s := range a.servers {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = s.Shutdown(ctx)
-		cancel()
-	}
+	a.http.Stop()
 	if a.pool != nil {
 		_ = a.pool.Close()
 	}
