@@ -1,7 +1,6 @@
 package hbone
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -11,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -40,7 +40,7 @@ var errRefused = errors.New("stream refused")
 //
 // Goroutines: run (started by start) is the read loop; it starts writeLoop
 // (control frames) and keepaliveLoop and waits for both before returning.
-// The read loop never takes wmu.
+// The read loop writes no frames.
 type clientConn struct {
 	raw  net.Conn // the TCP connection under TLS
 	log  *slog.Logger
@@ -53,10 +53,8 @@ type clientConn struct {
 	frames atomic.Uint64 // frames read, for keepalive
 	broken *atomic.Bool  // set by close; owned by the pool's poolConn
 
-	wmu  sync.Mutex // guards bw, fr's write side, henc, hbuf, corking, stream ID order
-	cork *corkConn
-	bw   *bufio.Writer
-	fr   *http2.Framer // reads only from the read loop; writes under wmu
+	w    frameWriter   // its lock also guards fr's write side, henc, hbuf and stream ID order
+	fr   *http2.Framer // reads only from the read loop; writes under w's lock
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
 
@@ -96,7 +94,6 @@ func newClientConn(p *Pool, tc *tls.Conn, cork *corkConn, raw net.Conn, broken *
 		ctx:               ctx,
 		cancel:            cancel,
 		broken:            broken,
-		cork:              cork,
 		ctrlWake:          make(chan struct{}, 1),
 		streams:           make(map[uint32]*ClientStream),
 		nextID:            1,
@@ -107,16 +104,16 @@ func newClientConn(p *Pool, tc *tls.Conn, cork *corkConn, raw net.Conn, broken *
 		recvAvail:         ConnWindow,
 		windowCh:          make(chan struct{}),
 	}
-	cc.bw = bufio.NewWriterSize(tc, frameWriteBufferSize)
-	cc.fr = http2.NewFramer(cc.bw, tc)
+	cc.w.init(tc, cork)
+	cc.fr = http2.NewFramer(cc.w.bw, tc)
 	cc.fr.SetMaxReadFrameSize(MaxFrameSize)
 	cc.fr.MaxHeaderListSize = MaxHeaderListSize
 	cc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	cc.fr.SetReuseFrames()
 	cc.henc = hpack.NewEncoder(&cc.hbuf)
 
-	cc.lockWrite()
-	_, err := cc.bw.WriteString(http2.ClientPreface)
+	cc.w.lock()
+	_, err := cc.w.bw.WriteString(http2.ClientPreface)
 	if err == nil {
 		err = cc.fr.WriteSettings(
 			http2.Setting{ID: http2.SettingEnablePush, Val: 0},
@@ -128,7 +125,7 @@ func newClientConn(p *Pool, tc *tls.Conn, cork *corkConn, raw net.Conn, broken *
 	if err == nil {
 		err = cc.fr.WriteWindowUpdate(0, ConnWindow-initialWindow)
 	}
-	if err = cc.flushUnlock(err); err != nil {
+	if err = cc.w.flushUnlock(err); err != nil {
 		cancel()
 		return nil, fmt.Errorf("write preface: %w", err)
 	}
@@ -153,24 +150,6 @@ func (cc *clientConn) run() {
 	}
 	cc.close(err)
 	wg.Wait()
-}
-
-// lockWrite takes the write lock and corks the socket; flushUnlock flushes
-// (unless err is set) and releases both, returning the first error.
-func (cc *clientConn) lockWrite() {
-	cc.wmu.Lock()
-	cc.cork.cork()
-}
-
-func (cc *clientConn) flushUnlock(err error) error {
-	if err == nil {
-		err = cc.bw.Flush()
-	}
-	if uerr := cc.cork.uncork(); err == nil {
-		err = uerr
-	}
-	cc.wmu.Unlock()
-	return err
 }
 
 // reserve takes a stream slot unless the connection is closing or at the
@@ -201,12 +180,12 @@ func (cc *clientConn) state() (closed, closing bool) {
 // connection may not have (refused, or the connection is gone).
 func (cc *clientConn) openStream(ctx context.Context, authority string, hdrs []hpack.HeaderField) (_ *ClientStream, status int, retry bool, _ error) {
 	st := newClientStream(cc)
-	cc.lockWrite()
+	cc.w.lock()
 	cc.mu.Lock()
 	cc.reserved--
 	if cc.closed || cc.goAway {
 		cc.mu.Unlock()
-		_ = cc.flushUnlock(nil)
+		_ = cc.w.flushUnlock(nil)
 		return nil, 0, true, errors.New("connection closing")
 	}
 	st.id = cc.nextID
@@ -215,7 +194,7 @@ func (cc *clientConn) openStream(ctx context.Context, authority string, hdrs []h
 	cc.streams[st.id] = st
 	cc.mu.Unlock()
 	err := cc.writeRequestHeaders(st.id, authority, hdrs)
-	if err = cc.flushUnlock(err); err != nil {
+	if err = cc.w.flushUnlock(err); err != nil {
 		cc.close(err)
 		return nil, 0, true, fmt.Errorf("write request: %w", err)
 	}
@@ -369,9 +348,9 @@ func (cc *clientConn) processSettings(f *http2.SettingsFrame) error {
 			cc.peerMaxStreams = s.Val
 			cc.mu.Unlock()
 		case http2.SettingHeaderTableSize:
-			cc.wmu.Lock()
+			cc.w.wmu.Lock()
 			cc.henc.SetMaxDynamicTableSizeLimit(s.Val)
-			cc.wmu.Unlock()
+			cc.w.wmu.Unlock()
 		}
 		return nil
 	}); err != nil {
@@ -615,23 +594,43 @@ func (cc *clientConn) awaitSend(st *ClientStream, want int) (int, error) {
 		}
 		ch := cc.windowCh
 		cc.mu.Unlock()
-		<-ch
+		select {
+		case <-ch:
+		case <-st.wdl.done():
+			return 0, os.ErrDeadlineExceeded
+		}
 		cc.mu.Lock()
 	}
 }
 
-// writeData writes one flow-controlled DATA frame of st in one socket
-// write, unless st was reset meanwhile (end frames are written regardless).
+// writeData sends one flow-controlled DATA frame of st, unless st was reset
+// meanwhile (end frames are sent regardless). The frame joins the batch of
+// a goroutine now writing when it can (frameWriter.joinData); the check of
+// st's reset and the join happen under mu, so a RST_STREAM queued by a
+// reset always follows the frame.
 func (cc *clientConn) writeData(st *ClientStream, end bool, p []byte) error {
-	cc.lockWrite()
 	cc.mu.Lock()
 	serr := st.sendErr
+	joined, err := false, error(nil)
+	if end || serr == nil {
+		joined, err = cc.w.joinData(st.id, end, p)
+	}
 	cc.mu.Unlock()
 	if !end && serr != nil {
-		_ = cc.flushUnlock(nil)
 		return serr
 	}
-	if err := cc.flushUnlock(writeDataFrame(cc.bw, st.id, end, p)); err != nil {
+	if !joined {
+		cc.w.lock()
+		cc.mu.Lock()
+		serr = st.sendErr
+		cc.mu.Unlock()
+		if !end && serr != nil {
+			_ = cc.w.flushUnlock(nil)
+			return serr
+		}
+		err = cc.w.flushUnlock(cc.w.putDataFrame(st.id, end, p))
+	}
+	if err != nil {
 		cc.close(err)
 		return fmt.Errorf("%w: write: %w", ErrStreamReset, err)
 	}
@@ -671,9 +670,9 @@ func (cc *clientConn) writeLoop() {
 		cc.mu.Lock()
 		batch, cc.ctrl = cc.ctrl, batch[:0]
 		cc.mu.Unlock()
-		cc.lockWrite()
+		cc.w.lock()
 		_, err := writeCtrlFrames(cc.fr, batch)
-		err = cc.flushUnlock(err)
+		err = cc.w.flushUnlock(err)
 		clear(batch)
 		if err != nil {
 			cc.close(err)
@@ -722,8 +721,8 @@ func (cc *clientConn) keepaliveLoop() {
 
 func (cc *clientConn) writeGoAwayNow(code http2.ErrCode) {
 	_ = cc.raw.SetWriteDeadline(time.Now().Add(time.Second))
-	cc.lockWrite()
-	_ = cc.flushUnlock(cc.fr.WriteGoAway(0, code, nil))
+	cc.w.lock()
+	_ = cc.w.flushUnlock(cc.fr.WriteGoAway(0, code, nil))
 }
 
 // resetStream resets stream id locally; sendRST says whether to tell the

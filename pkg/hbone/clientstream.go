@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -61,6 +62,8 @@ type ClientStream struct {
 	notify   func()          // armed by readOrArm; taken by wakeReader
 	sink     syscall.RawConn // see setSink
 	inlineN  int64           // bytes written to sink by deliver
+
+	rdl, wdl deadline // read and write deadlines
 
 	closed    atomic.Bool
 	abortOnce sync.Once
@@ -253,6 +256,9 @@ func (s *ClientStream) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if s.rdl.passed() {
+		return 0, os.ErrDeadlineExceeded
+	}
 	s.rmu.Lock()
 	for {
 		if s.rbuf.len() > 0 {
@@ -274,7 +280,11 @@ func (s *ClientStream) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		s.rmu.Unlock()
-		<-s.readWake
+		select {
+		case <-s.readWake:
+		case <-s.rdl.done():
+			return 0, os.ErrDeadlineExceeded
+		}
 		s.rmu.Lock()
 	}
 }
@@ -283,6 +293,9 @@ func (s *ClientStream) Read(p []byte) (int, error) {
 func (s *ClientStream) Write(p []byte) (int, error) {
 	s.wlock.Lock()
 	defer s.wlock.Unlock()
+	if s.wdl.passed() {
+		return 0, os.ErrDeadlineExceeded
+	}
 	written := 0
 	for len(p) > 0 {
 		n, err := s.cc.awaitSend(s, len(p))
@@ -359,6 +372,8 @@ func (s *ClientStream) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.abort()
+		s.rdl.stop()
+		s.wdl.stop()
 		s.pool.mu.Lock()
 		s.pool.streams--
 		toClose := s.pool.releaseLocked(s.pc)
@@ -374,11 +389,26 @@ func (s *ClientStream) LocalAddr() net.Addr { return s.local }
 // RemoteAddr returns the next hop's address.
 func (s *ClientStream) RemoteAddr() net.Addr { return s.remote }
 
-// SetDeadline is not supported; it returns ErrDeadlineUnsupported.
-func (s *ClientStream) SetDeadline(time.Time) error { return ErrDeadlineUnsupported }
+// SetDeadline sets the read and write deadlines, as net.Conn does.
+func (s *ClientStream) SetDeadline(t time.Time) error {
+	s.rdl.set(t)
+	s.wdl.set(t)
+	return nil
+}
 
-// SetReadDeadline is not supported; it returns ErrDeadlineUnsupported.
-func (s *ClientStream) SetReadDeadline(time.Time) error { return ErrDeadlineUnsupported }
+// SetReadDeadline sets the deadline for Read, as net.Conn does: once it
+// passes, a Read with nothing to return fails with os.ErrDeadlineExceeded
+// (a net.Error whose Timeout is true) and loses no data.
+func (s *ClientStream) SetReadDeadline(t time.Time) error {
+	s.rdl.set(t)
+	return nil
+}
 
-// SetWriteDeadline is not supported; it returns ErrDeadlineUnsupported.
-func (s *ClientStream) SetWriteDeadline(time.Time) error { return ErrDeadlineUnsupported }
+// SetWriteDeadline sets the deadline for Write, as net.Conn does: once it
+// passes, a Write waiting for HTTP/2 flow-control window fails with
+// os.ErrDeadlineExceeded. (A write already handed to the connection is
+// sent; the connection's own keepalive bounds how long that can take.)
+func (s *ClientStream) SetWriteDeadline(t time.Time) error {
+	s.wdl.set(t)
+	return nil
+}

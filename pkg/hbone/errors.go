@@ -23,10 +23,6 @@ var ErrServerClosed = errors.New("hbone: server closed")
 // ErrPoolClosed is returned by Pool.Dial after Pool.Close.
 var ErrPoolClosed = errors.New("hbone: pool closed")
 
-// ErrDeadlineUnsupported is returned by the Set*Deadline methods of streams;
-// tunnel streams have no deadlines, use Close from a timer instead.
-var ErrDeadlineUnsupported = errors.New("hbone: stream deadlines are not supported")
-
 // ErrStreamReset is returned by stream reads and writes after the peer reset
 // the stream or the connection carrying it failed.
 var ErrStreamReset = errors.New("hbone: stream reset")

@@ -2,6 +2,7 @@ package hbone
 
 import (
 	"bufio"
+	"sync"
 
 	"golang.org/x/net/http2"
 )
@@ -12,27 +13,157 @@ import (
 // buffer.
 const frameWriteBufferSize = 16 << 10
 
-// writeDataFrame writes a DATA frame's header and payload to bw without
+const (
+	// frameHeaderLen is the length of an HTTP/2 frame header.
+	frameHeaderLen = 9
+	// maxJoinedData is the largest DATA payload another goroutine's write
+	// may carry (frameWriter.joinData): one TLS record. Larger frames are
+	// written by their own goroutine, straight from the caller's slice.
+	maxJoinedData = 16 << 10
+	// maxJoinedBytes bounds the frames waiting for the writing goroutine;
+	// past it, writers wait for the write lock instead.
+	maxJoinedBytes = 64 << 10
+)
+
+var joinedPool = sync.Pool{New: func() any { b := make([]byte, 0, maxJoinedBytes); return &b }}
+
+// frameWriter is the write side of an HBONE connection. It orders frame
+// writes and sends them through TLS with as few system calls as concurrent
+// writers allow.
+//
+// One goroutine at a time writes: it calls lock, writes frames to bw (and
+// the connection's framer, which writes to bw), and calls flushUnlock,
+// which sends everything in one socket write. While a goroutine writes,
+// others with a small DATA frame to send hand it over with joinData, which
+// copies the frame and returns at once; flushUnlock sends joined frames,
+// in the order they were joined, before it releases the lock (looping while
+// more arrive), so a burst of small frames from many streams costs one TLS
+// write and one system call rather than one each. A joined frame that
+// cannot be sent fails the connection, which resets its stream.
+type frameWriter struct {
+	wmu  sync.Mutex // held by the writing goroutine (lock to flushUnlock); guards bw and corking
+	cork *corkConn  // under TLS; corked while wmu is held
+	bw   *bufio.Writer
+
+	jmu    sync.Mutex // guards the fields below; never held while taking another lock
+	busy   bool       // wmu is held and its holder sends joined before releasing it
+	joined *[]byte    // frames joined while busy (pooled; nil when none)
+	err    error      // the first write error; later joins fail with it
+}
+
+// init sets the writer over tls (whose socket is cork).
+func (w *frameWriter) init(tls interface{ Write([]byte) (int, error) }, cork *corkConn) {
+	w.cork = cork
+	w.bw = bufio.NewWriterSize(tls, frameWriteBufferSize)
+}
+
+// lock makes the caller the writing goroutine and corks the socket.
+func (w *frameWriter) lock() {
+	w.wmu.Lock()
+	w.jmu.Lock()
+	w.busy = true
+	w.jmu.Unlock()
+	w.cork.cork()
+}
+
+// flushUnlock sends what was written since lock (unless err, the outcome
+// of those writes, is set) and every frame joined meanwhile, then releases
+// the lock. It returns the first error.
+func (w *frameWriter) flushUnlock(err error) error {
+	for {
+		if err == nil {
+			err = w.bw.Flush()
+		}
+		if uerr := w.cork.uncork(); err == nil {
+			err = uerr
+		}
+		w.jmu.Lock()
+		batch := w.joined
+		w.joined = nil
+		if err != nil && w.err == nil {
+			w.err = err
+		}
+		if batch == nil || err != nil {
+			w.busy = false
+			w.jmu.Unlock()
+			putJoined(batch)
+			w.wmu.Unlock()
+			return err
+		}
+		w.jmu.Unlock()
+		w.cork.cork()
+		_, err = w.bw.Write(*batch)
+		putJoined(batch)
+	}
+}
+
+func putJoined(b *[]byte) {
+	if b != nil {
+		*b = (*b)[:0]
+		joinedPool.Put(b)
+	}
+}
+
+// joinData hands a DATA frame (already flow-controlled) to the goroutine
+// now writing, if there is one, the payload is small and the batch has
+// room; it reports whether it did. p is copied. A joined frame is sent
+// before the writing goroutine releases the lock. When the connection
+// already failed to write, joinData reports true and that error.
+func (w *frameWriter) joinData(id uint32, end bool, p []byte) (bool, error) {
+	if len(p) > maxJoinedData {
+		return false, nil
+	}
+	w.jmu.Lock()
+	defer w.jmu.Unlock()
+	if w.err != nil {
+		return true, w.err
+	}
+	if !w.busy {
+		return false, nil
+	}
+	if w.joined == nil {
+		w.joined = joinedPool.Get().(*[]byte)
+	} else if len(*w.joined)+frameHeaderLen+len(p) > maxJoinedBytes {
+		return false, nil
+	}
+	hdr := dataFrameHeader(id, end, len(p))
+	*w.joined = append(append(*w.joined, hdr[:]...), p...)
+	return true, nil
+}
+
+// writeData sends a DATA frame (already flow-controlled; len(p) within the
+// peer's SETTINGS_MAX_FRAME_SIZE), joining the current writer's batch when
+// it can. A nil error means the frame was sent or joined.
+func (w *frameWriter) writeData(id uint32, end bool, p []byte) error {
+	if joined, err := w.joinData(id, end, p); joined {
+		return err
+	}
+	w.lock()
+	return w.flushUnlock(w.putDataFrame(id, end, p))
+}
+
+// putDataFrame writes a DATA frame's header and payload to bw without
 // assembling the frame in a separate buffer (as http2.Framer.WriteData
-// does). The caller holds the connection's write lock and has reserved
-// flow-control window for p; len(p) must not exceed the peer's
-// SETTINGS_MAX_FRAME_SIZE.
-func writeDataFrame(bw *bufio.Writer, id uint32, end bool, p []byte) error {
+// does). The caller holds the lock.
+func (w *frameWriter) putDataFrame(id uint32, end bool, p []byte) error {
+	hdr := dataFrameHeader(id, end, len(p))
+	if _, err := w.bw.Write(hdr[:]); err != nil {
+		return err
+	}
+	_, err := w.bw.Write(p)
+	return err
+}
+
+func dataFrameHeader(id uint32, end bool, n int) [frameHeaderLen]byte {
 	var flags http2.Flags
 	if end {
 		flags = http2.FlagDataEndStream
 	}
-	n := len(p)
-	hdr := [9]byte{
+	return [frameHeaderLen]byte{
 		byte(n >> 16), byte(n >> 8), byte(n),
 		byte(http2.FrameData), byte(flags),
 		byte(id >> 24 & 0x7f), byte(id >> 16), byte(id >> 8), byte(id),
 	}
-	if _, err := bw.Write(hdr[:]); err != nil {
-		return err
-	}
-	_, err := bw.Write(p)
-	return err
 }
 
 // writeCtrlFrames writes a batch of queued control frames with fr. It

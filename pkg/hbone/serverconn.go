@@ -1,7 +1,6 @@
 package hbone
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -11,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -54,8 +54,8 @@ type ctrlFrame struct {
 //
 // Goroutines: serve runs the read loop; it starts writeLoop (control frames)
 // and keepaliveLoop and waits for both before returning. Stream data and
-// response headers are written directly by stream goroutines under wmu; the
-// read loop never takes wmu, so a peer that stops reading cannot wedge frame
+// response headers are written directly by stream goroutines through w; the
+// read loop never writes, so a peer that stops reading cannot wedge frame
 // processing.
 type serverConn struct {
 	srv *Server
@@ -67,10 +67,8 @@ type serverConn struct {
 	peer                  spiffeid.ID
 	localAddr, remoteAddr net.Addr
 
-	wmu  sync.Mutex // guards bw, fr's write side, henc, hbuf, corking
-	cork *corkConn  // under tc; corked while wmu is held for writing
-	bw   *bufio.Writer
-	fr   *http2.Framer // reads only from the read loop; writes under wmu
+	w    frameWriter   // its lock also guards fr's write side, henc and hbuf
+	fr   *http2.Framer // reads only from the read loop; writes under w's lock
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
 
@@ -151,8 +149,8 @@ func (sc *serverConn) serve() {
 func (sc *serverConn) handshake() error {
 	deadline := time.Now().Add(sc.srv.cfg.HandshakeTimeout)
 	_ = sc.raw.SetDeadline(deadline)
-	sc.cork = newCorkConn(sc.raw)
-	tc := tls.Server(sc.cork, sc.srv.tlsConf)
+	cork := newCorkConn(sc.raw)
+	tc := tls.Server(cork, sc.srv.tlsConf)
 	if err := tc.HandshakeContext(sc.ctx); err != nil {
 		return fmt.Errorf("tls handshake: %w", err)
 	}
@@ -169,8 +167,8 @@ func (sc *serverConn) handshake() error {
 
 	// The framer reads straight from TLS, which buffers one record (and
 	// corkConn several during bulk transfers).
-	sc.bw = bufio.NewWriterSize(tc, frameWriteBufferSize)
-	sc.fr = http2.NewFramer(sc.bw, tc)
+	sc.w.init(tc, cork)
+	sc.fr = http2.NewFramer(sc.w.bw, tc)
 	sc.fr.SetMaxReadFrameSize(MaxFrameSize)
 	sc.fr.MaxHeaderListSize = MaxHeaderListSize
 	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -184,7 +182,7 @@ func (sc *serverConn) handshake() error {
 	if string(preface[:]) != http2.ClientPreface {
 		return errors.New("bad client preface")
 	}
-	sc.lockWrite()
+	sc.w.lock()
 	err = sc.fr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: MaxConcurrentStreams},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: StreamWindow},
@@ -194,7 +192,7 @@ func (sc *serverConn) handshake() error {
 	if err == nil {
 		err = sc.fr.WriteWindowUpdate(0, ConnWindow-initialWindow)
 	}
-	err = sc.flushUnlock(err)
+	err = sc.w.flushUnlock(err)
 	if err != nil {
 		return fmt.Errorf("write settings: %w", err)
 	}
@@ -290,9 +288,9 @@ func (sc *serverConn) processSettings(f *http2.SettingsFrame) error {
 			sc.peerMaxFrame = s.Val
 			sc.mu.Unlock()
 		case http2.SettingHeaderTableSize:
-			sc.wmu.Lock()
+			sc.w.wmu.Lock()
 			sc.henc.SetMaxDynamicTableSizeLimit(s.Val)
-			sc.wmu.Unlock()
+			sc.w.wmu.Unlock()
 		}
 		return nil
 	}); err != nil {
@@ -543,37 +541,19 @@ func (sc *serverConn) awaitSend(st *ServerStream, want int) (int, error) {
 		}
 		ch := sc.windowCh
 		sc.mu.Unlock()
-		<-ch
+		select {
+		case <-ch:
+		case <-st.wdl.done():
+			return 0, os.ErrDeadlineExceeded
+		}
 		sc.mu.Lock()
 	}
 }
 
-// lockWrite takes the write lock and corks the socket; flushUnlock undoes
-// both.
-func (sc *serverConn) lockWrite() {
-	sc.wmu.Lock()
-	sc.cork.cork()
-}
-
-// flushUnlock flushes what was written since lockWrite in one socket write
-// (unless err, the outcome of those writes, is set) and releases the write
-// lock. It returns the first error.
-func (sc *serverConn) flushUnlock(err error) error {
-	if err == nil {
-		err = sc.bw.Flush()
-	}
-	if uerr := sc.cork.uncork(); err == nil {
-		err = uerr
-	}
-	sc.wmu.Unlock()
-	return err
-}
-
-// writeData writes one DATA frame (already flow-controlled) and flushes.
+// writeData sends one DATA frame (already flow-controlled), joining the
+// batch of a goroutine now writing when it can.
 func (sc *serverConn) writeData(id uint32, end bool, p []byte) error {
-	sc.lockWrite()
-	err := sc.flushUnlock(writeDataFrame(sc.bw, id, end, p))
-	if err != nil {
+	if err := sc.w.writeData(id, end, p); err != nil {
 		sc.close(err)
 		return fmt.Errorf("%w: write: %w", ErrStreamReset, err)
 	}
@@ -582,7 +562,7 @@ func (sc *serverConn) writeData(id uint32, end bool, p []byte) error {
 
 // writeHeaders writes a response HEADERS frame with the given status.
 func (sc *serverConn) writeHeaders(id uint32, status int, end bool) error {
-	sc.lockWrite()
+	sc.w.lock()
 	sc.hbuf.Reset()
 	err := sc.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
 	if err == nil {
@@ -593,7 +573,7 @@ func (sc *serverConn) writeHeaders(id uint32, status int, end bool) error {
 			EndHeaders:    true,
 		})
 	}
-	err = sc.flushUnlock(err)
+	err = sc.w.flushUnlock(err)
 	if err != nil {
 		sc.close(err)
 		return fmt.Errorf("%w: write headers: %w", ErrStreamReset, err)
@@ -635,9 +615,9 @@ func (sc *serverConn) writeLoop() {
 		sc.mu.Lock()
 		batch, sc.ctrl = sc.ctrl, batch[:0]
 		sc.mu.Unlock()
-		sc.lockWrite()
+		sc.w.lock()
 		closeAfter, err := writeCtrlFrames(sc.fr, batch)
-		err = sc.flushUnlock(err)
+		err = sc.w.flushUnlock(err)
 		clear(batch)
 		if err != nil {
 			sc.close(err)
@@ -707,8 +687,8 @@ func (sc *serverConn) writeGoAwayNow(code http2.ErrCode) {
 	last := sc.maxClientID
 	sc.mu.Unlock()
 	_ = sc.raw.SetWriteDeadline(time.Now().Add(time.Second))
-	sc.lockWrite()
-	_ = sc.flushUnlock(sc.fr.WriteGoAway(last, code, nil))
+	sc.w.lock()
+	_ = sc.w.flushUnlock(sc.fr.WriteGoAway(last, code, nil))
 }
 
 // resetStream resets stream id locally; sendRST says whether to tell the peer.

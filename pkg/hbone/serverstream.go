@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -51,6 +52,8 @@ type ServerStream struct {
 	notify   func()          // armed by readOrArm; taken by wakeReader
 	sink     syscall.RawConn // see setSink
 	inlineN  int64           // bytes written to sink by deliver
+
+	rdl, wdl deadline // read and write deadlines
 
 	closeOnce sync.Once
 }
@@ -223,6 +226,9 @@ func (st *ServerStream) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	if st.rdl.passed() {
+		return 0, os.ErrDeadlineExceeded
+	}
 	st.rmu.Lock()
 	for {
 		if st.rbuf.len() > 0 {
@@ -241,7 +247,11 @@ func (st *ServerStream) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		st.rmu.Unlock()
-		<-st.readWake
+		select {
+		case <-st.readWake:
+		case <-st.rdl.done():
+			return 0, os.ErrDeadlineExceeded
+		}
 		st.rmu.Lock()
 	}
 }
@@ -250,6 +260,9 @@ func (st *ServerStream) Read(p []byte) (int, error) {
 func (st *ServerStream) Write(p []byte) (int, error) {
 	st.wlock.Lock()
 	defer st.wlock.Unlock()
+	if st.wdl.passed() {
+		return 0, os.ErrDeadlineExceeded
+	}
 	written := 0
 	for len(p) > 0 {
 		n, err := st.sc.awaitSend(st, len(p))
@@ -313,6 +326,8 @@ func (st *ServerStream) Close() error {
 		st.rmu.Unlock()
 		st.discard(net.ErrClosed)
 		st.cancel()
+		st.rdl.stop()
+		st.wdl.stop()
 	})
 	return nil
 }
@@ -323,14 +338,29 @@ func (st *ServerStream) LocalAddr() net.Addr { return st.sc.localAddr }
 // RemoteAddr returns the peer address of the HBONE connection.
 func (st *ServerStream) RemoteAddr() net.Addr { return st.sc.remoteAddr }
 
-// SetDeadline is not supported; it returns ErrDeadlineUnsupported.
-func (st *ServerStream) SetDeadline(time.Time) error { return ErrDeadlineUnsupported }
+// SetDeadline sets the read and write deadlines, as net.Conn does.
+func (st *ServerStream) SetDeadline(t time.Time) error {
+	st.rdl.set(t)
+	st.wdl.set(t)
+	return nil
+}
 
-// SetReadDeadline is not supported; it returns ErrDeadlineUnsupported.
-func (st *ServerStream) SetReadDeadline(time.Time) error { return ErrDeadlineUnsupported }
+// SetReadDeadline sets the deadline for Read, as net.Conn does: once it
+// passes, a Read with nothing to return fails with os.ErrDeadlineExceeded
+// (a net.Error whose Timeout is true) and loses no data.
+func (st *ServerStream) SetReadDeadline(t time.Time) error {
+	st.rdl.set(t)
+	return nil
+}
 
-// SetWriteDeadline is not supported; it returns ErrDeadlineUnsupported.
-func (st *ServerStream) SetWriteDeadline(time.Time) error { return ErrDeadlineUnsupported }
+// SetWriteDeadline sets the deadline for Write, as net.Conn does: once it
+// passes, a Write waiting for HTTP/2 flow-control window fails with
+// os.ErrDeadlineExceeded. (A write already handed to the connection is
+// sent; the connection's own keepalive bounds how long that can take.)
+func (st *ServerStream) SetWriteDeadline(t time.Time) error {
+	st.wdl.set(t)
+	return nil
+}
 
 // ResponseWriter answers one CONNECT request. Exactly one of Accept or
 // Reject takes effect; later calls return an error.
