@@ -21,6 +21,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
+	"golang.org/x/net/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -797,4 +798,90 @@ func testTraceContext(t *testing.T, m *mesh, tl *tools, vipURL string) {
 	if spans, _ := tl.collector.byTrace(unsampledTrace); len(spans) != 0 {
 		t.Errorf("an unsampled trace was exported: %+v", spans)
 	}
+}
+
+// testWebSocket: a WebSocket session through the waypoint. The upgrade
+// request is routed by an HTTPRoute (to v2, with an added header) like any
+// request; after the 101, messages flow both ways through ztunnel →
+// waypoint → ztunnel, and the waypoint counts the session with status 101.
+func testWebSocket(t *testing.T, m *mesh) {
+	sleep, wp := m.pods["sleep-0"], m.pods["wp-0"]
+	m.writeConfig("ws-route.yaml", `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reviews-ws, namespace: demo}
+spec:
+  parentRefs: [{group: "", kind: Service, name: reviews, port: 9080}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /ws}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {add: [{name: x-ws-route, value: "yes"}]}
+    backendRefs: [{name: reviews-v2, port: 9080}]
+`)
+	defer m.removeConfig("ws-route.yaml")
+	metrics := fmt.Sprintf("http://%s:15020/metrics", wp.IP)
+	sessions := func() float64 {
+		return metricSum(t, wp, metrics, "istio_requests_total", `destination_service_name="reviews"`, `response_code="101"`)
+	}
+	before := sessions()
+
+	dial := func() (*websocket.Conn, *echo.Report, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, err := sleep.Netns.DialContext(ctx, "tcp", fmt.Sprintf("%s:9080", reviewsVIP))
+		if err != nil {
+			return nil, nil, err
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		cfg, err := websocket.NewConfig("ws://reviews.demo:9080/ws", "http://reviews.demo")
+		if err != nil {
+			_ = c.Close()
+			return nil, nil, err
+		}
+		ws, err := websocket.NewClient(cfg, c)
+		if err != nil {
+			_ = c.Close()
+			return nil, nil, fmt.Errorf("handshake: %w", err)
+		}
+		var hello string
+		if err := websocket.Message.Receive(ws, &hello); err != nil {
+			_ = ws.Close()
+			return nil, nil, fmt.Errorf("greeting: %w", err)
+		}
+		rep, err := echo.ParseReport([]byte(hello))
+		if err != nil {
+			_ = ws.Close()
+			return nil, nil, err
+		}
+		return ws, rep, nil
+	}
+	var ws *websocket.Conn
+	waitFor(t, "the /ws upgrade is routed through the waypoint to v2 with the route's header", func() (bool, string) {
+		c, rep, err := dial()
+		if err != nil {
+			return false, err.Error()
+		}
+		peer, _ := netip.ParseAddrPort(rep.Peer)
+		if rep.Pod != "reviews-v2-0" || peer.Addr() != wp.IP || rep.Headers["X-Ws-Route"] != "yes" {
+			_ = c.Close()
+			return false, fmt.Sprintf("served by %s for peer %s with headers %v", rep.Pod, rep.Peer, rep.Headers)
+		}
+		ws = c
+		return true, ""
+	})
+	defer func() { _ = ws.Close() }()
+	for _, msg := range []string{"one", strings.Repeat("w", 256<<10), "two"} {
+		if err := websocket.Message.Send(ws, msg); err != nil {
+			t.Fatalf("send %d bytes: %v", len(msg), err)
+		}
+		var got string
+		if err := websocket.Message.Receive(ws, &got); err != nil {
+			t.Fatalf("receive the echo of %d bytes: %v", len(msg), err)
+		}
+		if got != "reviews-v2-0:"+msg {
+			t.Fatalf("echo of %d bytes: got %d bytes %.40q", len(msg), len(got), got)
+		}
+	}
+	_ = ws.Close()
+	eventually(t, "the waypoint counts the ended session with status 101", func() bool { return sessions() > before })
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
@@ -332,6 +333,10 @@ func (p *pod) serve(ctx context.Context, req *hbone.Request, rw *hbone.ResponseW
 	protos.SetUnencryptedHTTP2(true)
 	srv := &http.Server{Protocols: &protos, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.hits.Add(1)
+		if r.URL.Path == "/ws" && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			p.serveWebSocket(w, r)
+			return
+		}
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 			grpcBackend.ServeHTTP(w, r)
 			return
@@ -377,6 +382,23 @@ func (p *pod) serve(ctx context.Context, req *hbone.Request, rw *hbone.ResponseW
 	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
 	defer stop()
 	_ = srv.Serve(l)
+}
+
+// serveWebSocket greets with the pod's name and the request's X-Route
+// header, then answers each message m with "<pod>:m".
+func (p *pod) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	websocket.Server{Handler: func(ws *websocket.Conn) {
+		_ = websocket.Message.Send(ws, p.name+" "+ws.Request().Header.Get("X-Route"))
+		for {
+			var msg string
+			if err := websocket.Message.Receive(ws, &msg); err != nil {
+				return
+			}
+			if err := websocket.Message.Send(ws, p.name+":"+msg); err != nil {
+				return
+			}
+		}
+	}}.ServeHTTP(w, r)
 }
 
 // grpcBackend answers gRPC health checks for every pod.

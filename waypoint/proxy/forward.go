@@ -154,6 +154,17 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, st *state, chain *co
 	for _, h := range hopHeaders {
 		out.Header.Del(h)
 	}
+	upgrade := isWebSocketUpgrade(r)
+	if upgrade {
+		out.Header.Set("Connection", "Upgrade")
+		out.Header.Set("Upgrade", r.Header.Get("Upgrade"))
+		if b.http2 {
+			// WebSocket needs an HTTP/1.1 upstream: copy b, as above.
+			cp := *b
+			cp.http2 = false
+			b = &cp
+		}
+	}
 	if te := r.Header.Get("Te"); te == "trailers" {
 		out.Header.Set("Te", "trailers")
 	}
@@ -194,7 +205,7 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, st *state, chain *co
 	}
 
 	for _, m := range fw.Mirrors {
-		if replayable {
+		if replayable && !upgrade {
 			p.mirror(st, out, m)
 		}
 	}
@@ -217,6 +228,10 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, st *state, chain *co
 		h.Add("Set-Cookie", setCookie)
 	}
 	p.applyResponseHeaders(h, chain, rt, wc)
+	if resp.StatusCode == http.StatusSwitchingProtocols && upgrade {
+		p.switchProtocols(w, r, st, resp)
+		return
+	}
 	// Trailers the upstream declared are declared downstream too; ones it
 	// sent without declaring (gRPC servers do) are only known once the body
 	// is read, and go out under http.TrailerPrefix.

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -305,8 +306,11 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 		resp = r
 		break
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		return t.upgraded(c, req, resp, stop, wrote, fail)
+	}
 	b := &h1Body{t: t, c: c, rc: resp.Body, stop: stop, wrote: wrote,
-		reusable: t.keepAlive && !resp.Close && !req.Close && resp.StatusCode != http.StatusSwitchingProtocols}
+		reusable: t.keepAlive && !resp.Close && !req.Close}
 	if resp.Body == http.NoBody {
 		// Nothing to read: the connection is done with now, unless the
 		// request is still being written.
@@ -392,3 +396,65 @@ func (b *h1Body) finish(complete bool) {
 	}
 	_ = b.c.conn.Close()
 }
+
+// upgraded hands over c after a 101 (Switching Protocols) answer, as
+// net/http's Transport does: the response's Body is the connection, an
+// io.ReadWriteCloser (with CloseWrite when the tunnel has one) carrying
+// the new protocol. From then on the request's context no longer governs
+// the connection; the caller closes it.
+func (t *h1Transport) upgraded(c *h1Conn, req *http.Request, resp *http.Response, stop func() bool, wrote chan error, fail func(error) (*http.Response, error)) (*http.Response, error) {
+	if wrote != nil {
+		// An upgrade request has no body; one that had is still being
+		// written into what is now the new protocol's stream.
+		if err := <-wrote; err != nil {
+			return fail(fmt.Errorf("upstream write: %w", err))
+		}
+	}
+	if !stop() {
+		return fail(errors.New("upstream upgrade: context ended"))
+	}
+	if !isUpgrade(req.Header) || !strings.EqualFold(resp.Header.Get("Upgrade"), req.Header.Get("Upgrade")) {
+		_ = c.conn.Close()
+		return nil, fmt.Errorf("upstream answered 101 switching to %q, not the requested %q", resp.Header.Get("Upgrade"), req.Header.Get("Upgrade"))
+	}
+	resp.Body = &UpgradedConn{conn: c.conn, br: c.br}
+	return resp, nil
+}
+
+// isUpgrade reports whether h asks for a protocol upgrade (an Upgrade
+// header and the "upgrade" token in Connection).
+func isUpgrade(h http.Header) bool {
+	return h.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(h["Connection"], "upgrade")
+}
+
+// UpgradedConn is the connection of an upstream request that switched
+// protocols (a 101 response's Body). Reads return the bytes buffered after
+// the response header first.
+type UpgradedConn struct {
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func (u *UpgradedConn) Read(p []byte) (int, error) {
+	if u.br != nil {
+		if u.br.Buffered() > 0 {
+			return u.br.Read(p)
+		}
+		u.br = nil
+	}
+	return u.conn.Read(p)
+}
+
+func (u *UpgradedConn) Write(p []byte) (int, error) { return u.conn.Write(p) }
+
+// CloseWrite half-closes the connection when the tunnel supports it, and
+// closes it otherwise.
+func (u *UpgradedConn) CloseWrite() error {
+	if cw, ok := u.conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return u.conn.Close()
+}
+
+// Close closes the connection.
+func (u *UpgradedConn) Close() error { return u.conn.Close() }

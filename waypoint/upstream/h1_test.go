@@ -408,3 +408,78 @@ func (c *closeRecorder) Close() error {
 	c.closed.Store(true)
 	return nil
 }
+
+// TestH1Upgrade checks 101 answers: the body of an upgrade's 101 is the
+// connection (bytes the server sent right after the header included, and
+// half-close passed on), and a 101 nobody asked for, or to another
+// protocol, is an error.
+func TestH1Upgrade(t *testing.T) {
+	upgradeReq := func(ctx context.Context, addr, proto string) *http.Request {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/ws", nil)
+		if proto != "" {
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", proto)
+		}
+		return req
+	}
+	t.Run("switches and hands over the connection", func(t *testing.T) {
+		addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+			_ = readReq(br)
+			_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nearly;")
+			line, _ := br.ReadString('\n')
+			_, _ = io.WriteString(c, "echo "+line)
+			if rest, _ := io.ReadAll(br); len(rest) == 0 { // the client's half-close
+				_, _ = io.WriteString(c, "eof seen")
+			}
+			_ = c.(*net.TCPConn).CloseWrite()
+		})
+		var dials atomic.Int64
+		rt := newH1Transport(tcpDial(addr, &dials), true, time.Minute)
+		ctx, cancel := context.WithCancel(context.Background())
+		resp, err := rt.RoundTrip(upgradeReq(ctx, addr, "websocket"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = resp.Body.Close() }()
+		cancel() // the upgraded connection no longer follows the request's context
+		uc, ok := resp.Body.(*UpgradedConn)
+		if resp.StatusCode != http.StatusSwitchingProtocols || !ok {
+			t.Fatalf("status %d, body %T", resp.StatusCode, resp.Body)
+		}
+		defer func() { _ = uc.Close() }()
+		if _, err := io.WriteString(uc, "hi\n"); err != nil {
+			t.Fatal(err)
+		}
+		if err := uc.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(uc)
+		if err != nil || string(got) != "early;echo hi\neof seen" {
+			t.Fatalf("read %q, %v", got, err)
+		}
+		rt.mu.Lock()
+		idle := len(rt.idle)
+		rt.mu.Unlock()
+		if idle != 0 {
+			t.Fatal("an upgraded connection went back to the pool")
+		}
+	})
+	for _, tc := range []struct{ name, asked string }{
+		{"unrequested 101", ""},
+		{"101 to another protocol", "h2c"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+				_ = readReq(br)
+				_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			})
+			var dials atomic.Int64
+			rt := newH1Transport(tcpDial(addr, &dials), true, time.Minute)
+			resp, err := rt.RoundTrip(upgradeReq(context.Background(), addr, tc.asked))
+			if err == nil {
+				_ = resp.Body.Close()
+				t.Fatalf("status %d accepted", resp.StatusCode)
+			}
+		})
+	}
+}

@@ -7,12 +7,18 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/websocket"
 )
 
 // maxDelay bounds the ?delay= a request may ask for.
 const maxDelay = 30 * time.Second
 
 // handler answers every request with a Report.
+//
+// A WebSocket upgrade of /ws is accepted: the first message is the
+// handshake request's Report (JSON), then each text message m is answered
+// with "<pod>:m".
 //
 // Request controls: a path of the form /status/<code> sets the response
 // status; ?delay=<duration> delays the answer (at most maxDelay), and
@@ -52,6 +58,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if info.proxied && info.header.Destination.IsValid() {
 			rep.ProxyDestination = info.header.Destination.String()
 		}
+	}
+
+	if r.URL.Path == "/ws" && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		serveWebSocket(w, r, rep)
+		return
 	}
 
 	status := http.StatusOK
@@ -95,4 +106,22 @@ func (h *handler) delayed(on string) bool {
 		}
 	}
 	return false
+}
+
+// serveWebSocket runs the /ws session described on handler.
+func serveWebSocket(w http.ResponseWriter, r *http.Request, rep *Report) {
+	websocket.Server{Handler: func(ws *websocket.Conn) {
+		if err := websocket.Message.Send(ws, string(rep.JSON())); err != nil {
+			return
+		}
+		for {
+			var msg string
+			if err := websocket.Message.Receive(ws, &msg); err != nil {
+				return
+			}
+			if err := websocket.Message.Send(ws, rep.Pod+":"+msg); err != nil {
+				return
+			}
+		}
+	}}.ServeHTTP(w, r)
 }
