@@ -86,8 +86,10 @@ func printWaypoint(w io.Writer, r *Results) {
 	fmt.Fprintf(w, "    parses HTTP/1.1, routes, records metrics and a JSON access log line (buffered), and sends HTTP/1.1 in HBONE\n")
 	fmt.Fprintf(w, "    (mTLS, HTTP/2, pooled keep-alive streams) to ztunnel node2; the two ztunnels and the fortio server are in\n")
 	fmt.Fprintf(w, "    the loop, unpinned (they may run on the proxy's CPU too)\n")
-	fmt.Fprintf(w, "  nginx = one worker reverse proxy in the non-mesh server pod: plaintext HTTP/1.1 from the client pod, keep-alive\n")
-	fmt.Fprintf(w, "    upstream to the same fortio server over loopback, access_log off, no TLS and no ztunnel in the loop\n")
+	fmt.Fprintf(w, "  nginx = one worker reverse proxy in its own non-mesh pod on node2 (where the waypoint runs): plaintext HTTP/1.1\n")
+	fmt.Fprintf(w, "    from the client pod on node1, keep-alive upstream to the non-mesh server pod's fortio server over its veth,\n")
+	fmt.Fprintf(w, "    access_log off, no TLS and no ztunnel in the loop; \"nginx in server pod\" is the same nginx inside the server\n")
+	fmt.Fprintf(w, "    pod with its upstream over loopback (for reference: no hop of its own)\n")
 	fmt.Fprintf(w, "  Both are closed loops of %d connections: when a proxy's CPU busy is well under 1, its req/s is bounded by the\n", cfg.Load.Conns)
 	fmt.Fprintf(w, "    rest of the path, and req per proxy CPU-second is the fairer per-core comparison\n")
 	t = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -96,7 +98,7 @@ func printWaypoint(w io.Writer, r *Results) {
 	for _, x := range []struct {
 		name string
 		r    MaxRate
-	}{{"waypoint", wr.MaxWaypoint}, {"nginx", wr.MaxNginx}} {
+	}{{"waypoint", wr.MaxWaypoint}, {"nginx", wr.MaxNginx}, {"nginx in server pod", wr.MaxNginxLocal}} {
 		if x.r.Err != nil {
 			fmt.Fprintf(t, "%s\terror (see below)\n", x.name)
 			continue
@@ -106,18 +108,28 @@ func printWaypoint(w io.Writer, r *Results) {
 			u.Utilisation(), x.r.PerCPUSecond(), fmtKB(u.PeakRSSKB))
 	}
 	_ = t.Flush()
+	if wp := wr.MaxWaypoint; wp.Err == nil && wp.Latency.Requests > 0 && wp.Usage.ReadCalls+wp.Usage.WriteCalls > 0 {
+		n := float64(wp.Latency.Requests)
+		fmt.Fprintf(w, "  waypoint read+write system calls per request: %.1f+%.1f (/proc/<pid>/io; nginx's recv/send are not counted there)\n",
+			float64(wp.Usage.ReadCalls)/n, float64(wp.Usage.WriteCalls)/n)
+	}
 	if wp, ng := wr.MaxWaypoint, wr.MaxNginx; wp.Err == nil && ng.Err == nil && ng.Latency.QPS > 0 && ng.PerCPUSecond() > 0 {
 		ratio := wp.Latency.QPS / ng.Latency.QPS
 		eff := wp.PerCPUSecond() / ng.PerCPUSecond()
 		fmt.Fprintf(w, "  waypoint / nginx: %.2fx req/s on one core, %.2fx req per CPU-second; target >= 0.5x: %s\n",
 			ratio, eff, verdictOf(ratio >= targetVsNginx))
 	}
+	if wp, ng := wr.MaxWaypoint, wr.MaxNginxLocal; wp.Err == nil && ng.Err == nil && ng.Latency.QPS > 0 && ng.PerCPUSecond() > 0 {
+		fmt.Fprintf(w, "  waypoint / nginx in server pod: %.2fx req/s, %.2fx req per CPU-second\n",
+			wp.Latency.QPS/ng.Latency.QPS, wp.PerCPUSecond()/ng.PerCPUSecond())
+	}
 	var errs []string
 	for _, e := range []struct {
 		what string
 		err  error
 	}{{"waypoint HTTP", via.LatencyErr}, {"ztunnel-only HTTP", base.LatencyErr}, {"waypoint usage", via.UsageErr},
-		{"waypoint max rate", wr.MaxWaypoint.Err}, {"nginx max rate", wr.MaxNginx.Err}} {
+		{"waypoint max rate", wr.MaxWaypoint.Err}, {"nginx max rate", wr.MaxNginx.Err},
+		{"nginx in server pod max rate", wr.MaxNginxLocal.Err}} {
 		if e.err != nil {
 			errs = append(errs, fmt.Sprintf("%s: %v", e.what, e.err))
 		}

@@ -29,7 +29,12 @@ import (
 //	via waypoint: mesh-client -> ztunnel node1 =HBONE=> waypoint =HBONE=> ztunnel node2 -> mesh-server
 //	ztunnel only: mesh-client -> ztunnel node1 =HBONE=> ztunnel node2 -> mesh-server
 const (
-	podWaypoint     = "bench-wp-0"
+	podWaypoint = "bench-wp-0"
+	// podNginx is the comparison nginx's own pod: outside the mesh, on
+	// the waypoint's node, so nginx sits where the waypoint sits (between
+	// the client's node and the server pod) and reaches the server over
+	// the same kind of veth hop.
+	podNginx        = "nginx-proxy"
 	gatewayWaypoint = "bench-wp"
 	svcViaWaypoint  = "echo-wp"
 	svcNoWaypoint   = "echo-nowp"
@@ -63,6 +68,8 @@ func addWaypoint(spec *meshenv.Spec, waypointBin string) {
 			Labels: map[string]string{"gateway.istio.io/managed": "istio.io-mesh-controller", "gateway.networking.k8s.io/gateway-name": gatewayWaypoint},
 			Ports:  []cluster.ServicePort{{Name: "mesh", Port: meshenv.WaypointHBONEPort}, {Name: "status-port", Port: meshenv.WaypointReadyPort}}},
 	)
+	spec.Pods = append(spec.Pods, cluster.PodSpec{Name: podNginx, Namespace: nsDirect, Node: "node2", ServiceAccount: podNginx,
+		Labels: map[string]string{"app": podNginx}})
 	spec.Waypoints = append(spec.Waypoints, podWaypoint)
 	spec.WaypointBinary = waypointBin
 }
@@ -223,14 +230,14 @@ func ensureNginx(ctx context.Context) (string, error) {
 	return find()
 }
 
-// nginxPort is where the comparison nginx listens in the direct server pod.
+// nginxPort is where the comparison nginx listens in its pod.
 const nginxPort = 8090
 
-// startNginx runs nginx as an HTTP/1.1 reverse proxy (keep-alive upstream
-// connections) in the direct server pod in front of its fortio server,
-// with one worker pinned to cpu. It returns the master and worker
-// processes once the proxy answers through the pod's IP.
-func startNginx(ctx context.Context, m *meshenv.Mesh, bin, dir string, cpu int) ([]Proc, error) {
+// startNginx runs nginx in pod as an HTTP/1.1 reverse proxy (keep-alive
+// upstream connections) to upstream (host:port), with one worker pinned to
+// cpu and its files under dir. It returns the master and worker processes
+// once the proxy answers through the pod's IP.
+func startNginx(ctx context.Context, m *meshenv.Mesh, bin, dir string, cpu int, pod *cluster.Pod, upstream string) ([]Proc, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
 		return nil, fmt.Errorf("nginx: %w", err)
 	}
@@ -250,7 +257,7 @@ http {
   uwsgi_temp_path %s/uwsgi;
   scgi_temp_path %s/scgi;
   upstream backend {
-    server 127.0.0.1:%d;
+    server %s;
     keepalive 64;
   }
   server {
@@ -262,13 +269,12 @@ http {
     }
   }
 }
-`, strings.Repeat("0", cpu), filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "error.log"), tmp, tmp, tmp, tmp, tmp, portFortio, nginxPort)
+`, strings.Repeat("0", cpu), filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "error.log"), tmp, tmp, tmp, tmp, tmp, upstream, nginxPort)
 	cf := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
 		return nil, fmt.Errorf("nginx: %w", err)
 	}
-	pod := m.Pods[podDirectServer]
-	proc, err := m.Cluster.StartProcess(cluster.ProcessSpec{Name: "nginx", Netns: pod.Netns, Path: bin,
+	proc, err := m.Cluster.StartProcess(cluster.ProcessSpec{Name: "nginx-" + pod.Name, Netns: pod.Netns, Path: bin,
 		Args: []string{"-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", cf}})
 	if err != nil {
 		return nil, fmt.Errorf("nginx: %w", err)

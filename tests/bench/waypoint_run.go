@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strconv"
 	"time"
+
+	"github.com/zmesh/zmesh/tests/e2e/cluster"
 )
 
 // WaypointResult is the waypoint scenario's measurements.
@@ -19,8 +21,10 @@ type WaypointResult struct {
 	ProxyCPU   int
 	ClientCPUs string
 	// MaxWaypoint and MaxNginx are the fortio -qps 0 runs through the
-	// pinned waypoint and the pinned nginx.
-	MaxWaypoint, MaxNginx MaxRate
+	// pinned waypoint and the pinned nginx in its own pod (where the
+	// waypoint sits: the verdict's comparison); MaxNginxLocal through an
+	// nginx inside the server pod, upstream over loopback (for reference).
+	MaxWaypoint, MaxNginx, MaxNginxLocal MaxRate
 }
 
 // MaxRate is one unthrottled fortio run through a proxy pinned to one
@@ -90,14 +94,23 @@ func (b *bench) measureWaypoint(ctx context.Context, via, noWP *Path, wp Proc) {
 		res.MaxNginx.Err = err
 		return
 	}
-	procs, err := startNginx(ctx, b.m, bin, filepath.Join(b.work, "nginx"), res.ProxyCPU)
-	if err != nil {
-		res.MaxNginx.Err = err
-		return
-	}
 	server := b.m.Pods[podDirectServer]
-	p := &Path{Name: "nginx-max", Client: b.m.Pods[podDirectClient], HTTP: hostPort(server.IP.String(), nginxPort)}
-	res.MaxNginx = b.maxRate(ctx, p, procs, load)
+	for _, run := range []struct {
+		res      *MaxRate
+		pod      *cluster.Pod
+		upstream string
+	}{
+		{&res.MaxNginx, b.m.Pods[podNginx], hostPort(server.IP.String(), portFortio)},
+		{&res.MaxNginxLocal, server, hostPort("127.0.0.1", portFortio)},
+	} {
+		procs, err := startNginx(ctx, b.m, bin, filepath.Join(b.work, "nginx-"+run.pod.Name), res.ProxyCPU, run.pod, run.upstream)
+		if err != nil {
+			run.res.Err = err
+			continue
+		}
+		p := &Path{Name: "nginx-max-" + run.pod.Name, Client: b.m.Pods[podDirectClient], HTTP: hostPort(run.pod.IP.String(), nginxPort)}
+		*run.res = b.maxRate(ctx, p, procs, load)
+	}
 }
 
 // maxRate runs one fortio load over p with procs' usage summed.

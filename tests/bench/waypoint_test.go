@@ -37,6 +37,7 @@ func checkWaypointSmoke(t *testing.T, res *Results, nginxErr error) {
 	maxes := map[string]MaxRate{"waypoint": wr.MaxWaypoint}
 	if nginxErr == nil {
 		maxes["nginx"] = wr.MaxNginx
+		maxes["nginx in server pod"] = wr.MaxNginxLocal
 	} else {
 		t.Logf("nginx unavailable, its run is not checked: %v", nginxErr)
 	}
