@@ -11,7 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -63,7 +62,7 @@ type ClientStream struct {
 	sink     syscall.RawConn // see setSink
 	inlineN  int64           // bytes written to sink by deliver
 
-	rdl, wdl deadline // read and write deadlines
+	deadlines // SetDeadline, SetReadDeadline, SetWriteDeadline
 
 	closed    atomic.Bool
 	abortOnce sync.Once
@@ -388,27 +387,3 @@ func (s *ClientStream) LocalAddr() net.Addr { return s.local }
 
 // RemoteAddr returns the next hop's address.
 func (s *ClientStream) RemoteAddr() net.Addr { return s.remote }
-
-// SetDeadline sets the read and write deadlines, as net.Conn does.
-func (s *ClientStream) SetDeadline(t time.Time) error {
-	s.rdl.set(t)
-	s.wdl.set(t)
-	return nil
-}
-
-// SetReadDeadline sets the deadline for Read, as net.Conn does: once it
-// passes, a Read with nothing to return fails with os.ErrDeadlineExceeded
-// (a net.Error whose Timeout is true) and loses no data.
-func (s *ClientStream) SetReadDeadline(t time.Time) error {
-	s.rdl.set(t)
-	return nil
-}
-
-// SetWriteDeadline sets the deadline for Write, as net.Conn does: once it
-// passes, a Write waiting for HTTP/2 flow-control window fails with
-// os.ErrDeadlineExceeded. (A write already handed to the connection is
-// sent; the connection's own keepalive bounds how long that can take.)
-func (s *ClientStream) SetWriteDeadline(t time.Time) error {
-	s.wdl.set(t)
-	return nil
-}

@@ -6,6 +6,33 @@ import (
 	"time"
 )
 
+// deadlines gives a stream net.Conn's deadline methods.
+type deadlines struct{ rdl, wdl deadline }
+
+// SetDeadline sets the read and write deadlines, as net.Conn does.
+func (d *deadlines) SetDeadline(t time.Time) error {
+	d.rdl.set(t)
+	d.wdl.set(t)
+	return nil
+}
+
+// SetReadDeadline sets the deadline for Read, as net.Conn does: once it
+// passes, Read fails with os.ErrDeadlineExceeded (a net.Error whose
+// Timeout is true) and loses no data.
+func (d *deadlines) SetReadDeadline(t time.Time) error {
+	d.rdl.set(t)
+	return nil
+}
+
+// SetWriteDeadline sets the deadline for Write, as net.Conn does: once it
+// passes, Write fails with os.ErrDeadlineExceeded, also while it waits for
+// HTTP/2 flow-control window. (A frame already handed to the connection is
+// sent; the connection's keepalive bounds how long that can take.)
+func (d *deadlines) SetWriteDeadline(t time.Time) error {
+	d.wdl.set(t)
+	return nil
+}
+
 // deadline is one direction's deadline of a stream, in the net.Conn sense:
 // once it passes, blocked and later calls in that direction fail with
 // os.ErrDeadlineExceeded (a net.Error whose Timeout is true) until it is

@@ -10,7 +10,6 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -53,7 +52,7 @@ type ServerStream struct {
 	sink     syscall.RawConn // see setSink
 	inlineN  int64           // bytes written to sink by deliver
 
-	rdl, wdl deadline // read and write deadlines
+	deadlines // SetDeadline, SetReadDeadline, SetWriteDeadline
 
 	closeOnce sync.Once
 }
@@ -337,30 +336,6 @@ func (st *ServerStream) LocalAddr() net.Addr { return st.sc.localAddr }
 
 // RemoteAddr returns the peer address of the HBONE connection.
 func (st *ServerStream) RemoteAddr() net.Addr { return st.sc.remoteAddr }
-
-// SetDeadline sets the read and write deadlines, as net.Conn does.
-func (st *ServerStream) SetDeadline(t time.Time) error {
-	st.rdl.set(t)
-	st.wdl.set(t)
-	return nil
-}
-
-// SetReadDeadline sets the deadline for Read, as net.Conn does: once it
-// passes, a Read with nothing to return fails with os.ErrDeadlineExceeded
-// (a net.Error whose Timeout is true) and loses no data.
-func (st *ServerStream) SetReadDeadline(t time.Time) error {
-	st.rdl.set(t)
-	return nil
-}
-
-// SetWriteDeadline sets the deadline for Write, as net.Conn does: once it
-// passes, a Write waiting for HTTP/2 flow-control window fails with
-// os.ErrDeadlineExceeded. (A write already handed to the connection is
-// sent; the connection's own keepalive bounds how long that can take.)
-func (st *ServerStream) SetWriteDeadline(t time.Time) error {
-	st.wdl.set(t)
-	return nil
-}
 
 // ResponseWriter answers one CONNECT request. Exactly one of Accept or
 // Reject takes effect; later calls return an error.

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -55,8 +54,7 @@ func (p *Proxy) switchProtocols(w *responseWriter, r *http.Request, st *state, r
 		st.flag("DC")
 		return
 	}
-	dc := &hijackedConn{Conn: down, br: brw.Reader}
-	res := hbone.Splice(dc, up, p.cfg.BufferPool)
+	res := hbone.Splice(upstream.NewUpgradedConn(down, brw.Reader), up, p.cfg.BufferPool)
 	w.bytes += res.BToA
 	if cb, ok := r.Body.(*countingBody); ok {
 		cb.n += res.AToB
@@ -73,30 +71,4 @@ func upgradedConn(body io.ReadCloser) (hbone.HalfCloser, bool) {
 	}
 	uc, ok := body.(*upstream.UpgradedConn)
 	return uc, ok
-}
-
-// hijackedConn is a downstream connection taken over from net/http: reads
-// return what net/http had buffered first.
-type hijackedConn struct {
-	net.Conn
-	br *bufio.Reader // nil once drained
-}
-
-func (c *hijackedConn) Read(p []byte) (int, error) {
-	if c.br != nil {
-		if c.br.Buffered() > 0 {
-			return c.br.Read(p)
-		}
-		c.br = nil
-	}
-	return c.Conn.Read(p)
-}
-
-// CloseWrite half-closes the tunnel stream under the connection, or closes
-// it when it cannot half-close.
-func (c *hijackedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Close()
 }

@@ -417,7 +417,7 @@ func (t *h1Transport) upgraded(c *h1Conn, req *http.Request, resp *http.Response
 		_ = c.conn.Close()
 		return nil, fmt.Errorf("upstream answered 101 switching to %q, not the requested %q", resp.Header.Get("Upgrade"), req.Header.Get("Upgrade"))
 	}
-	resp.Body = &UpgradedConn{conn: c.conn, br: c.br}
+	resp.Body = NewUpgradedConn(c.conn, c.br)
 	return resp, nil
 }
 
@@ -427,12 +427,18 @@ func isUpgrade(h http.Header) bool {
 	return h.Get("Upgrade") != "" && httpguts.HeaderValuesContainsToken(h["Connection"], "upgrade")
 }
 
-// UpgradedConn is the connection of an upstream request that switched
-// protocols (a 101 response's Body). Reads return the bytes buffered after
-// the response header first.
+// UpgradedConn is a connection that switched protocols after an HTTP/1.1
+// exchange: an upstream request's (a 101 response's Body) or a downstream
+// one taken over from net/http. Reads return what the exchange's reader
+// had buffered first.
 type UpgradedConn struct {
 	conn net.Conn
-	br   *bufio.Reader
+	br   *bufio.Reader // nil once drained
+}
+
+// NewUpgradedConn returns conn, read through br until br's buffer is empty.
+func NewUpgradedConn(conn net.Conn, br *bufio.Reader) *UpgradedConn {
+	return &UpgradedConn{conn: conn, br: br}
 }
 
 func (u *UpgradedConn) Read(p []byte) (int, error) {
