@@ -592,13 +592,13 @@ func (cc *clientConn) awaitSend(st *ClientStream, want int) (int, error) {
 			cc.mu.Unlock()
 			return int(n), nil
 		}
-		ch := cc.windowCh
-		cc.mu.Unlock()
-		select {
-		case <-ch:
-		case <-st.wdl.done():
+		if st.wdl.passed() {
+			cc.mu.Unlock()
 			return 0, os.ErrDeadlineExceeded
 		}
+		ch := cc.windowCh
+		cc.mu.Unlock()
+		<-ch // also closed when a write deadline passes
 		cc.mu.Lock()
 	}
 }

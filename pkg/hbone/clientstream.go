@@ -70,13 +70,30 @@ type ClientStream struct {
 }
 
 func newClientStream(cc *clientConn) *ClientStream {
-	return &ClientStream{
+	s := &ClientStream{
 		cc:        cc,
 		respDone:  make(chan struct{}),
 		recvAvail: StreamWindow,
 		rbuf:      chunkQueue{pool: cc.bufs},
 		readWake:  make(chan struct{}, 1),
 	}
+	s.waker = s
+	return s
+}
+
+// wakeForDeadline wakes a blocked Read, or the connection's writers
+// waiting for window, when one of s's deadlines passes.
+func (s *ClientStream) wakeForDeadline(write bool) {
+	if !write {
+		select {
+		case s.readWake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	s.cc.mu.Lock()
+	s.cc.wakeWritersLocked()
+	s.cc.mu.Unlock()
 }
 
 // answerLocked records the response (status) or why there is none (err),
@@ -279,11 +296,10 @@ func (s *ClientStream) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		s.rmu.Unlock()
-		select {
-		case <-s.readWake:
-		case <-s.rdl.done():
+		if s.rdl.passed() {
 			return 0, os.ErrDeadlineExceeded
 		}
+		<-s.readWake // also signalled when the read deadline passes
 		s.rmu.Lock()
 	}
 }
@@ -371,8 +387,7 @@ func (s *ClientStream) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		s.abort()
-		s.rdl.stop()
-		s.wdl.stop()
+		s.stopDeadlines()
 		s.pool.mu.Lock()
 		s.pool.streams--
 		toClose := s.pool.releaseLocked(s.pc)

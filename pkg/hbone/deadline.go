@@ -6,21 +6,30 @@ import (
 	"time"
 )
 
-// deadlines gives a stream net.Conn's deadline methods.
-type deadlines struct{ rdl, wdl deadline }
+// deadlines gives a stream net.Conn's deadline methods. waker is the
+// stream, set by its constructor: it wakes the stream's blocked reads or
+// writes when a deadline passes, so they see it.
+type deadlines struct {
+	rdl, wdl deadline
+	waker    deadlineWaker
+}
+
+// deadlineWaker wakes a stream's blocked Reads (write false) or Writes.
+type deadlineWaker interface{ wakeForDeadline(write bool) }
 
 // SetDeadline sets the read and write deadlines, as net.Conn does.
 func (d *deadlines) SetDeadline(t time.Time) error {
-	d.rdl.set(t)
-	d.wdl.set(t)
-	return nil
+	_ = d.SetReadDeadline(t)
+	return d.SetWriteDeadline(t)
 }
 
 // SetReadDeadline sets the deadline for Read, as net.Conn does: once it
 // passes, Read fails with os.ErrDeadlineExceeded (a net.Error whose
 // Timeout is true) and loses no data.
 func (d *deadlines) SetReadDeadline(t time.Time) error {
-	d.rdl.set(t)
+	if d.rdl.set(t, d, false) {
+		d.waker.wakeForDeadline(false)
+	}
 	return nil
 }
 
@@ -29,88 +38,77 @@ func (d *deadlines) SetReadDeadline(t time.Time) error {
 // HTTP/2 flow-control window. (A frame already handed to the connection is
 // sent; the connection's keepalive bounds how long that can take.)
 func (d *deadlines) SetWriteDeadline(t time.Time) error {
-	d.wdl.set(t)
+	if d.wdl.set(t, d, true) {
+		d.waker.wakeForDeadline(true)
+	}
 	return nil
 }
 
-// deadline is one direction's deadline of a stream, in the net.Conn sense:
-// once it passes, blocked and later calls in that direction fail with
-// os.ErrDeadlineExceeded (a net.Error whose Timeout is true) until it is
-// moved or cleared. The zero value has no deadline; a stream that never
-// sets one pays one atomic load per call, plus one channel allocated the
-// first time a call blocks.
+// stopDeadlines releases pending timers, for a stream that ends.
+func (d *deadlines) stopDeadlines() {
+	d.rdl.stop()
+	d.wdl.stop()
+}
+
+// deadline is one direction's deadline of a stream: once it passes, calls
+// in that direction fail with os.ErrDeadlineExceeded until it is moved or
+// cleared. Blocked calls check passed before they block and again each
+// time they wake; passing wakes them. It allocates nothing unless a
+// deadline in the future is set (a timer).
 type deadline struct {
-	ever atomic.Bool // a deadline was set at some point; until then passed skips mu
+	expired atomic.Bool // the deadline has passed
 
-	mu      sync.Mutex    // guards the fields below
-	timer   *time.Timer   // pending expiry, or nil
-	expired chan struct{} // closed once the deadline has passed; nil until first needed
-}
-
-// set moves the deadline to t; the zero t clears it.
-func (d *deadline) set(t time.Time) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.stopLocked()
-	if t.IsZero() {
-		if d.expired != nil && isClosed(d.expired) {
-			d.expired = nil
-		}
-		return
-	}
-	d.ever.Store(true)
-	if d.expired == nil || isClosed(d.expired) {
-		d.expired = make(chan struct{})
-	}
-	if wait := time.Until(t); wait > 0 {
-		ch := d.expired
-		d.timer = time.AfterFunc(wait, func() { close(ch) })
-		return
-	}
-	close(d.expired)
-}
-
-// done returns a channel that is closed once the deadline has passed.
-// Waiters must call it again after each wake-up: set replaces the channel
-// when it moves a passed deadline.
-func (d *deadline) done() <-chan struct{} {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.expired == nil {
-		d.expired = make(chan struct{})
-	}
-	return d.expired
+	mu    sync.Mutex  // guards timer and gen
+	timer *time.Timer // pending expiry, or nil
+	gen   uint64      // bumped by every set, so a superseded timer does nothing
 }
 
 // passed reports whether the deadline has passed.
-func (d *deadline) passed() bool {
-	if !d.ever.Load() {
-		return false
-	}
+func (d *deadline) passed() bool { return d.expired.Load() }
+
+// set moves the deadline to t (the zero t clears it). It reports whether
+// t has already passed, in which case the caller wakes blocked calls; a
+// future t arms a timer that wakes them through owner.
+func (d *deadline) set(t time.Time, owner *deadlines, write bool) (passedNow bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.expired != nil && isClosed(d.expired)
-}
-
-// stop releases the pending timer, for a stream that ends.
-func (d *deadline) stop() {
-	d.mu.Lock()
-	d.stopLocked()
-	d.mu.Unlock()
-}
-
-func (d *deadline) stopLocked() {
-	if d.timer != nil && !d.timer.Stop() {
-		<-d.expired // it fired: wait until it has closed the channel
+	d.gen++
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
 	}
-	d.timer = nil
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
+	switch wait := time.Until(t); {
+	case t.IsZero():
+		d.expired.Store(false)
+	case wait <= 0:
+		d.expired.Store(true)
 		return true
 	default:
-		return false
+		d.expired.Store(false)
+		gen := d.gen
+		d.timer = time.AfterFunc(wait, func() {
+			d.mu.Lock()
+			current := d.gen == gen
+			if current {
+				d.timer = nil
+				d.expired.Store(true)
+			}
+			d.mu.Unlock()
+			if current {
+				owner.waker.wakeForDeadline(write)
+			}
+		})
 	}
+	return false
+}
+
+// stop cancels the pending timer.
+func (d *deadline) stop() {
+	d.mu.Lock()
+	d.gen++
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	d.mu.Unlock()
 }

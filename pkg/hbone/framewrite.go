@@ -147,7 +147,14 @@ func (w *frameWriter) writeData(id uint32, end bool, p []byte) error {
 // does). The caller holds the lock.
 func (w *frameWriter) putDataFrame(id uint32, end bool, p []byte) error {
 	hdr := dataFrameHeader(id, end, len(p))
-	if _, err := w.bw.Write(hdr[:]); err != nil {
+	if w.bw.Available() < len(hdr) {
+		if err := w.bw.Flush(); err != nil {
+			return err
+		}
+	}
+	// Appending to AvailableBuffer copies hdr into bw's own buffer, so
+	// hdr stays on the stack (bw.Write(hdr[:]) would move it to the heap).
+	if _, err := w.bw.Write(append(w.bw.AvailableBuffer(), hdr[:]...)); err != nil {
 		return err
 	}
 	_, err := w.bw.Write(p)

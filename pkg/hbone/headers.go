@@ -199,5 +199,13 @@ func decodeLowerHex(dst []byte, s string) error {
 
 // String renders tp in the canonical version-00 layout.
 func (tp Traceparent) String() string {
-	return fmt.Sprintf("%02x-%x-%x-%02x", tp.Version, tp.TraceID, tp.ParentID, tp.Flags)
+	var b [55]byte
+	out := hex.AppendEncode(b[:0], []byte{tp.Version})
+	out = append(out, '-')
+	out = hex.AppendEncode(out, tp.TraceID[:])
+	out = append(out, '-')
+	out = hex.AppendEncode(out, tp.ParentID[:])
+	out = append(out, '-')
+	out = hex.AppendEncode(out, []byte{tp.Flags})
+	return string(out)
 }

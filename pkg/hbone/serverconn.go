@@ -539,13 +539,13 @@ func (sc *serverConn) awaitSend(st *ServerStream, want int) (int, error) {
 			sc.mu.Unlock()
 			return int(n), nil
 		}
-		ch := sc.windowCh
-		sc.mu.Unlock()
-		select {
-		case <-ch:
-		case <-st.wdl.done():
+		if st.wdl.passed() {
+			sc.mu.Unlock()
 			return 0, os.ErrDeadlineExceeded
 		}
+		ch := sc.windowCh
+		sc.mu.Unlock()
+		<-ch // also closed when a write deadline passes
 		sc.mu.Lock()
 	}
 }

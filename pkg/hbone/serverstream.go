@@ -59,7 +59,7 @@ type ServerStream struct {
 
 func newServerStream(sc *serverConn, id uint32) *ServerStream {
 	ctx, cancel := context.WithCancel(sc.ctx)
-	return &ServerStream{
+	st := &ServerStream{
 		sc:         sc,
 		id:         id,
 		ctx:        ctx,
@@ -69,6 +69,23 @@ func newServerStream(sc *serverConn, id uint32) *ServerStream {
 		rbuf:       chunkQueue{pool: sc.srv.cfg.BufferPool},
 		readWake:   make(chan struct{}, 1),
 	}
+	st.waker = st
+	return st
+}
+
+// wakeForDeadline wakes a blocked Read, or the connection's writers
+// waiting for window, when one of st's deadlines passes.
+func (st *ServerStream) wakeForDeadline(write bool) {
+	if !write {
+		select {
+		case st.readWake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	st.sc.mu.Lock()
+	st.sc.wakeWritersLocked()
+	st.sc.mu.Unlock()
 }
 
 // run validates and dispatches the stream; it runs on its own goroutine.
@@ -246,11 +263,10 @@ func (st *ServerStream) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		st.rmu.Unlock()
-		select {
-		case <-st.readWake:
-		case <-st.rdl.done():
+		if st.rdl.passed() {
 			return 0, os.ErrDeadlineExceeded
 		}
+		<-st.readWake // also signalled when the read deadline passes
 		st.rmu.Lock()
 	}
 }
@@ -325,8 +341,7 @@ func (st *ServerStream) Close() error {
 		st.rmu.Unlock()
 		st.discard(net.ErrClosed)
 		st.cancel()
-		st.rdl.stop()
-		st.wdl.stop()
+		st.stopDeadlines()
 	})
 	return nil
 }

@@ -144,8 +144,9 @@ func TestSpliceAsyncTCP(t *testing.T) {
 }
 
 // restDelay is long enough for a few hot directions to cool down and rest
-// in the poller.
-const restDelay = fewHotWindow + 2*hotWindow
+// in the poller: the cooler sees them quiet for fewHotWindow only at its
+// next tick, up to a quarter window later.
+const restDelay = spliceSettle
 
 func isReset(err error) bool {
 	var op *net.OpError

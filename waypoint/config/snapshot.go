@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"slices"
+	"strconv"
 
 	"github.com/zmesh/zmesh/waypoint/upstream"
 )
@@ -28,7 +29,8 @@ type Snapshot struct {
 // Refused reports whether the listener of svc:port was rejected with no
 // good version to fall back on; such traffic must be refused (fail closed).
 func (s *Snapshot) Refused(svc *Service, port uint32) bool {
-	return s.refused[svc.Namespace+"/"+svc.Hostname+":"+itoa(port)]
+	var buf [128]byte
+	return s.refused[string(listenerName(buf[:0], svc, port))]
 }
 
 // ServiceByVIP finds the service owning vip:port (the port must be one of
@@ -64,7 +66,8 @@ func (s *Snapshot) WorkloadByIP(ip netip.Addr) *Workload { return s.byIP[ip.Unma
 
 // Listener returns the listener for a service key and port.
 func (s *Snapshot) Listener(svc *Service, port uint32) *Listener {
-	return s.listeners[svc.Namespace+"/"+svc.Hostname+":"+itoa(port)]
+	var buf [128]byte
+	return s.listeners[string(listenerName(buf[:0], svc, port))]
 }
 
 // Cluster returns a cluster by name.
@@ -135,15 +138,14 @@ func (s *Snapshot) reindex() {
 	}
 }
 
-func itoa(v uint32) string {
-	var b [10]byte
-	i := len(b)
-	for {
-		i--
-		b[i] = byte('0' + v%10)
-		v /= 10
-		if v == 0 {
-			return string(b[i:])
-		}
-	}
+// listenerName appends the name of svc's listener for port, as the
+// controller names Listeners ("<namespace>/<hostname>:<port>"), to b.
+// Lookups build it in a stack buffer: a concatenated key would be
+// allocated on every request.
+func listenerName(b []byte, svc *Service, port uint32) []byte {
+	b = append(b, svc.Namespace...)
+	b = append(b, '/')
+	b = append(b, svc.Hostname...)
+	b = append(b, ':')
+	return strconv.AppendUint(b, uint64(port), 10)
 }

@@ -304,7 +304,7 @@ func (p *Proxy) attempts(ctx context.Context, out *http.Request, st *state, b *b
 		prev = host
 		st.upAddr = host.Target.Addr.String()
 		st.upHost = b.byAddr[st.upAddr]
-		resp, cond := p.try(ctx, out, b, host, fw)
+		resp, cond := p.try(ctx, out, b, host, st.upAddr, fw)
 		last := attempt >= retries
 		if resp != nil && (last || !retriable(fw.Retry, cond, resp.StatusCode)) {
 			return resp
@@ -326,16 +326,17 @@ func (p *Proxy) attempts(ctx context.Context, out *http.Request, st *state, b *b
 	}
 }
 
-// try performs one attempt. Without a response, cond is the failure's
-// response flag: UF (connect failure), UT (per-try timeout) or UC (reset).
-func (p *Proxy) try(ctx context.Context, out *http.Request, b *backend, host *upstream.Host, fw *route.Forward) (*http.Response, string) {
+// try performs one attempt on host, whose address is addr. Without a
+// response, cond is the failure's response flag: UF (connect failure), UT
+// (per-try timeout) or UC (reset).
+func (p *Proxy) try(ctx context.Context, out *http.Request, b *backend, host *upstream.Host, addr string, fw *route.Forward) (*http.Response, string) {
 	var cancel context.CancelFunc = func() {}
 	if fw.Retry != nil && fw.Retry.PerTryTimeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, fw.Retry.PerTryTimeout)
 	}
 	att := &upstream.Attempt{}
 	req := out.WithContext(upstream.WithAttempt(ctx, att))
-	req.URL.Host = host.Target.Addr.String()
+	req.URL.Host = addr
 	end := host.Begin()
 	resp, err := b.cluster.Transport(host, b.http2).RoundTrip(req)
 	if err != nil {

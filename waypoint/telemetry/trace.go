@@ -22,7 +22,7 @@ type Span struct {
 // tracestate is passed through untouched.
 func StartSpan(h http.Header, samplePPM uint32) Span {
 	var s Span
-	if tp, err := hbone.ParseTraceparent(h.Get("traceparent")); err == nil {
+	if tp, ok := incomingTrace(h); ok {
 		s.TraceID, s.ParentID, s.Flags = tp.TraceID, tp.ParentID, tp.Flags
 	} else {
 		randomID(s.TraceID[:])
@@ -34,6 +34,17 @@ func StartSpan(h http.Header, samplePPM uint32) Span {
 	randomID(s.SpanID[:])
 	h.Set("traceparent", s.Traceparent())
 	return s
+}
+
+// incomingTrace is the request's valid traceparent, if it has one. (Most
+// requests have none: that case builds no parse error.)
+func incomingTrace(h http.Header) (hbone.Traceparent, bool) {
+	v := h.Get("traceparent")
+	if v == "" {
+		return hbone.Traceparent{}, false
+	}
+	tp, err := hbone.ParseTraceparent(v)
+	return tp, err == nil
 }
 
 // randomID fills b with random bytes, never all zero (an invalid W3C id).
