@@ -218,8 +218,8 @@ func (cc *clientConn) openStream(ctx context.Context, authority string, hdrs []h
 }
 
 // writeRequestHeaders encodes and writes a CONNECT header block, split
-// into CONTINUATION frames if the server's frame size requires. wmu is
-// held.
+// into CONTINUATION frames if the server's frame size requires. The
+// caller holds cc.w's lock.
 func (cc *clientConn) writeRequestHeaders(id uint32, authority string, hdrs []hpack.HeaderField) error {
 	cc.hbuf.Reset()
 	fields := append([]hpack.HeaderField{{Name: ":method", Value: "CONNECT"}, {Name: ":authority", Value: authority}}, hdrs...)

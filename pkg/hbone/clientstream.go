@@ -34,7 +34,7 @@ type ClientStream struct {
 	pool   *Pool
 	pc     *poolConn
 	cc     *clientConn
-	id     uint32 // set under cc.wmu before the stream is visible
+	id     uint32 // set under cc.w's lock before the stream is visible
 	local  net.Addr
 	remote net.Addr
 
