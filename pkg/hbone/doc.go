@@ -1,7 +1,7 @@
 // Package hbone implements HBONE, the tunnel protocol of Istio's ambient
 // mode: HTTP/2 CONNECT carried over mutual TLS on port 15008.
 //
-// The package has three parts:
+// The package has these parts:
 //
 //   - Server terminates HBONE. It verifies the client's SPIFFE certificate,
 //     validates each CONNECT request and hands it to a Handler, which accepts
@@ -9,6 +9,9 @@
 //   - Pool originates HBONE. It dials, verifies the server's SPIFFE identity
 //     against an expected set, and multiplexes CONNECT streams over pooled
 //     HTTP/2 connections keyed the way ztunnel keys them.
+//   - Streams (ClientStream, ServerStream) are net.Conns with read and
+//     write deadlines; their Close resets a half still open, CloseWrite
+//     half-closes gracefully.
 //   - Splice copies bytes between two connections in both directions with
 //     half-close propagation, for the proxies built on top of this package;
 //     SpliceAsync does the same without blocking its caller.
@@ -27,7 +30,10 @@
 // Data path costs, which the package's benchmarks measure: under TLS sits a
 // corking layer (corkconn.go), so each HTTP/2 frame or batch of control
 // frames, however many TLS records it spans, is one write system call, and
-// bulk reads take several records per system call. Received data waits in
+// bulk reads take several records per system call. Small DATA frames
+// written while another goroutine writes on the same connection join its
+// batch (framewrite.go), so a burst of frames from many streams costs one
+// TLS write and one system call. Received data waits in
 // pooled chunks only until read. Splice parks no goroutine and pins no
 // buffer on an idle stream direction, and while that direction is idle a
 // stream's connection reader writes arriving data straight to the TCP
