@@ -40,7 +40,7 @@ var errRefused = errors.New("stream refused")
 //
 // Goroutines: run (started by start) is the read loop; it starts writeLoop
 // (control frames) and keepaliveLoop and waits for both before returning.
-// The read loop writes no frames.
+// The read loop never takes the write lock.
 type clientConn struct {
 	raw  net.Conn // the TCP connection under TLS
 	log  *slog.Logger
@@ -57,6 +57,8 @@ type clientConn struct {
 	fr   *http2.Framer // reads only from the read loop; writes under w's lock
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
+
+	tableLimit tableLimit // the peer's SETTINGS_HEADER_TABLE_SIZE, for henc's next block
 
 	ctrlWake chan struct{} // cap 1; pokes writeLoop
 
@@ -222,6 +224,7 @@ func (cc *clientConn) openStream(ctx context.Context, authority string, hdrs []h
 // caller holds cc.w's lock.
 func (cc *clientConn) writeRequestHeaders(id uint32, authority string, hdrs []hpack.HeaderField) error {
 	cc.hbuf.Reset()
+	cc.tableLimit.apply(cc.henc)
 	fields := append([]hpack.HeaderField{{Name: ":method", Value: "CONNECT"}, {Name: ":authority", Value: authority}}, hdrs...)
 	for _, f := range fields {
 		if err := cc.henc.WriteField(f); err != nil {
@@ -348,9 +351,7 @@ func (cc *clientConn) processSettings(f *http2.SettingsFrame) error {
 			cc.peerMaxStreams = s.Val
 			cc.mu.Unlock()
 		case http2.SettingHeaderTableSize:
-			cc.w.wmu.Lock()
-			cc.henc.SetMaxDynamicTableSizeLimit(s.Val)
-			cc.w.wmu.Unlock()
+			cc.tableLimit.offer(s.Val)
 		}
 		return nil
 	}); err != nil {

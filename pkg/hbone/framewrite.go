@@ -3,8 +3,10 @@ package hbone
 import (
 	"bufio"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // frameWriteBufferSize is the size of a connection's frame write buffer: one
@@ -170,6 +172,21 @@ func dataFrameHeader(id uint32, end bool, n int) [frameHeaderLen]byte {
 		byte(n >> 16), byte(n >> 8), byte(n),
 		byte(http2.FrameData), byte(flags),
 		byte(id >> 24 & 0x7f), byte(id >> 16), byte(id >> 8), byte(id),
+	}
+}
+
+// tableLimit hands a peer's SETTINGS_HEADER_TABLE_SIZE from the read loop
+// to the goroutine that writes the next header block (under the write
+// lock), so the read loop never waits for the write lock. HPACK wants the
+// table size update at the start of the next block anyway.
+type tableLimit struct{ v atomic.Uint64 } // 0: none pending; else the value + 1
+
+func (t *tableLimit) offer(v uint32) { t.v.Store(uint64(v) + 1) }
+
+// apply gives enc the pending limit, if any. The caller holds the write lock.
+func (t *tableLimit) apply(enc *hpack.Encoder) {
+	if x := t.v.Swap(0); x != 0 {
+		enc.SetMaxDynamicTableSizeLimit(uint32(x - 1))
 	}
 }
 

@@ -72,6 +72,8 @@ type serverConn struct {
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
 
+	tableLimit tableLimit // the peer's SETTINGS_HEADER_TABLE_SIZE, for henc's next block
+
 	ctrlWake chan struct{} // cap 1; pokes writeLoop
 
 	mu            sync.Mutex // guards the fields below and serverStream's flow fields
@@ -288,9 +290,7 @@ func (sc *serverConn) processSettings(f *http2.SettingsFrame) error {
 			sc.peerMaxFrame = s.Val
 			sc.mu.Unlock()
 		case http2.SettingHeaderTableSize:
-			sc.w.wmu.Lock()
-			sc.henc.SetMaxDynamicTableSizeLimit(s.Val)
-			sc.w.wmu.Unlock()
+			sc.tableLimit.offer(s.Val)
 		}
 		return nil
 	}); err != nil {
@@ -564,6 +564,7 @@ func (sc *serverConn) writeData(id uint32, end bool, p []byte) error {
 func (sc *serverConn) writeHeaders(id uint32, status int, end bool) error {
 	sc.w.lock()
 	sc.hbuf.Reset()
+	sc.tableLimit.apply(sc.henc)
 	err := sc.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})
 	if err == nil {
 		err = sc.fr.WriteHeaders(http2.HeadersFrameParam{

@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"net/netip"
@@ -157,5 +158,47 @@ func TestServerWireSettings(t *testing.T) {
 	}
 	if connWU+65535 != 16<<20 {
 		t.Errorf("connection window = %d, want %d", connWU+65535, 16<<20)
+	}
+}
+
+// TestServerAppliesPeerHeaderTableSize checks that the client's
+// SETTINGS_HEADER_TABLE_SIZE reaches the server's HPACK encoder: the next
+// response header block starts with a dynamic table size update (RFC 7541
+// section 6.3), and only that one. The read loop hands the value over
+// without taking the write lock.
+func TestServerAppliesPeerHeaderTableSize(t *testing.T) {
+	pki := newPKI(t, "cluster.local")
+	_, addr := startServer(t, pki, &echoHandler{}, nil)
+	rc := dialRaw(t, pki, addr)
+	rc.fr.ReadMetaHeaders = nil // raw header blocks
+	if err := rc.fr.WriteSettings(http2.Setting{ID: http2.SettingHeaderTableSize, Val: 0}); err != nil {
+		t.Fatal(err)
+	}
+	block := func(id uint32) []byte {
+		rc.headers(t, id, ":method", "CONNECT", ":authority", "10.0.0.1:80")
+		_ = rc.tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for {
+			f, err := rc.fr.ReadFrame()
+			if err != nil {
+				t.Fatalf("read frame: %v", err)
+			}
+			switch f := f.(type) {
+			case *http2.HeadersFrame:
+				if f.StreamID == id {
+					return bytes.Clone(f.HeaderBlockFragment())
+				}
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = rc.fr.WriteSettingsAck()
+				}
+			}
+		}
+	}
+	first, second := block(1), block(3)
+	if len(first) == 0 || first[0] != 0x20 {
+		t.Errorf("first response block % x: want a table size update to 0 (20) first", first)
+	}
+	if len(second) == 0 || second[0]&0xe0 == 0x20 {
+		t.Errorf("second response block % x repeats the table size update", second)
 	}
 }
