@@ -163,25 +163,34 @@ func (rc *rawConn) headers(t testing.TB, id uint32, fields ...string) {
 // unless ignorePing.
 func (rc *rawConn) status(t testing.TB, id uint32) string {
 	t.Helper()
+	switch f := rc.await(t, func(f http2.Frame) bool {
+		_, hdr := f.(*http2.MetaHeadersFrame)
+		_, rst := f.(*http2.RSTStreamFrame)
+		return f.Header().StreamID == id && (hdr || rst)
+	}).(type) {
+	case *http2.MetaHeadersFrame:
+		return f.PseudoValue("status")
+	case *http2.RSTStreamFrame:
+		return "RST:" + f.ErrCode.String()
+	}
+	return ""
+}
+
+// await reads frames, acknowledging the server's SETTINGS, until pick
+// accepts one, and returns it (valid until the next read).
+func (rc *rawConn) await(t testing.TB, pick func(http2.Frame) bool) http2.Frame {
+	t.Helper()
 	_ = rc.tc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
 		f, err := rc.fr.ReadFrame()
 		if err != nil {
 			t.Fatalf("read frame: %v", err)
 		}
-		switch f := f.(type) {
-		case *http2.MetaHeadersFrame:
-			if f.StreamID == id {
-				return f.PseudoValue("status")
-			}
-		case *http2.RSTStreamFrame:
-			if f.StreamID == id {
-				return "RST:" + f.ErrCode.String()
-			}
-		case *http2.SettingsFrame:
-			if !f.IsAck() {
-				_ = rc.fr.WriteSettingsAck()
-			}
+		if s, ok := f.(*http2.SettingsFrame); ok && !s.IsAck() {
+			_ = rc.fr.WriteSettingsAck()
+		}
+		if pick(f) {
+			return f
 		}
 	}
 }

@@ -176,23 +176,11 @@ func TestServerAppliesPeerHeaderTableSize(t *testing.T) {
 	}
 	block := func(id uint32) []byte {
 		rc.headers(t, id, ":method", "CONNECT", ":authority", "10.0.0.1:80")
-		_ = rc.tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-		for {
-			f, err := rc.fr.ReadFrame()
-			if err != nil {
-				t.Fatalf("read frame: %v", err)
-			}
-			switch f := f.(type) {
-			case *http2.HeadersFrame:
-				if f.StreamID == id {
-					return bytes.Clone(f.HeaderBlockFragment())
-				}
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					_ = rc.fr.WriteSettingsAck()
-				}
-			}
-		}
+		f := rc.await(t, func(f http2.Frame) bool {
+			_, ok := f.(*http2.HeadersFrame)
+			return ok && f.Header().StreamID == id
+		})
+		return bytes.Clone(f.(*http2.HeadersFrame).HeaderBlockFragment())
 	}
 	first, second := block(1), block(3)
 	if len(first) == 0 || first[0] != 0x20 {
