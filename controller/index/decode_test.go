@@ -3,9 +3,7 @@ package index
 import (
 	"fmt"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/yaml"
 
 	"github.com/zmesh/zmesh/controller/internal/manifesttest"
 )
@@ -26,21 +24,12 @@ type testConfig struct {
 // decodeInputs reads a test file: Kubernetes objects plus an optional
 // IndexConfig document.
 func decodeInputs(s *runtime.Scheme, data []byte) (Config, *Inputs, error) {
-	var cfg Config
-	objs, cfgDoc, err := manifesttest.Decode(s, data, true, testConfigKind)
+	var tc testConfig
+	objs, err := manifesttest.Decode(s, data, true, testConfigKind, &tc)
 	if err != nil {
-		return cfg, nil, err
+		return Config{}, nil, err
 	}
-	if cfgDoc != nil {
-		var tc struct {
-			metav1.TypeMeta `json:",inline"`
-			testConfig      `json:",inline"`
-		}
-		if err := yaml.UnmarshalStrict(cfgDoc, &tc); err != nil {
-			return cfg, nil, fmt.Errorf("%s: %w", testConfigKind, err)
-		}
-		cfg = Config(tc.testConfig)
-	}
+	cfg := Config(tc)
 	in := &Inputs{}
 	for _, o := range objs {
 		if !in.Add(o) {

@@ -3,9 +3,7 @@ package l7
 import (
 	"fmt"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"sigs.k8s.io/yaml"
 
 	"github.com/zmesh/zmesh/controller/index"
 	"github.com/zmesh/zmesh/controller/internal/manifesttest"
@@ -23,21 +21,12 @@ type testConfig struct {
 // L7Config document. strict refuses unknown fields (test files); the
 // fuzzer decodes leniently.
 func decodeInputs(s *runtime.Scheme, data []byte, strict bool) (Config, *index.Inputs, error) {
-	var cfg Config
-	objs, cfgDoc, err := manifesttest.Decode(s, data, strict, testConfigKind)
+	var tc testConfig
+	objs, err := manifesttest.Decode(s, data, strict, testConfigKind, &tc)
 	if err != nil {
-		return cfg, nil, err
+		return Config{}, nil, err
 	}
-	if cfgDoc != nil {
-		var tc struct {
-			metav1.TypeMeta `json:",inline"`
-			testConfig      `json:",inline"`
-		}
-		if err := yaml.UnmarshalStrict(cfgDoc, &tc); err != nil {
-			return cfg, nil, fmt.Errorf("%s: %w", testConfigKind, err)
-		}
-		cfg = Config(tc.testConfig)
-	}
+	cfg := Config(tc)
 	in := &index.Inputs{}
 	for i, obj := range objs {
 		if !in.Add(obj) {

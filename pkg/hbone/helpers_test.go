@@ -286,3 +286,43 @@ func (fp *freezeProxy) pipe(dst, src net.Conn) {
 func netipOf(a net.Addr) netip.AddrPort { return netip.MustParseAddrPort(a.String()) }
 
 func tlsServer(c net.Conn, cfg *tls.Config) *tls.Conn { return tls.Server(c, cfg) }
+
+// serveLoopback listens on a loopback port and runs handle on its own
+// goroutine for each accepted connection until the test ends.
+func serveLoopback(t testing.TB, handle func(net.Conn)) net.Addr {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
+	return ln.Addr()
+}
+
+// spliceHandler is an inbound proxy's Handler: it dials backend for each
+// tunnel, accepts the tunnel once the backend answers (503 otherwise), and
+// hands both to splice.
+func spliceHandler(backend net.Addr, splice func(st *ServerStream, up *net.TCPConn)) Handler {
+	return HandlerFunc(func(ctx context.Context, _ *Request, rw *ResponseWriter) {
+		up, err := (&net.Dialer{}).DialContext(ctx, "tcp", backend.String())
+		if err != nil {
+			_ = rw.Reject(503)
+			return
+		}
+		st, err := rw.Accept()
+		if err != nil {
+			_ = up.Close()
+			return
+		}
+		splice(st, up.(*net.TCPConn))
+	})
+}

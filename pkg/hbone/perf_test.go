@@ -273,80 +273,24 @@ func reportIdle(b *testing.B, before, after memSample, units int, unit string, e
 // proxies together, the TCP endpoints' own goroutines excluded.
 func BenchmarkIdleSpliceMemory(b *testing.B) {
 	const conns = 500
-	pki := newPKI(b, "cluster.local")
-	bp := NewBufferPool(0)
-
-	// Backend: answers each read with the same bytes; one goroutine per
-	// connection (counted below and subtracted).
-	backend, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = backend.Close() })
-	go func() {
+	// The backend answers each read with the same bytes, on one goroutine
+	// per connection (subtracted below).
+	sc := startBenchChain(b, func(c net.Conn) {
+		buf := make([]byte, 64)
 		for {
-			c, err := backend.Accept()
+			n, err := c.Read(buf)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer func() { _ = c.Close() }()
-				buf := make([]byte, 64)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					_, _ = c.Write(buf[:n])
-				}
-			}()
+			_, _ = c.Write(buf[:n])
 		}
-	}()
-	h := HandlerFunc(func(ctx context.Context, _ *Request, rw *ResponseWriter) {
-		up, err := (&net.Dialer{}).DialContext(ctx, "tcp", backend.Addr().String())
-		if err != nil {
-			_ = rw.Reject(503)
-			return
-		}
-		st, err := rw.Accept()
-		if err != nil {
-			_ = up.Close()
-			return
-		}
-		SpliceAsync(st, up.(*net.TCPConn), bp, nil)
 	})
-	_, addr := startServer(b, pki, h, nil)
-	pool := newTestPool(b, pki, nil)
-	req := dialReq(pki, b, addr, nil)
-
-	// Outbound proxy: accepts app connections and splices them to HBONE.
-	front, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = front.Close() })
-	go func() {
-		for {
-			c, err := front.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				st, err := pool.Dial(context.Background(), req)
-				if err != nil {
-					_ = c.Close()
-					return
-				}
-				SpliceAsync(c.(*net.TCPConn), st, bp, nil)
-			}()
-		}
-	}()
 
 	for range b.N {
 		before := settledMemory(spliceSettle)
 		apps := make([]net.Conn, 0, conns)
 		for range conns {
-			c, err := net.Dial("tcp", front.Addr().String())
+			c, err := net.Dial("tcp", sc.front.String())
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -12,77 +12,41 @@ import (
 )
 
 // benchChain is a loopback ztunnel pair: app TCP → front listener → splice
-// → HBONE client stream … HBONE server stream → splice → TCP backend.
+// → HBONE client stream … HBONE server stream → splice → TCP backend, both
+// splices asynchronous as in ztunnel.
 type benchChain struct {
-	front net.Listener
+	front net.Addr
 }
 
 // startBenchChain builds the chain; backend serves each backend
 // connection (and closes it).
-func startBenchChain(b *testing.B, backend func(net.Conn)) *benchChain {
-	b.Helper()
-	pki := newPKI(b, "cluster.local")
+func startBenchChain(tb testing.TB, backend func(net.Conn)) *benchChain {
+	tb.Helper()
+	pki := newPKI(tb, "cluster.local")
 	bp := NewBufferPool(0)
-	be, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = be.Close() })
-	go func() {
-		for {
-			c, err := be.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer func() { _ = c.Close() }()
-				backend(c)
-			}()
-		}
-	}()
-	h := HandlerFunc(func(ctx context.Context, _ *Request, rw *ResponseWriter) {
-		up, err := (&net.Dialer{}).DialContext(ctx, "tcp", be.Addr().String())
-		if err != nil {
-			_ = rw.Reject(503)
-			return
-		}
-		st, err := rw.Accept()
-		if err != nil {
-			_ = up.Close()
-			return
-		}
-		SpliceAsync(st, up.(*net.TCPConn), bp, nil)
+	be := serveLoopback(tb, func(c net.Conn) {
+		defer func() { _ = c.Close() }()
+		backend(c)
 	})
-	_, addr := startServer(b, pki, h, nil)
-	pool := newTestPool(b, pki, nil)
-	req := dialReq(pki, b, addr, nil)
-	front, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = front.Close() })
-	go func() {
-		for {
-			c, err := front.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				st, err := pool.Dial(context.Background(), req)
-				if err != nil {
-					_ = c.Close()
-					return
-				}
-				SpliceAsync(c.(*net.TCPConn), st, bp, nil)
-			}()
+	_, addr := startServer(tb, pki, spliceHandler(be, func(st *ServerStream, up *net.TCPConn) {
+		SpliceAsync(st, up, bp, nil)
+	}), nil)
+	pool := newTestPool(tb, pki, nil)
+	req := dialReq(pki, tb, addr, nil)
+	front := serveLoopback(tb, func(c net.Conn) {
+		st, err := pool.Dial(context.Background(), req)
+		if err != nil {
+			_ = c.Close()
+			return
 		}
-	}()
+		SpliceAsync(c.(*net.TCPConn), st, bp, nil)
+	})
 	return &benchChain{front: front}
 }
 
 func (sc *benchChain) dial(b *testing.B) *net.TCPConn {
 	b.Helper()
-	c, err := net.Dial("tcp", sc.front.Addr().String())
+	c, err := net.Dial("tcp", sc.front.String())
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -13,25 +13,11 @@ import (
 // tcpEcho runs a TCP echo backend that half-closes after the client does.
 func tcpEcho(t *testing.T) net.Addr {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer func() { _ = c.Close() }()
-				_, _ = io.Copy(c, c)
-				_ = c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln.Addr()
+	return serveLoopback(t, func(c net.Conn) {
+		defer func() { _ = c.Close() }()
+		_, _ = io.Copy(c, c)
+		_ = c.(*net.TCPConn).CloseWrite()
+	})
 }
 
 // spliceChain is app → TCP → Splice → HBONE → Splice → TCP echo, the shape
@@ -60,46 +46,20 @@ func startSpliceChain(t *testing.T, splice func(a, b HalfCloser, pool *BufferPoo
 	backend := tcpEcho(t)
 	bp := NewBufferPool(0)
 	sc := &spliceChain{outboundRes: make(chan SpliceResult, 100), inboundRes: make(chan SpliceResult, 100)}
-	h := HandlerFunc(func(ctx context.Context, req *Request, rw *ResponseWriter) {
-		up, err := (&net.Dialer{}).DialContext(ctx, "tcp", backend.String())
-		if err != nil {
-			_ = rw.Reject(503)
-			return
-		}
-		st, err := rw.Accept()
-		if err != nil {
-			up.Close()
-			return
-		}
-		splice(st, up.(*net.TCPConn), bp, sc.inboundRes)
-	})
+	h := spliceHandler(backend, func(st *ServerStream, up *net.TCPConn) { splice(st, up, bp, sc.inboundRes) })
 	_, addr := startServer(t, pki, h, nil)
 	pool := newTestPool(t, pki, nil)
 
 	// Outbound side: accept the app's TCP connection and splice it into HBONE.
-	outLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { outLn.Close() })
-	go func() {
-		for {
-			c, err := outLn.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				st, err := pool.Dial(context.Background(), dialReq(pki, t, addr, nil))
-				if err != nil {
-					_ = c.Close()
-					t.Error(err)
-					return
-				}
-				splice(c.(*net.TCPConn), st, bp, sc.outboundRes)
-			}()
+	sc.front = serveLoopback(t, func(c net.Conn) {
+		st, err := pool.Dial(context.Background(), dialReq(pki, t, addr, nil))
+		if err != nil {
+			_ = c.Close()
+			t.Error(err)
+			return
 		}
-	}()
-	sc.front = outLn.Addr()
+		splice(c.(*net.TCPConn), st, bp, sc.outboundRes)
+	})
 	return sc
 }
 
@@ -229,19 +189,7 @@ func TestSpliceStreamToStream(t *testing.T) {
 	pki := newPKI(t, "cluster.local")
 	backend := tcpEcho(t)
 	bp := NewBufferPool(0)
-	_, addrB := startServer(t, pki, HandlerFunc(func(ctx context.Context, _ *Request, rw *ResponseWriter) {
-		up, err := (&net.Dialer{}).DialContext(ctx, "tcp", backend.String())
-		if err != nil {
-			_ = rw.Reject(503)
-			return
-		}
-		st, err := rw.Accept()
-		if err != nil {
-			up.Close()
-			return
-		}
-		Splice(st, up.(*net.TCPConn), bp)
-	}), nil)
+	_, addrB := startServer(t, pki, spliceHandler(backend, func(st *ServerStream, up *net.TCPConn) { Splice(st, up, bp) }), nil)
 	poolA := newTestPool(t, pki, nil)
 	midRes := make(chan SpliceResult, 1)
 	_, addrA := startServer(t, pki, HandlerFunc(func(ctx context.Context, _ *Request, rw *ResponseWriter) {

@@ -5,6 +5,7 @@ package manifesttest
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -59,8 +60,9 @@ func Documents(data []byte) [][]byte {
 // Decode decodes every document of data into the scheme's typed objects;
 // documents with only comments are skipped. strict makes unknown fields
 // errors. A document of kind configKind (a pseudo-kind setting the test's
-// configuration) is not decoded but returned as config (the last one wins).
-func Decode(s *runtime.Scheme, data []byte, strict bool, configKind string) (objs []runtime.Object, config []byte, err error) {
+// configuration) is decoded into config instead, always strictly, its
+// apiVersion and kind aside (the last one wins).
+func Decode(s *runtime.Scheme, data []byte, strict bool, configKind string, config any) (objs []runtime.Object, err error) {
 	unmarshal := func(b []byte, o any) error { return yaml.Unmarshal(b, o) }
 	if strict {
 		unmarshal = func(b []byte, o any) error { return yaml.UnmarshalStrict(b, o) }
@@ -68,29 +70,49 @@ func Decode(s *runtime.Scheme, data []byte, strict bool, configKind string) (obj
 	for i, doc := range Documents(data) {
 		var tm metav1.TypeMeta
 		if err := yaml.Unmarshal(doc, &tm); err != nil {
-			return nil, nil, fmt.Errorf("document %d: %w", i, err)
+			return nil, fmt.Errorf("document %d: %w", i, err)
 		}
 		switch tm.Kind {
 		case "":
 			continue
 		case configKind:
-			config = doc
+			if err := decodeConfig(doc, config); err != nil {
+				return nil, fmt.Errorf("document %d (%s): %w", i, configKind, err)
+			}
 			continue
 		}
 		gv, err := schema.ParseGroupVersion(tm.APIVersion)
 		if err != nil {
-			return nil, nil, fmt.Errorf("document %d: %w", i, err)
+			return nil, fmt.Errorf("document %d: %w", i, err)
 		}
 		obj, err := s.New(gv.WithKind(tm.Kind))
 		if err != nil {
-			return nil, nil, fmt.Errorf("document %d: %w", i, err)
+			return nil, fmt.Errorf("document %d: %w", i, err)
 		}
 		if err := unmarshal(doc, obj); err != nil {
-			return nil, nil, fmt.Errorf("document %d (%s): %w", i, tm.Kind, err)
+			return nil, fmt.Errorf("document %d (%s): %w", i, tm.Kind, err)
 		}
 		objs = append(objs, obj)
 	}
-	return objs, config, nil
+	return objs, nil
+}
+
+// decodeConfig decodes a config document into config, refusing unknown
+// fields.
+func decodeConfig(doc []byte, config any) error {
+	var m map[string]any
+	if err := yaml.Unmarshal(doc, &m); err != nil {
+		return err
+	}
+	delete(m, "apiVersion")
+	delete(m, "kind")
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	return dec.Decode(config)
 }
 
 // LineDiff is a small line-based diff for failure messages.
