@@ -76,7 +76,6 @@ func (c *builder) buildWorkloads(in *Inputs, memo *podMemo) *Output {
 // builder carries the state of one Build call. Nothing in it outlives the call.
 type builder struct {
 	cfg Config
-	in  *Inputs
 	out *Output
 
 	// Valid inputs, sorted by namespace then name (pods in no order).
@@ -111,7 +110,7 @@ type builder struct {
 	// Selector-less Services by "<ns>/<name>".
 	manualServices map[string]*serviceInfo
 	// Endpoint slice membership of pods, by pod "<ns>/<name>".
-	sliceMembers map[string][]sliceMembership
+	sliceMembers map[objectName][]sliceMembership
 	// Published ServiceEntry hosts, in ServiceEntry order.
 	seInfos []seHost
 
@@ -126,7 +125,6 @@ type builder struct {
 func newBuilder(cfg Config, in *Inputs) *builder {
 	b := &builder{
 		cfg: cfg,
-		in:  in,
 		out: &Output{
 			Workloads:        make(map[string]*workloadapi.Workload, len(in.Pods)+len(in.WorkloadEntries)),
 			Services:         make(map[string]*workloadapi.Service, len(in.Services)+len(in.ServiceEntries)),
@@ -139,7 +137,7 @@ func newBuilder(cfg Config, in *Inputs) *builder {
 		selectorPolicies:  map[string][]selectorPolicy{},
 		selectingServices: map[string][]*serviceInfo{},
 		manualServices:    map[string]*serviceInfo{},
-		sliceMembers:      map[string][]sliceMembership{},
+		sliceMembers:      map[objectName][]sliceMembership{},
 		waypoints:         map[string]*waypoint{},
 		saWaypoints:       map[string]*waypoint{},
 	}
@@ -265,7 +263,7 @@ func (c *builder) stage(pods int) *builder {
 	}
 	maps.Copy(b.out.Workloads, c.out.Workloads)
 	b.reported = maps.Clone(c.reported)
-	b.sliceMembers = map[string][]sliceMembership{}
+	b.sliceMembers = map[objectName][]sliceMembership{}
 	return &b
 }
 

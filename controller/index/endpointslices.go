@@ -66,7 +66,7 @@ func (b *builder) indexEndpointSlices() {
 			}
 			switch {
 			case pod != nil:
-				k := pod.Namespace + "/" + pod.Name
+				k := objectName{pod.Namespace, pod.Name}
 				b.sliceMembers[k] = append(b.sliceMembers[k], m)
 			case !isPod && len(ep.Addresses) > 0 && !seen[ep.Addresses[0]]:
 				seen[ep.Addresses[0]] = true

@@ -6,10 +6,9 @@ package index
 // another whether the objects it reads changed. The zero value is empty.
 type ObjectSet struct {
 	objects map[any]struct{}
-	// listed counts the objects added; repeated is true when one was added
-	// twice (such a set is never the same as another: the index refuses
-	// objects listed twice, so the count of repeats matters).
-	listed   int
+	// repeated is true when an object was added twice (such a set is never
+	// the same as another: the index refuses objects listed twice, so the
+	// count of repeats matters).
 	repeated bool
 }
 
@@ -19,7 +18,6 @@ func AddObjects[T comparable](s *ObjectSet, list []T) {
 		s.objects = make(map[any]struct{}, len(list))
 	}
 	for _, o := range list {
-		s.listed++
 		if _, dup := s.objects[o]; dup {
 			s.repeated = true
 		}
@@ -29,7 +27,7 @@ func AddObjects[T comparable](s *ObjectSet, list []T) {
 
 // Same reports whether s and o hold the same objects, each listed once.
 func (s ObjectSet) Same(o ObjectSet) bool {
-	if s.repeated || o.repeated || s.listed != o.listed || len(s.objects) != len(o.objects) {
+	if s.repeated || o.repeated || len(s.objects) != len(o.objects) {
 		return false
 	}
 	for k := range o.objects {

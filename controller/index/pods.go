@@ -22,7 +22,7 @@ func (b *builder) buildPodWorkloads() {
 	for _, p := range b.pods {
 		var members []sliceMembership
 		if len(b.sliceMembers) > 0 {
-			members = b.sliceMembers[p.Namespace+"/"+p.Name]
+			members = b.sliceMembers[objectName{p.Namespace, p.Name}]
 		}
 		if e, ok := b.memo.lookup(p, members); ok {
 			for _, pr := range e.problems {

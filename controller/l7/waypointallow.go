@@ -66,8 +66,14 @@ type WaypointAllower struct {
 	services, policies unsafe.Pointer
 	byAddr             map[string][]waypointID
 	decisions          map[*workloadapi.Workload]*allowDecision
-	// implicit are the implicit policies handed out, by key.
-	implicit map[string]*security.Authorization
+	// implicit are the implicit policies handed out, by key, with the
+	// generation that last handed each out.
+	implicit map[string]implicitPolicy
+}
+
+type implicitPolicy struct {
+	p   *security.Authorization
+	gen uint64
 }
 
 // allowDecision is what Apply made of one workload message.
@@ -87,7 +93,7 @@ func NewWaypointAllower(cfg index.Config) *WaypointAllower {
 		td = index.DefaultTrustDomain
 	}
 	return &WaypointAllower{td: td, cfg: cfg, decisions: map[*workloadapi.Workload]*allowDecision{},
-		implicit: map[string]*security.Authorization{}}
+		implicit: map[string]implicitPolicy{}}
 }
 
 // Apply is AllowFromWaypoints for the allower's Config.
@@ -98,6 +104,7 @@ func (a *WaypointAllower) Apply(in *index.Inputs, out *index.Output) *index.Outp
 	byAddr := waypointsByAddress(a.cfg, in)
 	if len(byAddr) == 0 {
 		clear(a.decisions)
+		clear(a.implicit)
 		return out
 	}
 	services, policies := reflect.ValueOf(out.Services).UnsafePointer(), reflect.ValueOf(out.Policies).UnsafePointer()
@@ -107,11 +114,11 @@ func (a *WaypointAllower) Apply(in *index.Inputs, out *index.Output) *index.Outp
 		a.services, a.policies, a.byAddr = services, policies, byAddr
 	}
 	a.gen++
-	// Every other field of out is carried over as it is.
+	// Every other field of out is carried over as it is; Workloads and
+	// Policies are copied before the first change (out stays as it was).
 	res := new(index.Output)
 	*res = *out
-	res.Workloads = maps.Clone(out.Workloads)
-	res.Policies = maps.Clone(out.Policies)
+	copied := false
 	var svcWaypoints map[string][]waypointID // computed when first needed
 	for uid, w := range out.Workloads {
 		d := a.decisions[w]
@@ -126,6 +133,10 @@ func (a *WaypointAllower) Apply(in *index.Inputs, out *index.Output) *index.Outp
 		if d.result == w {
 			continue
 		}
+		if !copied {
+			res.Workloads, res.Policies = maps.Clone(out.Workloads), maps.Clone(out.Policies)
+			copied = true
+		}
 		res.Workloads[uid] = d.result
 		for _, wp := range d.waypoints {
 			key := wp.ns + "/" + AllowWaypointPolicyName(wp.ns, wp.name)
@@ -135,6 +146,7 @@ func (a *WaypointAllower) Apply(in *index.Inputs, out *index.Output) *index.Outp
 		}
 	}
 	maps.DeleteFunc(a.decisions, func(_ *workloadapi.Workload, d *allowDecision) bool { return d.gen != a.gen })
+	maps.DeleteFunc(a.implicit, func(_ string, e implicitPolicy) bool { return e.gen != a.gen })
 	return res
 }
 
@@ -180,10 +192,10 @@ func (a *WaypointAllower) decide(w *workloadapi.Workload, out *index.Output, byA
 // handed out before when it is unchanged.
 func (a *WaypointAllower) implicitPolicy(key string, wp waypointID) *security.Authorization {
 	p := allowWaypointPolicy(a.td, wp)
-	if old := a.implicit[key]; old != nil && proto.Equal(old, p) {
-		return old
+	if old := a.implicit[key].p; old != nil && proto.Equal(old, p) {
+		p = old
 	}
-	a.implicit[key] = p
+	a.implicit[key] = implicitPolicy{p: p, gen: a.gen}
 	return p
 }
 
