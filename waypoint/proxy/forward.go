@@ -134,11 +134,12 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, st *state, chain *co
 		return
 	}
 	st.cluster = b.name
-	if r.ProtoMajor == 2 && st.protocol == "grpc" && !b.http2 {
-		// gRPC needs HTTP/2 upstream whatever the port says. b is shared
-		// (cached per snapshot): change a copy.
+	// gRPC needs HTTP/2 upstream, and WebSocket HTTP/1.1, whatever the
+	// port says. b is shared (cached per snapshot): change a copy.
+	upgrade := isWebSocketUpgrade(r)
+	if http2 := (b.http2 || r.ProtoMajor == 2 && st.protocol == "grpc") && !upgrade; http2 != b.http2 {
 		cp := *b
-		cp.http2 = true
+		cp.http2 = http2
 		b = &cp
 	}
 	ctx := r.Context()
@@ -154,16 +155,9 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, st *state, chain *co
 	for _, h := range hopHeaders {
 		out.Header.Del(h)
 	}
-	upgrade := isWebSocketUpgrade(r)
 	if upgrade {
 		out.Header.Set("Connection", "Upgrade")
 		out.Header.Set("Upgrade", r.Header.Get("Upgrade"))
-		if b.http2 {
-			// WebSocket needs an HTTP/1.1 upstream: copy b, as above.
-			cp := *b
-			cp.http2 = false
-			b = &cp
-		}
 	}
 	if te := r.Header.Get("Te"); te == "trailers" {
 		out.Header.Set("Te", "trailers")
@@ -302,9 +296,9 @@ func (p *Proxy) attempts(ctx context.Context, out *http.Request, st *state, b *b
 			return nil
 		}
 		prev = host
-		st.upAddr = host.Target.Addr.String()
+		st.upAddr = host.Addr
 		st.upHost = b.byAddr[st.upAddr]
-		resp, cond := p.try(ctx, out, b, host, st.upAddr, fw)
+		resp, cond := p.try(ctx, out, b, host, fw)
 		last := attempt >= retries
 		if resp != nil && (last || !retriable(fw.Retry, cond, resp.StatusCode)) {
 			return resp
@@ -326,17 +320,16 @@ func (p *Proxy) attempts(ctx context.Context, out *http.Request, st *state, b *b
 	}
 }
 
-// try performs one attempt on host, whose address is addr. Without a
-// response, cond is the failure's response flag: UF (connect failure), UT
-// (per-try timeout) or UC (reset).
-func (p *Proxy) try(ctx context.Context, out *http.Request, b *backend, host *upstream.Host, addr string, fw *route.Forward) (*http.Response, string) {
+// try performs one attempt. Without a response, cond is the failure's
+// response flag: UF (connect failure), UT (per-try timeout) or UC (reset).
+func (p *Proxy) try(ctx context.Context, out *http.Request, b *backend, host *upstream.Host, fw *route.Forward) (*http.Response, string) {
 	var cancel context.CancelFunc = func() {}
 	if fw.Retry != nil && fw.Retry.PerTryTimeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, fw.Retry.PerTryTimeout)
 	}
 	att := &upstream.Attempt{}
 	req := out.WithContext(upstream.WithAttempt(ctx, att))
-	req.URL.Host = addr
+	req.URL.Host = host.Addr
 	end := host.Begin()
 	resp, err := b.cluster.Transport(host, b.http2).RoundTrip(req)
 	if err != nil {

@@ -54,7 +54,7 @@ func (p *Proxy) mirror(st *state, out *http.Request, m route.Mirror) {
 		if err != nil {
 			return
 		}
-		req.URL.Host = h.Target.Addr.String()
+		req.URL.Host = h.Addr
 		end := h.Begin()
 		defer end()
 		resp, err := b.cluster.Transport(h, b.http2).RoundTrip(req)

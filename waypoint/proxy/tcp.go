@@ -74,7 +74,7 @@ func (p *Proxy) ServeTCP(ctx context.Context, conn hbone.HalfCloser, d *Downstre
 			return
 		}
 		prev = h
-		st.upAddr = h.Target.Addr.String()
+		st.upAddr = h.Addr
 		st.upHost = b.byAddr[st.upAddr]
 		tm.Destination = workloadPeer(st.upHost)
 		up, err = b.cluster.Dial(ctx, h)

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http/httpguts"
@@ -244,18 +243,12 @@ func (t *h1Transport) CloseIdleConnections() {
 // roundTrip sends req on c and reads the response header. On error c is
 // closed.
 func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Request) (*http.Response, error) {
-	var closedByCtx atomic.Bool
-	stop := context.AfterFunc(ctx, func() {
-		closedByCtx.Store(true)
-		_ = c.conn.Close()
-	})
+	stop := context.AfterFunc(ctx, func() { _ = c.conn.Close() })
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		_ = c.conn.Close()
-		if closedByCtx.Load() || ctx.Err() != nil {
-			if cerr := context.Cause(ctx); cerr != nil {
-				return nil, cerr
-			}
+		if cerr := context.Cause(ctx); cerr != nil {
+			return nil, cerr // the context ended (and closed c, if it caused err)
 		}
 		return nil, err
 	}

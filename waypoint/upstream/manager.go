@@ -100,6 +100,8 @@ func (c *Cluster) Config() *ClusterConfig { return c.cfg.Load() }
 // Host is one endpoint's state within a cluster.
 type Host struct {
 	Target Target
+	// Addr is Target.Addr formatted, once, for requests and logs.
+	Addr   string
 	active atomic.Int64
 
 	// Outlier detection state, guarded by Cluster.mu.
@@ -165,7 +167,7 @@ func (c *Cluster) Pick(targets []Target, hash uint64, hasHash bool, avoid *Host)
 			if h != nil {
 				h.closeIdle()
 			}
-			h = &Host{Target: t}
+			h = &Host{Target: t, Addr: t.Addr.String()}
 			c.hosts[t.Addr] = h
 		}
 		all = append(all, h)
