@@ -44,9 +44,18 @@ type tcpSource struct {
 	// reads it.
 	lastData atomic.Int64
 
-	// Owned by the running burst (handed over through mu).
-	n    int64
-	bulk bool // the last burst ended while bulk data was flowing
+	// Owned by the running burst (handed over through mu). They are
+	// fields, and readFn/armFn bound once, so that a burst allocates
+	// nothing for the callbacks its raw reads and arming need.
+	n      int64
+	bulk   bool   // the last burst ended while bulk data was flowing
+	heated bool   // s is in the poller's hot set
+	buf    []byte // the read buffer of the current read
+	nr     int    // result of the last read
+	rerr   error
+	armErr error // result of the last arm
+	readFn func(fd uintptr) bool
+	armFn  func(fd uintptr)
 }
 
 // monoEpoch anchors monoNow, a monotonic clock in nanoseconds.
@@ -85,8 +94,25 @@ func newTCPSource(dst HalfCloser, src *net.TCPConn, pool *BufferPool, p *readPol
 	if err != nil {
 		return nil, fmt.Errorf("hbone: raw socket: %w", err)
 	}
-	return &tcpSource{dst: dst, tc: src, rc: rc, pool: pool, poller: p, finish: finish}, nil
+	s := &tcpSource{dst: dst, tc: src, rc: rc, pool: pool, poller: p, finish: finish}
+	s.readFn, s.armFn = s.readOnce, s.armOnce
+	return s, nil
 }
+
+// readOnce reads what the socket has into s.buf (s.nr, s.rerr). It asks
+// the netpoller to wait for more only while s is hot.
+func (s *tcpSource) readOnce(fd uintptr) bool {
+	for {
+		s.nr, s.rerr = syscall.Read(int(fd), s.buf)
+		if !errors.Is(s.rerr, syscall.EINTR) {
+			break
+		}
+	}
+	return !s.heated || !errors.Is(s.rerr, syscall.EAGAIN)
+}
+
+// armOnce arms the socket in the poller (s.armErr).
+func (s *tcpSource) armOnce(fd uintptr) { s.armErr = s.poller.arm(int(fd), s) }
 
 // start runs the first burst on a new goroutine.
 func (s *tcpSource) start() { go s.burst() }
@@ -154,9 +180,10 @@ func (s *tcpSource) rest() {
 		s.end(err)
 		return
 	}
-	var aerr error
-	if err := s.rc.Control(func(fd uintptr) { aerr = s.poller.arm(int(fd), s) }); err != nil {
-		aerr = err
+	s.armErr = nil
+	aerr := s.rc.Control(s.armFn)
+	if aerr == nil {
+		aerr = s.armErr
 	}
 	if aerr != nil {
 		s.mu.Unlock()
@@ -175,23 +202,9 @@ func (s *tcpSource) rest() {
 func (s *tcpSource) burst() {
 	var (
 		big, small *[]byte
-		buf        []byte
-		nr         int
-		rerr       error
 		moved      bool // this burst has read data
-		heated     bool // s is in the poller's hot set
 	)
-	// One closure for the whole burst: Read's callback escapes.
-	read := func(fd uintptr) bool {
-		for {
-			nr, rerr = syscall.Read(int(fd), buf)
-			if !errors.Is(rerr, syscall.EINTR) {
-				break
-			}
-		}
-		// While hot, wait in the netpoller for more.
-		return !heated || !errors.Is(rerr, syscall.EAGAIN)
-	}
+	s.heated = false
 	defer func() {
 		if big != nil && s.pool != nil {
 			s.pool.Put(big)
@@ -199,9 +212,10 @@ func (s *tcpSource) burst() {
 		putSmall(&small)
 	}()
 	stop := func(err error) {
-		if heated {
+		if s.heated {
 			s.poller.unheat(s)
 		}
+		s.buf = nil
 		s.end(err)
 	}
 	if s.bulk {
@@ -209,23 +223,24 @@ func (s *tcpSource) burst() {
 	}
 	for {
 		if big != nil {
-			buf = *big
+			s.buf = *big
 		} else {
 			if small == nil {
 				small = smallBufPool.Get().(*[]byte)
 			}
-			buf = *small
+			s.buf = *small
 		}
-		if moved && !heated {
+		if moved && !s.heated {
 			s.poller.heat(s)
-			heated = true
+			s.heated = true
 		}
-		nr, rerr = 0, nil
-		err := s.rc.Read(read)
+		s.nr, s.rerr = 0, nil
+		err := s.rc.Read(s.readFn)
+		nr, rerr := s.nr, s.rerr
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			// The cooler found the socket quiet and took s out of the
 			// hot set; rest unless data came meanwhile.
-			heated = false
+			s.heated = false
 			err = s.tc.SetReadDeadline(time.Time{})
 			if err == nil {
 				if time.Duration(monoNow()-s.lastData.Load()) < hotWindow {
@@ -238,7 +253,7 @@ func (s *tcpSource) burst() {
 		case err != nil:
 			nr, rerr = 0, err
 		case errors.Is(rerr, syscall.EAGAIN):
-			if heated {
+			if s.heated {
 				s.poller.unheat(s)
 			}
 			s.bulk = big != nil
@@ -247,6 +262,7 @@ func (s *tcpSource) burst() {
 			}
 			big = nil
 			putSmall(&small)
+			s.buf = nil // an idle source pins no buffer
 			s.rest()
 			return
 		case rerr != nil:
@@ -257,7 +273,7 @@ func (s *tcpSource) burst() {
 		if nr > 0 {
 			moved = true
 			s.lastData.Store(monoNow())
-			nw, werr := s.dst.Write(buf[:nr])
+			nw, werr := s.dst.Write(s.buf[:nr])
 			s.n += int64(nw)
 			if werr == nil && nw != nr {
 				werr = io.ErrShortWrite
@@ -280,7 +296,7 @@ func (s *tcpSource) burst() {
 			return
 		}
 		switch {
-		case big == nil && nr == len(buf):
+		case big == nil && nr == len(s.buf):
 			putSmall(&small)
 			big = getBuffer(s.pool)
 		case big != nil && nr < smallBufferSize:

@@ -128,11 +128,7 @@ func connectSocket(ctx context.Context, fd int, addr netip.AddrPort) (net.Conn, 
 // waitConnected waits for the connect in progress on f to finish, as the
 // net package does: writability, then SO_ERROR, then a peer address.
 func waitConnected(ctx context.Context, f *os.File) error {
-	if d, ok := ctx.Deadline(); ok {
-		if err := f.SetWriteDeadline(d); err != nil {
-			return fmt.Errorf("connect deadline: %w", err)
-		}
-	}
+	// When ctx ends (its deadline included), a past deadline wakes the wait.
 	stop := context.AfterFunc(ctx, func() { _ = f.SetWriteDeadline(time.Unix(1, 0)) })
 	defer stop()
 	rc, err := f.SyscallConn()
@@ -164,10 +160,6 @@ func waitConnected(ctx context.Context, f *os.File) error {
 	if werr != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("connect: %w", context.Cause(ctx))
-		}
-		if _, ok := ctx.Deadline(); ok && errors.Is(werr, os.ErrDeadlineExceeded) {
-			// ctx's deadline, noticed by the poller before ctx's timer.
-			return fmt.Errorf("connect: %w", context.DeadlineExceeded)
 		}
 		return fmt.Errorf("connect: %w", werr)
 	}

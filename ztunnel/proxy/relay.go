@@ -11,8 +11,9 @@ import (
 // hbone.SpliceAsync keeps no goroutine, stack or buffer on an idle
 // connection, so an idle proxied connection costs its sockets and a few
 // small structures. finish runs once, on another goroutine, with the result
-// after both ends are closed; then tracked (the accepted downstream
-// connection, nil for HBONE) is untracked.
+// after both ends are closed. tracked (the accepted downstream connection,
+// which is down; nil for HBONE) moves from pp.conns to the relay: from then
+// on Stop ends it through the relay's handle.
 //
 // When policy is not nil the connection is registered with the Authorizer,
 // so a policy change that now denies it closes it.
@@ -56,11 +57,11 @@ func (pp *PodProxy) startRelay(tracked net.Conn, down, up hbone.HalfCloser, poli
 		pp.mu.Lock()
 		delete(pp.relays, h)
 		pp.mu.Unlock()
-		if tracked != nil {
-			pp.untrack(tracked)
-		}
 	})
 	pp.relays[h] = struct{}{}
+	if tracked != nil {
+		delete(pp.conns, tracked)
+	}
 	pp.mu.Unlock()
 	handle.Store(h)
 	if denied.Load() {
