@@ -22,6 +22,13 @@ type verdict struct {
 	gen             uint64 // the last snapshot that saw the object
 }
 
+// seenObject is one cached object's verdict and the last snapshot that
+// listed that very object.
+type seenObject struct {
+	v   *verdict
+	gen uint64
+}
+
 // deliver assembles a snapshot and hands it to OnChange. Only Start (before
 // the coalescing goroutine runs) and that goroutine call it.
 func (s *Source) deliver() {
@@ -60,8 +67,8 @@ func (s *Source) snapshot() (*index.Inputs, []index.Problem) {
 			delete(s.verdicts, k)
 		}
 	}
-	for o, v := range s.seen {
-		if v.gen != s.gen {
+	for o, e := range s.seen {
+		if e.gen != s.gen {
 			delete(s.seen, o)
 		}
 	}
@@ -80,9 +87,10 @@ func (s *Source) validate(kind string, obj runtime.Object) error {
 	}
 	// Cached objects are never modified (an update replaces the object),
 	// so the same object has the same verdict: no need to build its key.
-	if v := s.seen[obj]; v != nil {
-		v.gen = s.gen
-		return v.err
+	if e := s.seen[obj]; e != nil {
+		e.gen = s.gen
+		e.v.gen = s.gen
+		return e.v.err
 	}
 	m, ok := obj.(metav1.Object)
 	if !ok {
@@ -92,7 +100,7 @@ func (s *Source) validate(kind string, obj runtime.Object) error {
 	rv := m.GetResourceVersion()
 	if v := s.verdicts[key]; v != nil && rv != "" && v.resourceVersion == rv {
 		v.gen = s.gen
-		s.seen[obj] = v
+		s.seen[obj] = &seenObject{v: v, gen: s.gen}
 		return v.err
 	}
 	err := s.opts.Validate(obj)
@@ -105,7 +113,7 @@ func (s *Source) validate(kind string, obj runtime.Object) error {
 	}
 	v := &verdict{resourceVersion: rv, err: err, gen: s.gen}
 	s.verdicts[key] = v
-	s.seen[obj] = v
+	s.seen[obj] = &seenObject{v: v, gen: s.gen}
 	return err
 }
 

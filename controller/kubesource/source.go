@@ -42,8 +42,11 @@ type Source struct {
 	// goroutine starts, and afterwards only by that goroutine.
 	followed []followed
 	verdicts map[objKey]*verdict
-	// seen holds the same verdicts by object, the cheap lookup.
-	seen map[runtime.Object]*verdict
+	// seen holds the same verdicts by object, the cheap lookup. An entry
+	// has its own generation: after a relist the cache holds new objects
+	// sharing an old object's verdict, and the old object's entry must
+	// still go.
+	seen map[runtime.Object]*seenObject
 	gen  uint64
 }
 
@@ -70,7 +73,7 @@ func New(opts Options) (*Source, error) {
 		log:      opts.Logger.With("source", "kubernetes"),
 		poked:    make(chan struct{}, 1),
 		verdicts: map[objKey]*verdict{},
-		seen:     map[runtime.Object]*verdict{},
+		seen:     map[runtime.Object]*seenObject{},
 	}, nil
 }
 
