@@ -15,6 +15,7 @@ import (
 
 	"github.com/zmesh/zmesh/controller/xdsserver"
 	"github.com/zmesh/zmesh/pkg/workloadapi"
+	"github.com/zmesh/zmesh/pkg/workloadapi/security"
 )
 
 func seedThree(s *xdsserver.Server) {
@@ -288,4 +289,52 @@ func TestDebounceMaxDelay(t *testing.T) {
 	if elapsed > 400*time.Millisecond {
 		t.Fatalf("first push after %v under constant churn; DebounceMax is 100ms", elapsed)
 	}
+}
+
+// TestPushOrderPoliciesAroundAddresses: changes that land in one push go
+// out with policy upserts before addresses and policy removals after them,
+// whatever order the controller made them in, so a client never holds a
+// workload naming a policy it lacks.
+func TestPushOrderPoliciesAroundAddresses(t *testing.T) {
+	// A long quiet period puts both updates of each step in one push.
+	h := startServer(t, "127.0.0.1:0", xdsserver.Options{DebounceQuiet: 100 * time.Millisecond, DebounceMax: time.Second}, seedThree)
+	r := dialRaw(t, h.addr, testToken)
+	r.send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: addressType})
+	r.recvAck()
+	r.send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: authzType})
+	r.recvAck()
+
+	type push struct {
+		typeURL          string
+		upserts, removed int
+	}
+	expect := func(step string, want ...push) {
+		t.Helper()
+		for i, w := range want {
+			resp := r.recvAck()
+			if got := (push{resp.TypeUrl, len(resp.Resources), len(resp.RemovedResources)}); got != w {
+				t.Fatalf("%s: push %d is %+v, want %+v", step, i, got, w)
+			}
+		}
+		r.expectNothing(200 * time.Millisecond)
+	}
+	// Addresses changed first, then a policy added.
+	if err := h.srv.Update(addressType, workloads(3, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.srv.Update(authzType, []xdsserver.Resource{policy("p1"), policy("p2")}); err != nil {
+		t.Fatal(err)
+	}
+	expect("add", push{authzType, 1, 0}, push{addressType, 3, 0})
+
+	// A policy changed and another removed, then addresses changed.
+	p2 := policy("p2")
+	p2.Body.(*security.Authorization).Action = security.Action_ALLOW
+	if err := h.srv.Update(authzType, []xdsserver.Resource{p2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.srv.Update(addressType, workloads(3, 2)); err != nil {
+		t.Fatal(err)
+	}
+	expect("change and remove", push{authzType, 1, 0}, push{addressType, 3, 0}, push{authzType, 0, 1})
 }

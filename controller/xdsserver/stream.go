@@ -1,9 +1,12 @@
 package xdsserver
 
 import (
+	"cmp"
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/zmesh/zmesh/controller/auth"
+	"github.com/zmesh/zmesh/pkg/workloadapi"
+	"github.com/zmesh/zmesh/pkg/workloadapi/security"
 )
 
 // maxPendingSets bounds the change sets a stream keeps queued per type;
@@ -243,25 +248,54 @@ func (st *stream) collect() []*discoveryv3.DeltaDiscoveryResponse {
 	defer st.mu.Unlock()
 	st.srv.store.mu.RLock()
 	defer st.srv.store.mu.RUnlock()
-	var out []*discoveryv3.DeltaDiscoveryResponse
-	for typeURL, w := range st.watches {
+	var out, last []*discoveryv3.DeltaDiscoveryResponse
+	respond := func(typeURL string, resources []*discoveryv3.Resource, removed []string) *discoveryv3.DeltaDiscoveryResponse {
+		st.nonce++
+		return &discoveryv3.DeltaDiscoveryResponse{
+			TypeUrl: typeURL, Resources: resources, RemovedResources: removed, Nonce: strconv.FormatUint(st.nonce, 10),
+		}
+	}
+	for _, typeURL := range pushOrder(st.watches) {
+		w := st.watches[typeURL]
 		if !w.pending() {
 			continue
 		}
 		first := w.first
 		resources, removed := w.reconcile(st.srv.store.typeLocked(typeURL))
-		if len(resources) == 0 && len(removed) == 0 && !first {
-			continue
+		switch {
+		case len(resources) == 0 && len(removed) == 0 && !first:
+		case typeURL == security.AuthorizationTypeURL && len(removed) > 0 && (len(resources) > 0 || first):
+			// Policy removals go out after the workloads stop listing them.
+			out = append(out, respond(typeURL, resources, nil))
+			last = append(last, respond(typeURL, nil, removed))
+		case typeURL == security.AuthorizationTypeURL && len(removed) > 0:
+			last = append(last, respond(typeURL, nil, removed))
+		default:
+			out = append(out, respond(typeURL, resources, removed))
 		}
-		st.nonce++
-		out = append(out, &discoveryv3.DeltaDiscoveryResponse{
-			TypeUrl:          typeURL,
-			Resources:        resources,
-			RemovedResources: removed,
-			Nonce:            strconv.FormatUint(st.nonce, 10),
-		})
 	}
-	return out
+	return append(out, last...)
+}
+
+// pushOrder lists the watched types in the order their changes are sent:
+// policies before the addresses whose workloads list them (and, in
+// collect, policy removals after them), so that a client never holds a
+// workload that names a policy it lacks; ztunnel denies new connections to
+// such a workload (fail-closed) until the policy arrives. Other types
+// follow in name order.
+func pushOrder(watches map[string]*watch) []string {
+	rank := func(t string) int {
+		switch t {
+		case security.AuthorizationTypeURL:
+			return 0
+		case workloadapi.AddressTypeURL:
+			return 1
+		}
+		return 2
+	}
+	types := slices.Collect(maps.Keys(watches))
+	slices.SortFunc(types, func(a, b string) int { return cmp.Or(cmp.Compare(rank(a), rank(b)), strings.Compare(a, b)) })
+	return types
 }
 
 func (w *watch) pending() bool {

@@ -151,7 +151,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	}
 	px, err := proxy.New(proxy.Config{
 		Resolver:     &resolver{state: a.state, network: a.cfg.Network},
-		Authorizer:   &authorizer{state: a.state, engine: engine, tracker: a.tracker},
+		Authorizer:   &authorizer{state: a.state, engine: engine, tracker: a.tracker, policiesSynced: a.xds.Synced(security.AuthorizationTypeURL)},
 		Certificates: a.certificate,
 		Pool:         a.pool,
 		TrustBundle:  bundle,

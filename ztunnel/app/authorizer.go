@@ -12,13 +12,22 @@ type authorizer struct {
 	state   *state.State
 	engine  *authz.Engine
 	tracker *authz.Tracker
+	// policiesSynced is closed once the controller's first Authorization
+	// response is applied; until then policy is unknown.
+	policiesSynced <-chan struct{}
 }
 
 var _ proxy.Authorizer = (*authorizer)(nil)
 
-// Authorize evaluates policy for the pod's workload. A pod whose workload
-// the controller has not sent yet is refused: policy cannot be known.
+// Authorize evaluates policy for the pod's workload. Until the policies
+// have arrived, and for a pod whose workload the controller has not sent
+// yet, it refuses (503): policy cannot be known.
 func (a *authorizer) Authorize(pod *proxy.PodInfo, c proxy.Conn) proxy.Verdict {
+	select {
+	case <-a.policiesSynced:
+	default:
+		return proxy.Verdict{UnknownDestination: true, Reason: "authorization policies not received yet"}
+	}
 	w := a.state.WorkloadByUID(pod.UID)
 	if w == nil {
 		return proxy.Verdict{UnknownDestination: true, Reason: "workload unknown to ztunnel"}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/zmesh/zmesh/pkg/workloadapi/security"
 	"github.com/zmesh/zmesh/ztunnel/state"
@@ -35,6 +36,24 @@ func (p *policy) matches(pe *peer, c *Conn) bool {
 		}
 	}
 	return false
+}
+
+// refusedPolicy is the fail-closed form of a policy ztunnel refused (a is
+// what the controller sent, possibly nil): a DENY, or a policy of unknown
+// action, matches every connection and an ALLOW none, in the scope the
+// message names when that scope is known and else only where listed.
+func refusedPolicy(key string, a *security.Authorization) *policy {
+	ns, _, _ := strings.Cut(key, "/")
+	p := &policy{key: key, ns: ns, scope: security.Scope_WORKLOAD_SELECTOR, deny: true, broken: true, src: a}
+	if a == nil {
+		return p
+	}
+	if _, ok := security.Scope_name[int32(a.GetScope())]; ok {
+		p.scope = a.GetScope()
+	}
+	p.deny = a.GetAction() != security.Action_ALLOW
+	p.dryRun = a.GetDryRun()
+	return p
 }
 
 // compile turns an Authorization into a matcher. On error the returned

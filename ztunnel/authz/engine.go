@@ -80,7 +80,12 @@ func (e *Engine) compiled() *policySet {
 				p = old
 			}
 		}
-		if p == nil {
+		switch {
+		case p != nil:
+		case src.Refused(key) != nil:
+			p = refusedPolicy(key, a)
+			e.log.Warn("authorization policy refused; enforcing it fail-closed", "policy", key, "deny", p.deny, "error", src.Refused(key))
+		default:
 			var err error
 			p, err = compile(a)
 			if err != nil {
@@ -166,6 +171,9 @@ type evaluation struct {
 	dryApplied       bool
 	peer             peer
 	conn             Conn
+	// unknown is the first of the workload's listed policies that the set
+	// does not have, "" when it has them all.
+	unknown string
 }
 
 func (ev *evaluation) consider(p *policy) {
@@ -195,17 +203,17 @@ func (ev *evaluation) consider(p *policy) {
 }
 
 // listed returns the compiled policy for a name of the workload's
-// authorization_policies, or nil when it is unknown or already applies by
-// scope (so no policy is counted twice).
-func (ps *policySet) listed(key string, dst *workloadapi.Workload) *policy {
-	p := ps.byKey[key]
+// authorization_policies, or nil when it already applies by scope (so no
+// policy is counted twice) or is unknown; known is false for the latter.
+func (ps *policySet) listed(key string, dst *workloadapi.Workload) (p *policy, known bool) {
+	p = ps.byKey[key]
 	if p == nil {
-		return nil
+		return nil, false
 	}
 	if p.scope == security.Scope_GLOBAL || (p.scope == security.Scope_NAMESPACE && p.ns == dst.GetNamespace()) {
-		return nil
+		return nil, true
 	}
-	return p
+	return p, true
 }
 
 func (ps *policySet) evaluate(c Conn, dst *workloadapi.Workload) Verdict {
@@ -229,8 +237,11 @@ func (ps *policySet) evaluate(c Conn, dst *workloadapi.Workload) Verdict {
 			break
 		}
 		overflow = nil
-		if p := ps.listed(k, dst); p != nil {
+		p, known := ps.listed(k, dst)
+		if p != nil {
 			listed = append(listed, p)
+		} else if !known && ev.unknown == "" {
+			ev.unknown = k
 		}
 	}
 	// DENY first, so the deciding DENY is found before any ALLOW is
@@ -244,8 +255,11 @@ func (ps *policySet) evaluate(c Conn, dst *workloadapi.Workload) Verdict {
 		}
 	}
 	for _, k := range overflow {
-		if p := ps.listed(k, dst); p != nil && p.deny {
+		p, known := ps.listed(k, dst)
+		if p != nil && p.deny {
 			ev.consider(p)
+		} else if !known && ev.unknown == "" {
+			ev.unknown = k
 		}
 	}
 	for _, p := range sc.allow {
@@ -257,11 +271,23 @@ func (ps *policySet) evaluate(c Conn, dst *workloadapi.Workload) Verdict {
 		}
 	}
 	for _, k := range overflow {
-		if p := ps.listed(k, dst); p != nil && !p.deny {
+		if p, _ := ps.listed(k, dst); p != nil && !p.deny {
 			ev.consider(p)
 		}
 	}
-	return Verdict{Decision: ev.enforced.decision(), DryRunApplied: ev.dryApplied, DryRun: ev.dryRun.decision()}
+	return Verdict{Decision: ev.decide(&ev.enforced), DryRunApplied: ev.dryApplied, DryRun: ev.decide(&ev.dryRun)}
+}
+
+// decide is t's decision, except that a connection the known policies
+// would let through is denied while the workload lists a policy ztunnel
+// does not have: it may be a DENY, or the ALLOW that admits it may be the
+// only one.
+func (ev *evaluation) decide(t *tally) Decision {
+	d := t.decision()
+	if d.Allowed && ev.unknown != "" {
+		return Decision{Allowed: false, Policy: ev.unknown, Reason: ReasonPolicyUnknown}
+	}
+	return d
 }
 
 // maxListedOnStack bounds the listed policies resolved once per

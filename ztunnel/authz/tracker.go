@@ -85,7 +85,7 @@ func (t *Tracker) Track(c Conn, dstUID string, closeFn func()) *Tracked {
 	t.conns[h] = struct{}{}
 	t.mu.Unlock()
 	if w := t.eng.st.WorkloadByUID(dstUID); w != nil {
-		if v := t.eng.compiled().evaluate(c, w); !v.Allowed {
+		if v := t.eng.compiled().evaluate(c, w); closes(v) {
 			t.closeDenied(h, v)
 		}
 	}
@@ -109,9 +109,9 @@ func (t *Tracker) Len() int {
 }
 
 // Recheck evaluates every tracked connection whose policies or destination
-// workload changed since its last check, and closes the denied ones. A
-// connection whose workload is no longer known is left alone (the
-// workload's removal tears it down). It returns how many it closed.
+// workload changed since its last check, and closes the denied ones (but
+// see closes). A connection whose workload is no longer known is left
+// alone (the workload's removal tears it down). It returns how many it closed.
 func (t *Tracker) Recheck() int {
 	t.checkMu.Lock()
 	defer t.checkMu.Unlock()
@@ -132,7 +132,7 @@ func (t *Tracker) Recheck() int {
 			continue
 		}
 		h.lastPolicies, h.lastWorkload = ps, w
-		if v := ps.evaluate(h.conn, w); !v.Allowed {
+		if v := ps.evaluate(h.conn, w); closes(v) {
 			if t.closeDenied(h, v) {
 				closed++
 			}
@@ -143,6 +143,13 @@ func (t *Tracker) Recheck() int {
 		t.log.Info("policy re-check closed connections", "closed", closed, "tracked", len(t.scratch))
 	}
 	return closed
+}
+
+// closes reports whether v ends a live connection: any denial but one
+// for a listed policy ztunnel does not have (yet), since the connection
+// was admitted with it known. Once it arrives, the next re-check decides.
+func closes(v Verdict) bool {
+	return !v.Allowed && v.Reason != ReasonPolicyUnknown
 }
 
 // closeDenied closes and forgets h unless that already happened.

@@ -26,14 +26,19 @@ const (
 	ReasonNoAllowPolicy Reason = "no_allow_policy"
 	// ReasonAllowNotMatched: ALLOW policies apply but none matched.
 	ReasonAllowNotMatched Reason = "allow_policy_not_matched"
+	// ReasonPolicyUnknown: the workload lists a policy ztunnel does not
+	// have (Decision.Policy names it), so a connection the other policies
+	// allow is denied. Live connections are not closed for it (Tracker):
+	// they were admitted with the policy known.
+	ReasonPolicyUnknown Reason = "policy_unknown"
 )
 
 // Decision is the outcome of evaluating a set of policies.
 type Decision struct {
 	Allowed bool
-	// Policy is the deciding policy's "<namespace>/<name>", "" when the
-	// decision was made by default (ReasonNoAllowPolicy,
-	// ReasonAllowNotMatched).
+	// Policy is the deciding policy's "<namespace>/<name>" (the missing
+	// one for ReasonPolicyUnknown), "" when the decision was made by
+	// default (ReasonNoAllowPolicy, ReasonAllowNotMatched).
 	Policy string
 	Reason Reason
 }

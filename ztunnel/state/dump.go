@@ -17,6 +17,15 @@ type Dump struct {
 	Workloads []json.RawMessage `json:"workloads"`
 	Services  []ServiceDump     `json:"services"`
 	Policies  []json.RawMessage `json:"policies"`
+	// RefusedPolicies are policies ztunnel refused with no earlier version
+	// to keep; they are enforced fail-closed.
+	RefusedPolicies []RefusedDump `json:"refusedPolicies,omitempty"`
+}
+
+// RefusedDump names a refused policy and why it was refused.
+type RefusedDump struct {
+	Name  string `json:"name"`
+	Error string `json:"error"`
 }
 
 // ServiceDump is one service and the uids of its endpoints.
@@ -60,6 +69,10 @@ func (s *State) ConfigDump() (*Dump, error) {
 		d.Services = append(d.Services, sd)
 	}
 	for key, p := range snap.pol.All() {
+		if err := snap.pol.Refused(key); err != nil {
+			d.RefusedPolicies = append(d.RefusedPolicies, RefusedDump{Name: key, Error: err.Error()})
+			continue
+		}
 		b, err := marshalJSON(p)
 		if err != nil {
 			return nil, fmt.Errorf("policy %s: %w", key, err)

@@ -19,7 +19,9 @@ func (s *State) AddressHandler() xds.Handler {
 
 // AuthorizationHandler returns the xds.Handler for type
 // type.googleapis.com/istio.security.Authorization
-// (security.AuthorizationTypeURL). Removals name "<ns>/<name>".
+// (security.AuthorizationTypeURL). Removals name "<ns>/<name>". A rejected
+// upsert keeps the policy's last accepted version; a policy with none is
+// kept as refused (PolicySet.Refused) and enforced fail-closed.
 func (s *State) AuthorizationHandler() xds.Handler {
 	return xds.HandlerFunc(s.handleAuthorization)
 }
@@ -90,6 +92,7 @@ func (s *State) handleAuthorization(d xds.Delta) []xds.Rejection {
 	for _, name := range d.Removals {
 		if _, ok := next.byKey[name]; ok {
 			delete(next.byKey, name)
+			delete(next.refused, name)
 			changed = true
 			continue
 		}
@@ -106,9 +109,17 @@ func (s *State) handleAuthorization(d xds.Delta) []xds.Rejection {
 		if err != nil {
 			s.log.Warn("authorization rejected", "name", u.Name, "version", u.Version, "error", err)
 			rejected = append(rejected, xds.Rejection{Name: u.Name, Err: fmt.Errorf("authorization: %w", err)})
+			// The last accepted version stays. Without one, the refused
+			// message is kept to be enforced fail-closed.
+			if _, have := next.byKey[u.Name]; !have || next.refused[u.Name] != nil {
+				next.byKey[u.Name] = a
+				next.refused[u.Name] = err
+				changed = true
+			}
 			continue
 		}
 		next.byKey[u.Name] = a
+		delete(next.refused, u.Name)
 		changed = true
 	}
 	if changed {

@@ -132,8 +132,14 @@ func TestAuthorizationRejections(t *testing.T) {
 			if !errors.Is(rej[0].Err, ErrInvalid) || !strings.Contains(rej[0].Err.Error(), tt.wantErr) {
 				t.Fatalf("error %q: want ErrInvalid containing %q", rej[0].Err, tt.wantErr)
 			}
-			if st.Policies().Get("ns1/good") == nil || st.Policies().Len() != 1 {
-				t.Fatalf("valid sibling not applied alone: %d policies", st.Policies().Len())
+			// The valid sibling is applied; the refused one is kept as
+			// refused, to be enforced fail-closed.
+			ps := st.Policies()
+			if ps.Get("ns1/good") == nil || ps.Refused("ns1/good") != nil || ps.Len() != 2 {
+				t.Fatalf("valid sibling not applied: %d policies", ps.Len())
+			}
+			if err := ps.Refused(up.Name); err == nil || err.Error() != strings.TrimPrefix(rej[0].Err.Error(), "authorization: ") {
+				t.Fatalf("refusal recorded as %v, rejection %v", err, rej[0].Err)
 			}
 		})
 	}
