@@ -158,7 +158,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-var clientID = spiffeid.RequireFromString("spiffe://cluster.local/ns/demo/sa/client")
+var (
+	clientID = spiffeid.RequireFromString("spiffe://cluster.local/ns/demo/sa/client")
+	clientIP = netip.MustParseAddr("10.1.0.5")
+)
 
 func newMesh(t testing.TB, opts ...func(*app.Config)) *mesh {
 	t.Helper()
@@ -457,6 +460,11 @@ func (m *mesh) pushAddresses() {
 	for key, s := range m.services {
 		rs = append(rs, xdsserver.Resource{Name: key, Body: &workloadapi.Address{Type: &workloadapi.Address_Service{Service: proto.Clone(s).(*workloadapi.Service)}}})
 	}
+	// The client pod: tunnels claim its address (Forwarded) with its
+	// identity.
+	client := &workloadapi.Workload{Uid: "Kubernetes//Pod/demo/client", Name: "client", Namespace: "demo", ServiceAccount: "client", TrustDomain: td,
+		Addresses: [][]byte{clientIP.AsSlice()}, TunnelProtocol: workloadapi.TunnelProtocol_HBONE, CanonicalName: "client", WorkloadName: "client"}
+	rs = append(rs, xdsserver.Resource{Name: client.Uid, Body: &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: client}}})
 	for _, p := range m.pods {
 		w := &workloadapi.Workload{Uid: "Kubernetes//Pod/demo/" + p.name, Name: p.name, Namespace: p.ns, ServiceAccount: p.sa, TrustDomain: td,
 			Addresses: [][]byte{p.ip.AsSlice()}, TunnelProtocol: workloadapi.TunnelProtocol_HBONE, CanonicalName: p.name, WorkloadName: p.name,
@@ -517,6 +525,12 @@ func (m *mesh) push(typ string, msgs ...proto.Message) {
 // client returns an HTTP client whose connections are HBONE tunnels to
 // the waypoint with target authority.
 func (m *mesh) httpClient(authority string, h2 bool) *http.Client {
+	return m.httpClientFrom(authority, h2, netip.AddrPortFrom(clientIP, 40000))
+}
+
+// httpClientFrom is httpClient with tunnels that claim (Forwarded) to
+// come from src, under the client's identity.
+func (m *mesh) httpClientFrom(authority string, h2 bool, src netip.AddrPort) *http.Client {
 	ap := netip.MustParseAddrPort(authority)
 	wpAddr := netip.MustParseAddrPort(m.wp.HBONEAddr().String())
 	t := &http.Transport{
@@ -524,8 +538,8 @@ func (m *mesh) httpClient(authority string, h2 bool) *http.Client {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return m.client.Dial(ctx, &hbone.DialRequest{NextHop: wpAddr, Authority: ap, SourceID: clientID,
 				Certificate: func() (*tls.Certificate, error) { return m.clientC.TLSCertificate(), nil },
-				ExpectedIDs: []spiffeid.ID{m.wp.Identity()}, SourceIP: netip.MustParseAddr("10.1.0.5"),
-				Forwarded: hbone.FormatForwarded(netip.MustParseAddrPort("10.1.0.5:40000"), "")})
+				ExpectedIDs: []spiffeid.ID{m.wp.Identity()}, SourceIP: src.Addr(),
+				Forwarded: hbone.FormatForwarded(src, "")})
 		},
 	}
 	var p http.Protocols
@@ -582,6 +596,6 @@ func (m *mesh) get(c *http.Client, url string, hdr map[string]string) result {
 func (m *mesh) tunnel(ctx context.Context, authority string) (*hbone.ClientStream, error) {
 	return m.client.Dial(ctx, &hbone.DialRequest{NextHop: netip.MustParseAddrPort(m.wp.HBONEAddr().String()), Authority: netip.MustParseAddrPort(authority),
 		SourceID: clientID, Certificate: func() (*tls.Certificate, error) { return m.clientC.TLSCertificate(), nil },
-		ExpectedIDs: []spiffeid.ID{m.wp.Identity()}, SourceIP: netip.MustParseAddr("10.1.0.5"),
-		Forwarded: hbone.FormatForwarded(netip.MustParseAddrPort("10.1.0.5:40000"), "")})
+		ExpectedIDs: []spiffeid.ID{m.wp.Identity()}, SourceIP: clientIP,
+		Forwarded: hbone.FormatForwarded(netip.AddrPortFrom(clientIP, 40000), "")})
 }

@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	jose "github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/zmesh/zmesh/waypoint/config"
 )
@@ -107,6 +110,47 @@ func TestAuthorizationPolicy(t *testing.T) {
 	}
 	if l := accessLines(t, m.logBuf.String()); l[len(l)-1]["response_flags"] != "RBAC" {
 		t.Fatalf("denial flag %v", l[len(l)-1]["response_flags"])
+	}
+}
+
+// TestSourceAddressClaims: a tunnel's Forwarded source address counts
+// (for source-IP policy and the access log) only when it is a workload
+// with the tunnel's own identity; any mesh certificate can send the
+// header, so a claim to be another workload is ignored.
+func TestSourceAddressClaims(t *testing.T) {
+	m, v1, _ := reviewsMesh(t)
+	m.push(config.ClusterTypeURL, cluster(allReviews, clusterv3.Cluster_ROUND_ROBIN))
+	routes := []*routev3.Route{routeTo("r", prefix("/"), allReviews)}
+	// ALLOW only from the client pod's address, or from reviews-v1's.
+	allow := rbacFilter("envoy.filters.http.rbac/allow", rbacconfigv3.RBAC_ALLOW, map[string]*rbacconfigv3.Policy{
+		"ns[demo]-policy[from-v1]-rule[0]": {Permissions: anyPermission(), Principals: []*rbacconfigv3.Principal{
+			{Identifier: &rbacconfigv3.Principal_RemoteIp{RemoteIp: &corev3.CidrRange{AddressPrefix: v1.ip.String(), PrefixLen: wrapperspb.UInt32(32)}}}}},
+		"ns[demo]-policy[from-client]-rule[0]": {Permissions: []*rbacconfigv3.Permission{pathPerm("/client")}, Principals: []*rbacconfigv3.Principal{
+			{Identifier: &rbacconfigv3.Principal_RemoteIp{RemoteIp: &corev3.CidrRange{AddressPrefix: clientIP.String(), PrefixLen: wrapperspb.UInt32(32)}}}}},
+	})
+	m.push(config.ListenerTypeURL, httpListener(reviews+":9080", routes, allow))
+	for _, tc := range []struct {
+		name string
+		src  netip.AddrPort
+		path string
+		want int
+		addr string // the access log's downstream_remote_address, "" for the tunnel's own
+	}{
+		{"own address", netip.AddrPortFrom(clientIP, 40000), "/client", 200, "10.1.0.5:40000"},
+		{"another workload's address", netip.AddrPortFrom(v1.ip, 40001), "/", 403, ""},
+		{"an unknown address", netip.MustParseAddrPort("10.9.9.9:40002"), "/", 403, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := m.httpClientFrom(reviewsVIP+":9080", false, tc.src)
+			if r := m.get(c, "http://reviews:9080"+tc.path, nil); r.code != tc.want {
+				t.Fatalf("status %d, want %d", r.code, tc.want)
+			}
+			l := accessLines(t, m.logBuf.String())
+			got, _ := l[len(l)-1]["downstream_remote_address"].(string)
+			if tc.addr != "" && got != tc.addr || tc.addr == "" && !strings.HasPrefix(got, "127.0.0.1:") {
+				t.Fatalf("downstream_remote_address %q", got)
+			}
+		})
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"net/netip"
 	"sync"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/zmesh/zmesh/pkg/hbone"
 	"github.com/zmesh/zmesh/waypoint/config"
 	"github.com/zmesh/zmesh/waypoint/proxy"
@@ -46,12 +48,12 @@ func (h *Handler) ServeHBONE(ctx context.Context, req *hbone.Request, rw *hbone.
 		d.DirectRemote = ap.Addr()
 		d.Source = ap
 	}
+	snap := h.store.Snapshot()
 	if req.Forwarded != "" {
-		if src, err := hbone.ParseForwardedFor(req.Forwarded); err == nil {
+		if src, err := hbone.ParseForwardedFor(req.Forwarded); err == nil && vouches(snap, req.PeerID, src.Addr()) {
 			d.Source = src
 		}
 	}
-	snap := h.store.Snapshot()
 	if !proxy.Resolve(snap, d) {
 		h.log.Debug("tunnel to an unknown destination", "authority", req.Authority.String(), "peer", req.PeerID.String())
 		_ = rw.Reject(http.StatusBadRequest)
@@ -79,6 +81,17 @@ func (h *Handler) ServeHBONE(ctx context.Context, req *hbone.Request, rw *hbone.
 		return
 	}
 	h.serveHTTP(ctx, st, d)
+}
+
+// vouches reports whether a tunnel's peer may claim src as the source
+// address (the Forwarded header): only when src is a workload with the
+// peer's own identity, as when a ztunnel tunnels for one of its pods. Any
+// mesh certificate can send the header, so another claim is ignored and
+// the tunnel's own remote address stays the source that source-IP policy
+// and telemetry see.
+func vouches(snap *config.Snapshot, peer spiffeid.ID, src netip.Addr) bool {
+	w := snap.WorkloadByIP(src)
+	return w != nil && !peer.IsZero() && w.Identity == peer
 }
 
 var discardLog = log.New(io.Discard, "", 0)
