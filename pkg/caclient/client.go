@@ -47,7 +47,14 @@ type Options struct {
 	TokenFile string
 	// TTL is the requested validity (0 lets the CA pick its default).
 	TTL time.Duration
+	// Timeout bounds one CreateCertificate call, so a CA that went away
+	// without closing the connection fails the fetch (and its caller
+	// retries) instead of hanging it. Default DefaultTimeout.
+	Timeout time.Duration
 }
+
+// DefaultTimeout is Options.Timeout's default.
+const DefaultTimeout = 30 * time.Second
 
 // Client fetches certificates over a gRPC connection it does not own.
 type Client struct {
@@ -67,8 +74,11 @@ func New(conn grpc.ClientConnInterface, opts Options) (*Client, error) {
 	if opts.Token == "" && opts.TokenFile == "" {
 		return nil, errors.New("caclient: need Token or TokenFile")
 	}
-	if opts.TTL < 0 {
-		return nil, fmt.Errorf("caclient: negative TTL %s", opts.TTL)
+	if opts.TTL < 0 || opts.Timeout < 0 {
+		return nil, fmt.Errorf("caclient: negative TTL %s or Timeout %s", opts.TTL, opts.Timeout)
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
 	}
 	return &Client{
 		rpc:   pb.NewIstioCertificateServiceClient(conn),
@@ -131,6 +141,8 @@ func (c *Client) Fetch(ctx context.Context, req Request) (*mtls.Certificate, err
 			ImpersonatedIdentityKey: structpb.NewStringValue(req.Identity.String()),
 		}}
 	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	resp, err := c.rpc.CreateCertificate(ctx, in)
 	if err != nil {

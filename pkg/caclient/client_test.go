@@ -295,3 +295,32 @@ func TestNewValidation(t *testing.T) {
 func pemCSR(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
 }
+
+// silentCA accepts the call and never answers.
+type silentCA struct {
+	pb.UnimplementedIstioCertificateServiceServer
+}
+
+func (silentCA) CreateCertificate(ctx context.Context, _ *pb.IstioCertificateRequest) (*pb.IstioCertificateResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestFetchTimesOut: a CA that never answers fails the fetch after
+// Options.Timeout, even when the caller's context has no deadline.
+func TestFetchTimesOut(t *testing.T) {
+	a := newAuthority(t)
+	cc := serve(t, a, func(s grpc.ServiceRegistrar) { pb.RegisterIstioCertificateServiceServer(s, silentCA{}) })
+	c, err := caclient.New(cc, caclient.Options{Roots: []*x509.Certificate{a.Root()}, Token: "t", Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = c.Fetch(context.Background(), caclient.Request{Identity: spiffeid.RequireFromString(appID)})
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("fetch from a silent CA: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("fetch took %v", d)
+	}
+}

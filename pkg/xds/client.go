@@ -102,6 +102,7 @@ func (c *Client) Start() error {
 			MinConnectTimeout: 5 * time.Second,
 		}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(c.cfg.MaxRecvMsgSize)),
+		grpc.WithKeepaliveParams(ControllerKeepalive),
 	}, c.cfg.DialOptions...)
 	conn, err := grpc.NewClient(c.cfg.Address, opts...)
 	if err != nil {

@@ -9,13 +9,17 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/zmesh/zmesh/controller/auth"
@@ -374,5 +378,47 @@ func TestClientStopWhileDisconnected(t *testing.T) {
 	case <-c.Synced(addressType):
 		t.Fatal("synced without a server")
 	default:
+	}
+}
+
+// flappingADS answers each stream's first request with one empty response
+// and then ends the stream, counting the streams.
+type flappingADS struct {
+	discoveryv3.UnimplementedAggregatedDiscoveryServiceServer
+	streams atomic.Int64
+}
+
+func (f *flappingADS) DeltaAggregatedResources(s discoveryv3.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	f.streams.Add(1)
+	req, err := s.Recv()
+	if err != nil {
+		return err
+	}
+	if err := s.Send(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: req.GetTypeUrl(), Nonce: "1"}); err != nil {
+		return err
+	}
+	return status.Error(codes.Internal, "flapping on purpose")
+}
+
+// TestClientBacksOffFromFlappingServer: a stream that delivers a response
+// and then fails at once does not reset the backoff, so a server that
+// fails right after its first response is not retried in a tight loop.
+func TestClientBacksOffFromFlappingServer(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	f := &flappingADS{}
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, f)
+	go func() { _ = gs.Serve(lis) }()
+	t.Cleanup(gs.Stop)
+	c := newClient(t, lis.Addr().String(), &recorder{}, xds.Wildcard) // backoff 20 ms up to 100 ms
+	<-c.Synced(addressType)
+	time.Sleep(time.Second)
+	// Resetting after each response retries every 10-20 ms (50-100 streams
+	// a second); backing off reaches 50-100 ms within four attempts.
+	if n := f.streams.Load(); n < 4 || n > 25 {
+		t.Fatalf("%d streams in a second", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -55,6 +56,13 @@ func (n Node) ID() string {
 	}
 	return fmt.Sprintf("%s~%s~%s.%s~%s.svc.cluster.local", kind, n.IP, n.PodName, n.Namespace, n.Namespace)
 }
+
+// ControllerKeepalive is the keepalive of a proxy's connections to the
+// controller (xDS here, and the apps' CA connection): a controller that
+// went away without closing them (a partition, a dead node) is noticed
+// within Time+Timeout, not after the kernel's TCP timeouts. The
+// controller's gRPC server permits pings this often.
+var ControllerKeepalive = keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}
 
 // Backoff bounds reconnect delays: the n-th consecutive failure waits
 // about Initial*2^n, capped at Max, with random jitter.

@@ -31,15 +31,20 @@ func (s *session) send(req *discoveryv3.DeltaDiscoveryRequest) error {
 }
 
 // run keeps a stream open until ctx is done, backing off between attempts.
-// A stream that delivered at least one response resets the backoff.
+// A stream that delivered a response and stayed up for Backoff.Max resets
+// the backoff; one that fails sooner counts as a failure even if it
+// delivered, so a server that crash-loops after its first response, or
+// one whose stream breaks on a later message, is not retried in a tight
+// loop.
 func (c *Client) run(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient) {
 	failures := 0
 	for {
+		opened := time.Now()
 		healthy, err := c.session(ctx, ads)
 		if ctx.Err() != nil {
 			return
 		}
-		if healthy {
+		if healthy && time.Since(opened) >= c.cfg.Backoff.Max {
 			failures = 0
 		}
 		wait := c.cfg.Backoff.delay(failures)

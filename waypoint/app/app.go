@@ -104,7 +104,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		}
 		dialOpts = []grpc.DialOption{grpc.WithTransportCredentials(creds)}
 	}
-	a.conn, err = grpc.NewClient(a.cfg.ControllerAddr, dialOpts...)
+	a.conn, err = grpc.NewClient(a.cfg.ControllerAddr, append(dialOpts, grpc.WithKeepaliveParams(xds.ControllerKeepalive))...)
 	if err != nil {
 		return fmt.Errorf("controller connection: %w", err)
 	}

@@ -95,7 +95,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	a.conn, err = grpc.NewClient(a.cfg.ControllerAddr, grpc.WithTransportCredentials(creds))
+	a.conn, err = grpc.NewClient(a.cfg.ControllerAddr, grpc.WithTransportCredentials(creds), grpc.WithKeepaliveParams(xds.ControllerKeepalive))
 	if err != nil {
 		return fmt.Errorf("controller connection: %w", err)
 	}
