@@ -78,6 +78,7 @@ type serverConn struct {
 
 	mu            sync.Mutex // guards the fields below and serverStream's flow fields
 	streams       map[uint32]*ServerStream
+	handlers      int    // handler goroutines running (a reset stream's may outlive it)
 	maxClientID   uint32 // highest stream ID the client opened
 	sendWindow    int64  // connection-level send window
 	peerInitWin   int64  // peer's SETTINGS_INITIAL_WINDOW_SIZE
@@ -327,7 +328,10 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 		return sc.queue(ctrlFrame{kind: ctrlRST, streamID: id, code: http2.ErrCodeStreamClosed})
 	}
 	sc.maxClientID = id
-	if sc.goAwaySent || sc.closed || len(sc.streams) >= MaxConcurrentStreams {
+	// Running handlers count too: a stream the peer resets leaves the
+	// table at once while its handler winds down, and opening and
+	// resetting streams in a loop must not start handlers without bound.
+	if sc.goAwaySent || sc.closed || len(sc.streams) >= MaxConcurrentStreams || sc.handlers >= MaxConcurrentStreams {
 		sc.mu.Unlock()
 		return sc.queue(ctrlFrame{kind: ctrlRST, streamID: id, code: http2.ErrCodeRefusedStream})
 	}
@@ -338,15 +342,24 @@ func (sc *serverConn) processHeaders(f *http2.MetaHeadersFrame) error {
 		st.recvEOF = true
 	}
 	sc.streams[id] = st
+	sc.handlers++
 	sc.mu.Unlock()
 
 	req, status := sc.parseRequest(f)
 	sc.srv.wg.Add(1)
 	go func() {
 		defer sc.srv.wg.Done()
+		defer sc.handlerDone()
 		st.run(req, status)
 	}()
 	return nil
+}
+
+// handlerDone counts a stream's handler goroutine out.
+func (sc *serverConn) handlerDone() {
+	sc.mu.Lock()
+	sc.handlers--
+	sc.mu.Unlock()
 }
 
 // parseRequest validates a CONNECT request. A non-zero status means the

@@ -2,9 +2,13 @@ package hbone
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -188,5 +192,60 @@ func TestServerAppliesPeerHeaderTableSize(t *testing.T) {
 	}
 	if len(second) == 0 || second[0]&0xe0 == 0x20 {
 		t.Errorf("second response block % x repeats the table size update", second)
+	}
+}
+
+// TestResetStreamsDoNotOutrunHandlerLimit: a peer that opens and at once
+// resets streams (HTTP/2 "rapid reset") frees their table slots, but not
+// their handlers, which may take a while to wind down: beyond
+// MaxConcurrentStreams running handlers new streams are refused, and they
+// are served again once handlers return.
+func TestResetStreamsDoNotOutrunHandlerLimit(t *testing.T) {
+	pki := newPKI(t, "cluster.local")
+	release := make(chan struct{})
+	var running, peak atomic.Int64
+	_, addr := startServer(t, pki, HandlerFunc(func(_ context.Context, _ *Request, rw *ResponseWriter) {
+		n := running.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		defer running.Add(-1)
+		<-release // a slow handler that ignores the reset for now
+		_ = rw.Reject(http.StatusServiceUnavailable)
+	}), nil)
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(releaseAll) // before the server's cleanup waits for handlers
+	rc := dialRaw(t, pki, addr)
+	const opened = MaxConcurrentStreams + 50
+	for i := range opened {
+		id := uint32(2*i + 1)
+		rc.headers(t, id, ":method", "CONNECT", ":authority", "10.0.0.1:80")
+		if err := rc.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := uint32(2*(opened-1) + 1)
+	f := rc.await(t, func(f http2.Frame) bool {
+		r, ok := f.(*http2.RSTStreamFrame)
+		return ok && r.StreamID == last
+	}).(*http2.RSTStreamFrame)
+	if f.ErrCode != http2.ErrCodeRefusedStream {
+		t.Fatalf("stream %d past the limit: %v, want REFUSED_STREAM", last, f.ErrCode)
+	}
+	if p := peak.Load(); p > MaxConcurrentStreams {
+		t.Fatalf("%d handlers ran at once, limit %d", p, MaxConcurrentStreams)
+	}
+	releaseAll()
+	// Once the handlers are gone, streams are served again.
+	next := last + 2
+	for {
+		rc.headers(t, next, ":method", "CONNECT", ":authority", "10.0.0.1:80")
+		if got := rc.status(t, next); got == "503" {
+			break
+		} else if got != "RST:"+http2.ErrCodeRefusedStream.String() {
+			t.Fatalf("stream %d after release: %s", next, got)
+		}
+		time.Sleep(10 * time.Millisecond)
+		next += 2
 	}
 }
