@@ -279,13 +279,18 @@ func (s *ClientStream) Read(p []byte) (int, error) {
 	for {
 		if s.rbuf.len() > 0 {
 			n := s.rbuf.read(p)
+			more := s.rbuf.len() > 0
 			s.rmu.Unlock()
+			if more {
+				s.relayWake()
+			}
 			s.cc.consumed(s, n)
 			return n, nil
 		}
 		if s.recvErr != nil {
 			err := s.recvErr
 			s.rmu.Unlock()
+			s.relayWake()
 			if s.closed.Load() {
 				err = net.ErrClosed
 			}
@@ -293,14 +298,27 @@ func (s *ClientStream) Read(p []byte) (int, error) {
 		}
 		if s.recvEOF {
 			s.rmu.Unlock()
+			s.relayWake()
 			return 0, io.EOF
 		}
 		s.rmu.Unlock()
 		if s.rdl.passed() {
+			s.relayWake()
 			return 0, os.ErrDeadlineExceeded
 		}
 		<-s.readWake // also signalled when the read deadline passes
 		s.rmu.Lock()
+	}
+}
+
+// relayWake passes a wake-up on to another Read blocked on the stream (Reads
+// may run concurrently, as on any net.Conn): a Read that leaves data behind,
+// or returns for a condition every Read shares (end, error, deadline),
+// re-signals, so one signal reaches every waiting Read in turn.
+func (s *ClientStream) relayWake() {
+	select {
+	case s.readWake <- struct{}{}:
+	default:
 	}
 }
 

@@ -2,8 +2,12 @@ package hbone
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net"
+	"os"
 	"testing"
+	"time"
 
 	"golang.org/x/net/nettest"
 )
@@ -51,4 +55,59 @@ func TestStreamsAreNetConns(t *testing.T) {
 		ss := <-h.streams
 		return gracefulClose{cs, cs.CloseWrite}, gracefulClose{ss, ss.CloseWrite}, func() { _ = cs.Close(); _ = ss.Close() }, nil
 	})
+}
+
+// TestConcurrentReadsAllWake: several Reads blocked on one stream all
+// return when the read deadline passes, and all see the end of the
+// stream; one wake-up signal must reach each of them. (nettest's
+// concurrent-methods test hung now and then before Reads passed wake-ups
+// on.)
+func TestConcurrentReadsAllWake(t *testing.T) {
+	pki := newPKI(t, "cluster.local")
+	h := streamHandler{streams: make(chan *ServerStream, 1)}
+	_, addr := startServer(t, pki, h, nil)
+	pool := newTestPool(t, pki, nil)
+	const readers = 8
+	for _, tc := range []struct {
+		name string
+		end  func(reader, peer net.Conn)
+		want error
+	}{
+		{"deadline", func(r, _ net.Conn) { _ = r.SetReadDeadline(time.Unix(1, 0)) }, os.ErrDeadlineExceeded},
+		{"end of stream", func(_, peer net.Conn) { _ = peer.(interface{ CloseWrite() error }).CloseWrite() }, io.EOF},
+	} {
+		for _, side := range []string{"client", "server"} {
+			t.Run(tc.name+"/"+side, func(t *testing.T) {
+				cs, err := pool.Dial(testCtx(t), dialReq(pki, t, addr, nil))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ss := <-h.streams
+				defer func() { _ = cs.Close(); _ = ss.Close() }()
+				var reader, peer net.Conn = cs, ss
+				if side == "server" {
+					reader, peer = ss, cs
+				}
+				errs := make(chan error, readers)
+				for range readers {
+					go func() {
+						_, err := reader.Read(make([]byte, 16))
+						errs <- err
+					}()
+				}
+				time.Sleep(50 * time.Millisecond) // let them block
+				tc.end(reader, peer)
+				for i := range readers {
+					select {
+					case err := <-errs:
+						if !errors.Is(err, tc.want) {
+							t.Fatalf("read %d: %v, want %v", i, err, tc.want)
+						}
+					case <-time.After(5 * time.Second):
+						t.Fatalf("%d of %d reads still blocked", readers-i, readers)
+					}
+				}
+			})
+		}
+	}
 }

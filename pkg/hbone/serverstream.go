@@ -249,25 +249,43 @@ func (st *ServerStream) Read(p []byte) (int, error) {
 	for {
 		if st.rbuf.len() > 0 {
 			n := st.rbuf.read(p)
+			more := st.rbuf.len() > 0
 			st.rmu.Unlock()
+			if more {
+				st.relayWake()
+			}
 			st.sc.consumed(st, n)
 			return n, nil
 		}
 		if st.recvErr != nil {
 			err := st.recvErr
 			st.rmu.Unlock()
+			st.relayWake()
 			return 0, err
 		}
 		if st.recvEOF {
 			st.rmu.Unlock()
+			st.relayWake()
 			return 0, io.EOF
 		}
 		st.rmu.Unlock()
 		if st.rdl.passed() {
+			st.relayWake()
 			return 0, os.ErrDeadlineExceeded
 		}
 		<-st.readWake // also signalled when the read deadline passes
 		st.rmu.Lock()
+	}
+}
+
+// relayWake passes a wake-up on to another Read blocked on the stream (Reads
+// may run concurrently, as on any net.Conn): a Read that leaves data behind,
+// or returns for a condition every Read shares (end, error, deadline),
+// re-signals, so one signal reaches every waiting Read in turn.
+func (st *ServerStream) relayWake() {
+	select {
+	case st.readWake <- struct{}{}:
+	default:
 	}
 }
 
