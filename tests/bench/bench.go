@@ -39,6 +39,11 @@ type PathResult struct {
 	ConnRate    ConnRate
 	ConnRateErr error
 
+	// Ping is the path's 1-byte round trips with the path idle between
+	// them (pingRTT): what waking its processes costs.
+	Ping    Latency
+	PingErr error
+
 	// Idle is the proxies' RSS growth with idle connections (proxied
 	// paths only).
 	Idle    []IdleGrowth
@@ -232,7 +237,15 @@ func (b *bench) measure(ctx context.Context, paths []*Path) {
 	for i, p := range paths {
 		r := b.res.Paths[i]
 		b.log.Info("new connections per second", "path", p.Name, "max", b.cfg.ConnRateMax, "duration", b.cfg.ConnRateDuration)
-		r.ConnRate, r.ConnRateErr = connRate(ctx, p, b.cfg.ConnRateWorkers, b.cfg.ConnRateMax, b.cfg.ConnRateDuration)
+		_ = b.prof.profileIf(ctx, p, "newconn", b.cfg.ConnRateDuration, b.warn, func() error {
+			r.ConnRate, r.ConnRateErr = connRate(ctx, p, b.cfg.ConnRateWorkers, b.cfg.ConnRateMax, b.cfg.ConnRateDuration)
+			return r.ConnRateErr
+		})
+	}
+	for i, p := range paths {
+		r := b.res.Paths[i]
+		b.log.Info("1-byte round trips, path idle in between", "path", p.Name, "count", b.cfg.PingCount, "gap", pingGap)
+		r.Ping, r.PingErr = pingRTT(ctx, p, b.cfg.PingCount, pingGap)
 	}
 	for i, p := range paths {
 		if len(p.Proxies[portEcho]) == 0 {

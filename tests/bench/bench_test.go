@@ -77,7 +77,7 @@ func TestBenchSmoke(t *testing.T) {
 		ToolsDir: dir, Prefix: "zmbencht",
 		IperfDuration:   time.Second,
 		Load:            LoadSpec{QPS: 1000, Conns: 4, Requests: 100, BodyBytes: 1024},
-		ConnRateWorkers: 2, ConnRateMax: 100, ConnRateDuration: time.Second,
+		ConnRateWorkers: 2, ConnRateMax: 100, ConnRateDuration: time.Second, PingCount: 50,
 		IdleConns: 50, IdleSettle: 100 * time.Millisecond,
 		Ghostunnel: isExecutable(filepath.Join(dir, "ghostunnel-"+ghostunnelVersion)),
 		ProfileDir: t.TempDir(),
@@ -105,13 +105,14 @@ func TestBenchSmoke(t *testing.T) {
 		if p.Name != want[i] {
 			t.Errorf("path %d is %s, want %s", i, p.Name, want[i])
 		}
-		for what, err := range map[string]error{"iperf3": p.ThroughputErr, "HTTP": p.LatencyErr, "usage": p.UsageErr, "conn rate": p.ConnRateErr, "idle": p.IdleErr} {
+		for what, err := range map[string]error{"iperf3": p.ThroughputErr, "HTTP": p.LatencyErr, "usage": p.UsageErr, "conn rate": p.ConnRateErr, "ping": p.PingErr, "idle": p.IdleErr} {
 			if err != nil {
 				t.Errorf("%s %s: %v", p.Name, what, err)
 			}
 		}
-		if p.Throughput.BitsPerSecond <= 0 || p.Latency.Requests == 0 || p.Latency.P99 <= 0 || p.ConnRate.Conns == 0 {
-			t.Errorf("%s: empty measurement: %+v %+v %+v", p.Name, p.Throughput, p.Latency, p.ConnRate)
+		if p.Throughput.BitsPerSecond <= 0 || p.Latency.Requests == 0 || p.Latency.P99 <= 0 || p.ConnRate.Conns == 0 ||
+			p.Ping.Requests != int64(cfg.PingCount) || p.Ping.P50 <= 0 || p.Ping.P99 < p.Ping.P50 {
+			t.Errorf("%s: empty measurement: %+v %+v %+v %+v", p.Name, p.Throughput, p.Latency, p.ConnRate, p.Ping)
 		}
 		if p.Name != pathDirect && (len(p.Usage) != 2 || len(p.Idle) != 2 || len(p.IperfUsage) != 2) {
 			t.Errorf("%s: want usage and idle growth of 2 proxies, got %+v / %+v", p.Name, p.Usage, p.Idle)

@@ -27,6 +27,9 @@ type Config struct {
 	ConnRateWorkers  int
 	ConnRateMax      int64
 	ConnRateDuration time.Duration
+	// PingCount is how many idle 1-byte round trips each path gets
+	// (pingRTT).
+	PingCount int
 	// IdleConns idle connections are held through each proxied path;
 	// IdleSettle is the wait before each RSS reading.
 	IdleConns  int
@@ -67,6 +70,7 @@ func DefaultConfig() Config {
 		ConnRateWorkers:  4,
 		ConnRateMax:      10000,
 		ConnRateDuration: 3 * time.Second,
+		PingCount:        1000,
 		IdleConns:        1000,
 		IdleSettle:       time.Second,
 		Ghostunnel:       true,

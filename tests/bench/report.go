@@ -99,6 +99,14 @@ func printReport(w io.Writer, r *Results) {
 		}
 		return s, c.PerSecond, p.ConnRateErr
 	}, ratio, "", "")
+	ping := func(get func(Latency) time.Duration) func(*PathResult) (string, float64, error) {
+		return func(p *PathResult) (string, float64, error) {
+			d := get(p.Ping)
+			return fmtDur(d), float64(d), p.PingErr
+		}
+	}
+	row(fmt.Sprintf("1-byte echo p50 (%v apart, idle)", pingGap), ping(func(l Latency) time.Duration { return l.P50 }), added, "", "")
+	row("1-byte echo p99", ping(func(l Latency) time.Duration { return l.P99 }), added, "", "")
 	_ = t.Flush()
 	run := cfg.Load.Duration.String()
 	if cfg.Load.Requests > 0 {
@@ -107,6 +115,9 @@ func printReport(w io.Writer, r *Results) {
 	fmt.Fprintf(w, "  (medians of %d interleaved rounds of iperf3 -t %v and fortio %s at -r 0.000001; new connections: %d dialers,\n"+
 		"   each connection a 1-byte echo round trip, at most %d or %v)\n",
 		max(1, cfg.Rounds), cfg.IperfDuration, run, cfg.ConnRateWorkers, cfg.ConnRateMax, cfg.ConnRateDuration)
+	fmt.Fprintf(w, "  (1-byte echo: %d round trips over one connection with the path idle in between, so every process on it\n"+
+		"   sleeps and must be woken once per direction: the direct path wakes two, each proxy adds two more. It is the\n"+
+		"   machine's floor under the latency rows: a pair of proxies adds about twice the direct figure before any work)\n", cfg.PingCount)
 	printRounds(w, r)
 
 	printUsage(w, r, mesh, ghost)
@@ -217,7 +228,7 @@ func printErrors(w io.Writer, r *Results) {
 		for _, e := range []struct {
 			what string
 			err  error
-		}{{"iperf3", p.ThroughputErr}, {"HTTP", p.LatencyErr}, {"proxy usage", p.UsageErr}, {"new connections", p.ConnRateErr}, {"idle connections", p.IdleErr}} {
+		}{{"iperf3", p.ThroughputErr}, {"HTTP", p.LatencyErr}, {"proxy usage", p.UsageErr}, {"new connections", p.ConnRateErr}, {"1-byte echo", p.PingErr}, {"idle connections", p.IdleErr}} {
 			if e.err != nil {
 				lines = append(lines, fmt.Sprintf("%s %s: %v", p.Name, e.what, e.err))
 			}
