@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync/atomic"
@@ -26,6 +27,8 @@ type identity struct {
 	fetch Fetcher
 	log   *slog.Logger
 	cur   atomic.Pointer[mtls.Certificate]
+	// lastErr is why the latest fetch failed, nil after a success.
+	lastErr atomic.Pointer[error]
 }
 
 // run renews until ctx ends.
@@ -35,12 +38,14 @@ func (i *identity) run(ctx context.Context) {
 		var wait time.Duration
 		cert, err := i.fetch.Fetch(ctx, caclient.Request{Identity: i.id})
 		if err != nil {
+			i.lastErr.Store(&err)
 			fail++
 			wait = min(time.Second<<min(fail, 6), time.Minute)
 			wait = wait/2 + rand.N(wait/2)
 			i.log.Warn("certificate fetch failed", "identity", i.id.String(), "retry_in", wait, "err", err)
 		} else {
 			fail = 0
+			i.lastErr.Store(nil)
 			i.cur.Store(cert)
 			life := cert.NotAfter().Sub(cert.NotBefore())
 			wait = max(time.Until(cert.NotBefore().Add(life/2)), time.Second)
@@ -60,6 +65,9 @@ func (i *identity) run(ctx context.Context) {
 func (i *identity) certificate() (*tls.Certificate, error) {
 	c := i.cur.Load()
 	if c == nil || time.Now().After(c.NotAfter()) {
+		if err := i.lastErr.Load(); err != nil {
+			return nil, fmt.Errorf("%w (last fetch: %w)", errNoCertificate, *err)
+		}
 		return nil, errNoCertificate
 	}
 	return c.TLSCertificate(), nil
@@ -71,6 +79,9 @@ func (i *identity) status() map[string]any {
 	if c := i.cur.Load(); c != nil {
 		out["not_after"] = c.NotAfter()
 		out["not_before"] = c.NotBefore()
+	}
+	if err := i.lastErr.Load(); err != nil {
+		out["last_error"] = (*err).Error()
 	}
 	return out
 }

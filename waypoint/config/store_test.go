@@ -125,4 +125,14 @@ func TestAddressIndex(t *testing.T) {
 	if len(snap.ServiceEndpoints(got, 80)) != 1 {
 		t.Fatal("an old snapshot changed: snapshots must be immutable")
 	}
+	// A name that is not the entry's key is refused: two names for one
+	// workload or service would let either's removal drop the entry.
+	rej = h.HandleDelta(xds.Delta{Upserts: []xds.Upsert{{Name: "alias-of-b", Message: wl("b", 2, workloadapi.WorkloadStatus_HEALTHY)},
+		{Name: "ns/other", Message: svc}}})
+	if len(rej) != 2 || rej[0].Name != "alias-of-b" || rej[1].Name != "ns/other" {
+		t.Fatalf("rejections %v", rej)
+	}
+	if w := s.Snapshot().WorkloadByIP(netip.MustParseAddr("10.244.0.2")); w == nil || w.Healthy {
+		t.Fatalf("workload b changed through another name: %+v", w)
+	}
 }

@@ -90,11 +90,19 @@ func compileAddress(name string, a *workloadapi.Address) (address, error) {
 		if err != nil {
 			return address{}, err
 		}
+		// The name keys the store's entry: two names for one entry would
+		// let the removal of either drop it.
+		if name != s.Key {
+			return address{}, fmt.Errorf("resource name %q differs from service key %q", name, s.Key)
+		}
 		return address{svc: s}, nil
 	case *workloadapi.Address_Workload:
 		w, err := compileWorkload(t.Workload)
 		if err != nil {
 			return address{}, err
+		}
+		if name != w.UID {
+			return address{}, fmt.Errorf("resource name %q differs from workload uid %q", name, w.UID)
 		}
 		return address{wl: w}, nil
 	}
