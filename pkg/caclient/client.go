@@ -38,8 +38,12 @@ const DefaultServerName = "istiod.istio-system.svc"
 // Options configure New.
 type Options struct {
 	// Roots are the mesh trust anchors: returned chains must verify to one
-	// of them. Required.
+	// of them. Required unless RootsFrom is set.
 	Roots []*x509.Certificate
+	// RootsFrom, when set, is called at each fetch for the trust anchors
+	// (for example a reloaded root file, so a root rotation needs no
+	// restart); it takes precedence over Roots.
+	RootsFrom func() []*x509.Certificate
 	// Token is the bearer token sent as "authorization: Bearer <token>".
 	Token string
 	// TokenFile, when set, is read on every request (projected tokens
@@ -68,7 +72,7 @@ func New(conn grpc.ClientConnInterface, opts Options) (*Client, error) {
 	if conn == nil {
 		return nil, errors.New("caclient: nil connection")
 	}
-	if len(opts.Roots) == 0 {
+	if len(opts.Roots) == 0 && opts.RootsFrom == nil {
 		return nil, errors.New("caclient: no trust anchors")
 	}
 	if opts.Token == "" && opts.TokenFile == "" {
@@ -87,14 +91,36 @@ func New(conn grpc.ClientConnInterface, opts Options) (*Client, error) {
 	}, nil
 }
 
+// anchors returns the trust anchors for this fetch.
+func (c *Client) anchors() []*x509.Certificate {
+	if c.opts.RootsFrom != nil {
+		return c.opts.RootsFrom()
+	}
+	return c.roots
+}
+
 // TransportCredentials returns TLS 1.3 gRPC credentials for the CA endpoint:
 // the server's chain must verify to roots and carry serverName
 // (DefaultServerName when empty). No client certificate is sent.
 func TransportCredentials(roots []*x509.Certificate, serverName string) (credentials.TransportCredentials, error) {
+	return credentialsFor(mtls.ClientOptions{Roots: roots}, serverName)
+}
+
+// TransportCredentialsFrom is TransportCredentials with the trust anchors
+// read from roots at each handshake (a reloaded root file).
+func TransportCredentialsFrom(roots func() []*x509.Certificate, serverName string) (credentials.TransportCredentials, error) {
+	if roots == nil {
+		return nil, errors.New("caclient: nil roots function")
+	}
+	return credentialsFor(mtls.ClientOptions{RootsFrom: roots}, serverName)
+}
+
+func credentialsFor(opts mtls.ClientOptions, serverName string) (credentials.TransportCredentials, error) {
 	if serverName == "" {
 		serverName = DefaultServerName
 	}
-	cfg, err := mtls.ClientConfig(mtls.ClientOptions{Roots: roots, ServerName: serverName})
+	opts.ServerName = serverName
+	cfg, err := mtls.ClientConfig(opts)
 	if err != nil {
 		return nil, fmt.Errorf("caclient: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -322,5 +323,34 @@ func TestFetchTimesOut(t *testing.T) {
 	}
 	if d := time.Since(start); d > 10*time.Second {
 		t.Fatalf("fetch took %v", d)
+	}
+}
+
+// TestFetchReadsRootsEachTime: with RootsFrom, each fetch verifies the
+// CA's answer against the anchors of the moment, so a rotated root file
+// takes effect without a new client; the certificate carries them.
+func TestFetchReadsRootsEachTime(t *testing.T) {
+	a := newAuthority(t)
+	other := newAuthority(t)
+	cc := serve(t, a, func(s grpc.ServiceRegistrar) {
+		pb.RegisterIstioCertificateServiceServer(s, &lyingCA{a: a, t: t, mangle: func(_ *testing.T, _ []byte, c []string) []string { return c }})
+	})
+	var cur atomic.Pointer[[]*x509.Certificate]
+	cur.Store(&[]*x509.Certificate{other.Root()})
+	c, err := caclient.New(cc, caclient.Options{RootsFrom: func() []*x509.Certificate { return *cur.Load() }, Token: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := spiffeid.RequireFromString(appID)
+	if _, err := c.Fetch(context.Background(), caclient.Request{Identity: id}); err == nil || !strings.Contains(err.Error(), "x509svid") {
+		t.Fatalf("fetch while the CA's root is not trusted: %v", err)
+	}
+	cur.Store(&[]*x509.Certificate{other.Root(), a.Root()})
+	cert, err := c.Fetch(context.Background(), caclient.Request{Identity: id})
+	if err != nil {
+		t.Fatalf("fetch once the root is trusted: %v", err)
+	}
+	if len(cert.Roots()) != 2 {
+		t.Fatalf("certificate carries %d roots, want the 2 current ones", len(cert.Roots()))
 	}
 }

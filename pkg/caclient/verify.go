@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/url"
 
@@ -44,14 +45,18 @@ func (c *Client) verify(key *ecdsa.PrivateKey, want spiffeid.ID, elems []string)
 	if _, err := mtls.ParseCertificatesPEM([]byte(elems[len(elems)-1])); err != nil {
 		return nil, fmt.Errorf("root element: %w", err)
 	}
-	id, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(want.TrustDomain(), c.roots))
+	roots := c.anchors()
+	if len(roots) == 0 {
+		return nil, errors.New("no trust anchors")
+	}
+	id, _, err := x509svid.Verify(chain, x509bundle.FromX509Authorities(want.TrustDomain(), roots))
 	if err != nil {
 		return nil, err
 	}
 	if id != want {
 		return nil, fmt.Errorf("issued for %q, want %q", id, want)
 	}
-	cert, err := mtls.NewCertificate(key, chain, c.roots)
+	cert, err := mtls.NewCertificate(key, chain, roots)
 	if err != nil {
 		return nil, err
 	}

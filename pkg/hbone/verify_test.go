@@ -3,12 +3,14 @@ package hbone
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
@@ -193,5 +195,32 @@ func TestCertificateRotation(t *testing.T) {
 	}
 	if calls.Load() != 2 {
 		t.Errorf("certificate fetched %d times for 2 connections", calls.Load())
+	}
+}
+
+// TestTrustBundleReadPerHandshake: the server checks client chains
+// against its TrustBundle as it is at each handshake, so adding a rotated
+// root to the bundle (pkg/trustbundle does it in place) admits clients
+// issued under it without a restart.
+func TestTrustBundleReadPerHandshake(t *testing.T) {
+	pki := newPKI(t, "cluster.local")
+	rotated := newPKI(t, "cluster.local")
+	bundle := x509bundle.FromX509Authorities(pki.td, []*x509.Certificate{pki.cert})
+	_, addr := startServer(t, pki, &echoHandler{}, func(c *ServerConfig) { c.TrustBundle = bundle })
+	client := rotated.leaf(t, clientSPIFFE)
+	dial := func() error {
+		// A new pool per attempt: a fresh TLS handshake each time.
+		st, err := newTestPool(t, pki, nil).Dial(testCtx(t), dialReq(pki, t, addr, client))
+		if err == nil {
+			_ = st.Close()
+		}
+		return err
+	}
+	if err := dial(); err == nil {
+		t.Fatal("client under a root the server does not trust was admitted")
+	}
+	bundle.SetX509Authorities([]*x509.Certificate{pki.cert, rotated.cert})
+	if err := dial(); err != nil {
+		t.Fatalf("after the rotated root was added: %v", err)
 	}
 }

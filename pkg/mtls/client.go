@@ -18,6 +18,10 @@ type ClientOptions struct {
 	// Roots are the trust anchors for the server's chain. When empty, the
 	// roots of Cert's current certificate are used at each handshake.
 	Roots []*x509.Certificate
+	// RootsFrom, when set, is called at each handshake for the trust
+	// anchors (for example a reloaded root file); it takes precedence over
+	// Roots and Cert's roots.
+	RootsFrom func() []*x509.Certificate
 	// Cert, when set, supplies the client certificate (none is sent while
 	// the holder is empty).
 	Cert *Holder
@@ -43,8 +47,8 @@ func ClientConfig(opts ClientOptions) (*tls.Config, error) {
 	if len(opts.ServerIDs) != 0 && opts.ServerName != "" {
 		return nil, errors.New("mtls: client config takes ServerIDs or ServerName, not both")
 	}
-	if len(opts.Roots) == 0 && opts.Cert == nil {
-		return nil, errors.New("mtls: client config needs Roots or a certificate holder to take roots from")
+	if len(opts.Roots) == 0 && opts.RootsFrom == nil && opts.Cert == nil {
+		return nil, errors.New("mtls: client config needs Roots, RootsFrom or a certificate holder to take roots from")
 	}
 	for _, id := range opts.ServerIDs {
 		if id.IsZero() {
@@ -60,7 +64,14 @@ func ClientConfig(opts ClientOptions) (*tls.Config, error) {
 	serverName := opts.ServerName
 	holder := opts.Cert
 
+	rootsFrom := opts.RootsFrom
 	roots := func() ([]*x509.Certificate, error) {
+		if rootsFrom != nil {
+			if rs := rootsFrom(); len(rs) != 0 {
+				return rs, nil
+			}
+			return nil, errors.New("mtls: no trust anchors available")
+		}
 		if len(staticRoots) != 0 {
 			return staticRoots, nil
 		}

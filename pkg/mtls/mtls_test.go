@@ -137,6 +137,25 @@ func TestHandshakes(t *testing.T) {
 			wantOK:     true,
 		},
 		{
+			name:       "roots read per handshake",
+			server:     serverA,
+			serverOpts: ServerOptions{TrustDomain: td, ClientCertOptional: true},
+			client:     ClientOptions{RootsFrom: func() []*x509.Certificate { return []*x509.Certificate{other.cert, mesh.cert} }, ServerIDs: []spiffeid.ID{mustID(t, idA)}},
+			wantOK:     true,
+		},
+		{
+			name:       "roots read per handshake, server under another root",
+			server:     serverA,
+			serverOpts: ServerOptions{TrustDomain: td, ClientCertOptional: true},
+			client:     ClientOptions{RootsFrom: func() []*x509.Certificate { return []*x509.Certificate{other.cert} }, ServerIDs: []spiffeid.ID{mustID(t, idA)}},
+		},
+		{
+			name:       "roots read per handshake, none",
+			server:     serverA,
+			serverOpts: ServerOptions{TrustDomain: td, ClientCertOptional: true},
+			client:     ClientOptions{RootsFrom: func() []*x509.Certificate { return nil }, Roots: []*x509.Certificate{mesh.cert}, ServerIDs: []spiffeid.ID{mustID(t, idA)}},
+		},
+		{
 			name:       "client certificate from another root",
 			server:     serverA,
 			serverOpts: ServerOptions{TrustDomain: td, ClientCertOptional: true},

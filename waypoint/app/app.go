@@ -16,16 +16,15 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
 	"github.com/zmesh/zmesh/pkg/caclient"
 	"github.com/zmesh/zmesh/pkg/hbone"
 	"github.com/zmesh/zmesh/pkg/metrics"
-	"github.com/zmesh/zmesh/pkg/mtls"
 	"github.com/zmesh/zmesh/pkg/proxyadmin"
 	"github.com/zmesh/zmesh/pkg/spiffe"
+	"github.com/zmesh/zmesh/pkg/trustbundle"
 	"github.com/zmesh/zmesh/pkg/xds"
 	"github.com/zmesh/zmesh/waypoint/config"
 	"github.com/zmesh/zmesh/waypoint/filter/jwt"
@@ -45,6 +44,7 @@ type App struct {
 	registry *prometheus.Registry
 
 	// Set by Start; read-only afterwards.
+	roots     *trustbundle.File // the mesh root file, reloaded as it changes
 	conn      *grpc.ClientConn
 	store     *config.Store
 	xds       *xds.Client
@@ -88,17 +88,14 @@ func (a *App) Start(ctx context.Context) (err error) {
 		}
 	}()
 	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	rootPEM, err := os.ReadFile(a.cfg.RootCertFile)
+	a.roots, err = trustbundle.Load(a.cfg.RootCertFile, a.td, a.log.With("component", "trust"))
 	if err != nil {
 		return fmt.Errorf("mesh root: %w", err)
 	}
-	roots, err := mtls.ParseCertificatesPEM(rootPEM)
-	if err != nil {
-		return fmt.Errorf("mesh root: %w", err)
-	}
+	a.roots.Start(0)
 	dialOpts := a.cfg.ControllerDialOptions
 	if dialOpts == nil {
-		creds, err := caclient.TransportCredentials(roots, a.cfg.ControllerName)
+		creds, err := caclient.TransportCredentialsFrom(a.roots.Authorities, a.cfg.ControllerName)
 		if err != nil {
 			return err
 		}
@@ -130,7 +127,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 
 	fetcher := a.cfg.Fetcher
 	if fetcher == nil {
-		ca, err := caclient.New(a.conn, caclient.Options{Roots: roots, TokenFile: a.cfg.TokenFile})
+		ca, err := caclient.New(a.conn, caclient.Options{RootsFrom: a.roots.Authorities, TokenFile: a.cfg.TokenFile})
 		if err != nil {
 			return err
 		}
@@ -143,7 +140,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		a.ident.run(ctx)
 	}()
 
-	bundle := x509bundle.FromX509Authorities(a.td, roots)
+	bundle := a.roots.Bundle()
 	poolCfg := hbone.PoolConfig{TrustBundle: bundle, Logger: a.log.With("component", "hbone")}
 	if dial := a.cfg.DialUpstream; dial != nil {
 		poolCfg.Dial = func(ctx context.Context, req *hbone.DialRequest) (net.Conn, error) { return dial(ctx, req.NextHop) }
@@ -251,6 +248,9 @@ func (a *App) Stop() {
 	}
 	if a.conn != nil {
 		_ = a.conn.Close()
+	}
+	if a.roots != nil {
+		a.roots.Stop()
 	}
 	a.wg.Wait()
 }

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
@@ -22,8 +21,8 @@ import (
 	"github.com/zmesh/zmesh/pkg/caclient"
 	"github.com/zmesh/zmesh/pkg/hbone"
 	"github.com/zmesh/zmesh/pkg/metrics"
-	"github.com/zmesh/zmesh/pkg/mtls"
 	"github.com/zmesh/zmesh/pkg/proxyadmin"
+	"github.com/zmesh/zmesh/pkg/trustbundle"
 	"github.com/zmesh/zmesh/pkg/workloadapi"
 	"github.com/zmesh/zmesh/pkg/workloadapi/security"
 	"github.com/zmesh/zmesh/pkg/xds"
@@ -43,6 +42,7 @@ type App struct {
 	registry *prometheus.Registry
 
 	// Set by Start; read-only afterwards.
+	roots      *trustbundle.File // the mesh root file, reloaded as it changes
 	conn       *grpc.ClientConn
 	state      *state.State
 	xds        *xds.Client
@@ -83,15 +83,12 @@ func (a *App) Start(ctx context.Context) (err error) {
 		}
 	}()
 	ctx, a.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	rootPEM, err := os.ReadFile(a.cfg.RootCertFile)
+	a.roots, err = trustbundle.Load(a.cfg.RootCertFile, a.td, a.log.With("component", "trust"))
 	if err != nil {
 		return fmt.Errorf("mesh root: %w", err)
 	}
-	roots, err := mtls.ParseCertificatesPEM(rootPEM)
-	if err != nil {
-		return fmt.Errorf("mesh root: %w", err)
-	}
-	creds, err := caclient.TransportCredentials(roots, a.cfg.ControllerName)
+	a.roots.Start(0)
+	creds, err := caclient.TransportCredentialsFrom(a.roots.Authorities, a.cfg.ControllerName)
 	if err != nil {
 		return err
 	}
@@ -120,7 +117,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		return err
 	}
 
-	ca, err := caclient.New(a.conn, caclient.Options{Roots: roots, TokenFile: a.cfg.TokenFile})
+	ca, err := caclient.New(a.conn, caclient.Options{RootsFrom: a.roots.Authorities, TokenFile: a.cfg.TokenFile})
 	if err != nil {
 		return err
 	}
@@ -140,7 +137,7 @@ func (a *App) Start(ctx context.Context) (err error) {
 		a.tracker.Run(ctx)
 	}()
 
-	bundle := x509bundle.FromX509Authorities(a.td, roots)
+	bundle := a.roots.Bundle()
 	a.pool, err = hbone.NewPool(hbone.PoolConfig{TrustBundle: bundle, Dial: a.dialFromPod, Logger: a.log.With("component", "hbone")})
 	if err != nil {
 		return err
@@ -194,6 +191,9 @@ func (a *App) Stop() {
 	}
 	if a.conn != nil {
 		_ = a.conn.Close()
+	}
+	if a.roots != nil {
+		a.roots.Stop()
 	}
 	a.wg.Wait()
 }
