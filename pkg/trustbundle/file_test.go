@@ -21,7 +21,7 @@ import (
 
 var td = spiffeid.RequireTrustDomainFromString("cluster.local")
 
-func newRoot(t *testing.T, name string) *x509.Certificate {
+func makeRoot(t *testing.T, name string) *x509.Certificate {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -39,6 +39,19 @@ func newRoot(t *testing.T, name string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// loadOldRoot loads a root file holding the root "old"; "new" is another.
+func loadOldRoot(t *testing.T) (f *File, path string, oldRoot, newRoot *x509.Certificate) {
+	t.Helper()
+	oldRoot, newRoot = makeRoot(t, "old"), makeRoot(t, "new")
+	path = filepath.Join(t.TempDir(), "root-cert.pem")
+	write(t, path, mtls.EncodeCertificatesPEM(oldRoot))
+	f, err := Load(path, td, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, path, oldRoot, newRoot
 }
 
 func write(t *testing.T, path string, data []byte) {
@@ -83,13 +96,7 @@ func TestLoadRefusesBadFiles(t *testing.T) {
 // only the new one. The bundle handed out at Load follows each step; a
 // broken file in between changes nothing.
 func TestRotation(t *testing.T) {
-	oldRoot, newRoot := newRoot(t, "old"), newRoot(t, "new")
-	path := filepath.Join(t.TempDir(), "root-cert.pem")
-	write(t, path, mtls.EncodeCertificatesPEM(oldRoot))
-	f, err := Load(path, td, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, path, oldRoot, newRoot := loadOldRoot(t)
 	b := f.Bundle()
 	steps := []struct {
 		name    string
@@ -122,13 +129,7 @@ func TestRotation(t *testing.T) {
 
 // TestStartReloads: Start notices a change on its own.
 func TestStartReloads(t *testing.T) {
-	oldRoot, newRoot := newRoot(t, "old"), newRoot(t, "new")
-	path := filepath.Join(t.TempDir(), "root-cert.pem")
-	write(t, path, mtls.EncodeCertificatesPEM(oldRoot))
-	f, err := Load(path, td, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, path, _, newRoot := loadOldRoot(t)
 	f.Start(10 * time.Millisecond)
 	defer f.Stop()
 	write(t, path, mtls.EncodeCertificatesPEM(newRoot))
