@@ -71,7 +71,19 @@ type ServerConfig struct {
 	HandshakeTimeout time.Duration
 	// BufferPool backs stream receive queues; nil creates one per Server.
 	BufferPool *BufferPool
+	// HandshakeFailed, when set, is called (from the connection's
+	// goroutine; it must not block) for every connection whose TLS
+	// handshake or HTTP/2 preface failed: an untrusted, expired or foreign
+	// peer certificate, a timeout, or not HBONE at all. For metrics; the
+	// Server logs failures itself, at most one line per
+	// handshakeLogInterval.
+	HandshakeFailed func(error)
 }
+
+// handshakeLogInterval spaces the Server's Info lines about failed
+// handshakes, so a scanner or a misconfigured peer cannot flood the log;
+// each line counts the failures it stands for.
+const handshakeLogInterval = 10 * time.Second
 
 // Server terminates HBONE. Create it with NewServer, run it with Serve (one
 // call per listener) and stop it with Shutdown or Close.
@@ -87,6 +99,10 @@ type Server struct {
 	// Counters for tests and debugging.
 	handshakes    atomic.Int64 // completed TLS handshakes
 	streamsOpened atomic.Int64 // HEADERS frames that opened a stream
+
+	// Failed handshakes not yet logged, and when the last line was.
+	unloggedFailures atomic.Int64
+	lastFailureLog   atomic.Int64 // unix nanoseconds
 
 	mu        sync.Mutex // guards the fields below
 	listeners map[net.Listener]struct{}
@@ -263,4 +279,21 @@ func (s *Server) isDraining() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.draining
+}
+
+// handshakeFailed reports a connection whose handshake failed: to
+// HandshakeFailed, and to the log at most once per handshakeLogInterval,
+// with the number of failures since the previous line.
+func (s *Server) handshakeFailed(remote net.Addr, err error) {
+	if f := s.cfg.HandshakeFailed; f != nil {
+		f(err)
+	}
+	s.unloggedFailures.Add(1)
+	now := time.Now().UnixNano()
+	last := s.lastFailureLog.Load()
+	if now-last < int64(handshakeLogInterval) || !s.lastFailureLog.CompareAndSwap(last, now) {
+		s.log.Debug("hbone handshake failed", "remote", remote.String(), "err", err)
+		return
+	}
+	s.log.Info("hbone handshake failed", "remote", remote.String(), "err", err, "failures_since_last_report", s.unloggedFailures.Swap(0))
 }

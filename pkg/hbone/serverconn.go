@@ -121,7 +121,9 @@ func (sc *serverConn) serve() {
 	defer sc.close(nil)
 	log := sc.srv.log.With("remote", sc.remoteAddr.String(), "local", sc.localAddr.String())
 	if err := sc.handshake(); err != nil {
-		log.Debug("hbone handshake failed", "err", err)
+		if sc.ctx.Err() == nil { // not the server closing it
+			sc.srv.handshakeFailed(sc.remoteAddr, err)
+		}
 		return
 	}
 	log = log.With("peer", sc.peer.String())

@@ -20,7 +20,8 @@ func TestServerRejectsClientCertificates(t *testing.T) {
 	pki := newPKI(t, "cluster.local")
 	otherRoot := newPKI(t, "cluster.local")
 	h := &echoHandler{}
-	srv, addr := startServer(t, pki, h, nil)
+	var failed atomic.Int64
+	srv, addr := startServer(t, pki, h, func(c *ServerConfig) { c.HandshakeFailed = func(error) { failed.Add(1) } })
 
 	cases := map[string]*tls.Certificate{
 		"another root":         otherRoot.leaf(t, clientSPIFFE),
@@ -47,6 +48,13 @@ func TestServerRejectsClientCertificates(t *testing.T) {
 	}
 	if n := srv.handshakes.Load(); n != 0 {
 		t.Errorf("server completed %d handshakes", n)
+	}
+	// Each refused client is reported (the server sees the failure just
+	// after the client does).
+	for deadline := time.Now().Add(5 * time.Second); failed.Load() < int64(len(cases)); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d handshake failures reported, want %d", failed.Load(), len(cases))
+		}
 	}
 	if n := srv.streamsOpened.Load(); n != 0 {
 		t.Errorf("server opened %d streams", n)

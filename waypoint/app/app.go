@@ -178,8 +178,13 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	handshakeFailures, err := metrics.NewHandshakeFailures(a.registry)
+	if err != nil {
+		return err
+	}
 	a.hbone, err = hbone.NewServer(hbone.ServerConfig{Certificate: a.ident.certificate, TrustBundle: bundle, TrustDomain: a.td,
-		Handler: h, Logger: a.log.With("component", "hbone"), BufferPool: bufs})
+		Handler: h, Logger: a.log.With("component", "hbone"), BufferPool: bufs,
+		HandshakeFailed: func(error) { handshakeFailures.Inc() }})
 	if err != nil {
 		return err
 	}

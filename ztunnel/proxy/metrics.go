@@ -4,11 +4,15 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/zmesh/zmesh/pkg/metrics"
 )
 
-// Metrics holds Istio's TCP metrics, with Istio's names and labels.
+// Metrics holds Istio's TCP metrics, with Istio's names and labels, and
+// the count of failed inbound HBONE handshakes.
 type Metrics struct {
 	opened, closed, received, sent *prometheus.CounterVec
+	handshakeFailures              prometheus.Counter
 }
 
 var tcpLabels = []string{
@@ -39,6 +43,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("proxy metrics: %w", err)
 		}
+	}
+	var err error
+	if m.handshakeFailures, err = metrics.NewHandshakeFailures(reg); err != nil {
+		return nil, fmt.Errorf("proxy metrics: %w", err)
 	}
 	return m, nil
 }
@@ -99,4 +107,12 @@ func (m *Metrics) close(l connLabels, flags string, fromSource, toSource int64) 
 	m.closed.WithLabelValues(v...).Inc()
 	m.received.WithLabelValues(v...).Add(float64(fromSource))
 	m.sent.WithLabelValues(v...).Add(float64(toSource))
+}
+
+// handshakeFailed counts an inbound HBONE connection refused in its TLS
+// handshake. A nil m counts nothing.
+func (m *Metrics) handshakeFailed(error) {
+	if m != nil {
+		m.handshakeFailures.Inc()
+	}
 }

@@ -55,12 +55,13 @@ func (p *Proxy) StartPod(info PodInfo, sockets Sockets) (_ *PodProxy, err error)
 	}()
 	id := info.Identity
 	pp.hbone, err = hbone.NewServer(hbone.ServerConfig{
-		Certificate: func() (*tls.Certificate, error) { return p.cfg.Certificates(id) },
-		TrustBundle: p.cfg.TrustBundle,
-		TrustDomain: p.cfg.TrustDomain,
-		Handler:     hbone.HandlerFunc(pp.serveHBONE),
-		Logger:      pp.log,
-		BufferPool:  p.cfg.Buffers,
+		Certificate:     func() (*tls.Certificate, error) { return p.cfg.Certificates(id) },
+		TrustBundle:     p.cfg.TrustBundle,
+		TrustDomain:     p.cfg.TrustDomain,
+		Handler:         hbone.HandlerFunc(pp.serveHBONE),
+		Logger:          pp.log,
+		BufferPool:      p.cfg.Buffers,
+		HandshakeFailed: p.cfg.Metrics.handshakeFailed,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)

@@ -260,3 +260,19 @@ func dump(h *harness) string {
 	}
 	return b.String()
 }
+
+// TestHandshakeFailuresCounted: a client that is not HBONE (here, not even
+// TLS) on a pod's 15008 is refused in the handshake and counted.
+func TestHandshakeFailuresCounted(t *testing.T) {
+	h := newHarness(t)
+	b := h.pod(t, "httpbin", "127.0.0.3", "httpbin")
+	c, err := net.Dial("tcp", b.sockets.port(InboundHBONEPort).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitCounter(t, h, "zmesh_hbone_handshake_failures_total{}", 1)
+}
