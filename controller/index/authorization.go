@@ -130,6 +130,10 @@ func convertRule(action security.Action, rule *securityapi.Rule, policyNS string
 			l7 = appendIfSet(l7, "notRequestPrincipals", s.NotRequestPrincipals)
 			l7 = appendIfSet(l7, "remoteIpBlocks", s.RemoteIpBlocks)
 			l7 = appendIfSet(l7, "notRemoteIpBlocks", s.NotRemoteIpBlocks)
+			// The workload API has no trust domain match: like an HTTP
+			// attribute, ztunnel cannot enforce it.
+			l7 = appendIfSet(l7, "trustDomains", s.TrustDomains)
+			l7 = appendIfSet(l7, "notTrustDomains", s.NotTrustDomains)
 			c.Matches = append(c.Matches, &security.Match{
 				Principals:         principalMatches(s.Principals),
 				NotPrincipals:      principalMatches(s.NotPrincipals),

@@ -350,7 +350,8 @@ func validateAuthorizationPolicy(o *securityv1.AuthorizationPolicy) []string {
 func isEmptySource(s *securityapi.Source) bool {
 	return len(s.Principals)+len(s.NotPrincipals)+len(s.RequestPrincipals)+len(s.NotRequestPrincipals)+
 		len(s.Namespaces)+len(s.NotNamespaces)+len(s.ServiceAccounts)+len(s.NotServiceAccounts)+
-		len(s.IpBlocks)+len(s.NotIpBlocks)+len(s.RemoteIpBlocks)+len(s.NotRemoteIpBlocks) == 0
+		len(s.IpBlocks)+len(s.NotIpBlocks)+len(s.RemoteIpBlocks)+len(s.NotRemoteIpBlocks)+
+		len(s.TrustDomains)+len(s.NotTrustDomains) == 0
 }
 
 // validateStringPatterns accepts non-empty values with at most one "*",
