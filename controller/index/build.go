@@ -143,12 +143,46 @@ func newBuilder(cfg Config, in *Inputs) *builder {
 	}
 	b.namespaces = acceptObjects(b, kindNamespace, in.Namespaces, validateNamespace)
 	b.services = acceptObjects(b, kindService, in.Services, validateService)
-	b.authzPolicies = acceptObjects(b, kindAuthorizationPolicy, in.AuthorizationPolicies, validateAuthorizationPolicy)
-	b.peerAuths = acceptObjects(b, kindPeerAuthentication, in.PeerAuthentications, validatePeerAuthentication)
+	b.authzPolicies = acceptObjects(b, kindAuthorizationPolicy,
+		standIns(b, kindAuthorizationPolicy, in.AuthorizationPolicies, validateAuthorizationPolicy, StandInAuthorizationPolicy), validateAuthorizationPolicy)
+	b.peerAuths = acceptObjects(b, kindPeerAuthentication,
+		standIns(b, kindPeerAuthentication, in.PeerAuthentications, validatePeerAuthentication, StandInPeerAuthentication), validatePeerAuthentication)
 	b.gateways = acceptObjects(b, kindGateway, in.Gateways, validateGateway)
 	b.serviceEntries = acceptObjects(b, kindServiceEntry, in.ServiceEntries, validateServiceEntry)
 	b.workloadEntries = acceptObjects(b, kindWorkloadEntry, in.WorkloadEntries, validateWorkloadEntry)
 	return b
+}
+
+// standIns returns list with every invalid object reported and replaced
+// by its fail-closed stand-in (left out when it has none), for the kinds
+// whose absence would widen access.
+func standIns[T interface {
+	comparable
+	namedObject
+}](b *builder, kind string, list []T, validate func(T) []string, standIn func(T) T) []T {
+	var zero T
+	out := list
+	copied := false
+	for i, o := range list {
+		if o == zero {
+			continue
+		}
+		reasons := validate(o)
+		if len(reasons) == 0 {
+			continue
+		}
+		if !copied {
+			out, copied = slices.Clone(list), true
+		}
+		s := standIn(o)
+		how := "left out"
+		if s != zero {
+			how = "enforced fail-closed in its place"
+		}
+		b.problem(kind, o.GetNamespace(), o.GetName(), joinReasons(reasons)+" ("+how+")")
+		out[i] = s
+	}
+	return out
 }
 
 // acceptObjects returns the valid, non-nil objects of list sorted by

@@ -179,4 +179,26 @@ func (b *builder) invalidPolicyStatus(in []*securityv1.AuthorizationPolicy) {
 		}
 		b.out.PolicyStatus[key] = st
 	}
+	// A stand-in is accepted for what it is, but the user's policy was
+	// not: say so, and what is enforced instead.
+	for _, ap := range b.authzPolicies {
+		why := isStandIn(ap.Annotations)
+		if why == "" {
+			continue
+		}
+		enforced := "allows nothing"
+		if ap.Spec.GetAction() == securityapi.AuthorizationPolicy_DENY {
+			enforced = "denies everything"
+		}
+		c := &Condition{Reason: ReasonInvalid, Message: why + "; until it is fixed, a stand-in that " + enforced + " is enforced in its place"}
+		key := ap.Namespace + "/" + ap.Name
+		st := b.out.PolicyStatus[key]
+		st.Generation = ap.Generation
+		if len(policyTargetRefs(ap)) > 0 {
+			st.Waypoint = c
+		} else {
+			st.Ztunnel = c
+		}
+		b.out.PolicyStatus[key] = st
+	}
 }

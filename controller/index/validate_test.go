@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/zmesh/zmesh/pkg/workloadapi/security"
 )
 
 func TestValidate(t *testing.T) {
@@ -145,21 +147,29 @@ func TestValidateUnsupportedKind(t *testing.T) {
 
 // TestBuildSkipsWhatValidateRejects checks that Build reports exactly the
 // objects Validate refuses, with the same reasons.
-func TestBuildSkipsWhatValidateRejects(t *testing.T) {
+// TestBuildReplacesWhatValidateRejects: a policy Validate refuses is
+// reported and enforced fail-closed (an unknown action: deny everything).
+func TestBuildReplacesWhatValidateRejects(t *testing.T) {
 	bad := &securityv1.AuthorizationPolicy{
 		ObjectMeta: metav1.ObjectMeta{Name: "bad", Namespace: "ns"},
 		Spec:       securityapi.AuthorizationPolicy{Action: 42},
 	}
 	good := &securityv1.AuthorizationPolicy{ObjectMeta: metav1.ObjectMeta{Name: "good", Namespace: "ns"}}
 	out := Build(Config{}, &Inputs{AuthorizationPolicies: []*securityv1.AuthorizationPolicy{bad, nil, good}})
-	if _, ok := out.Policies["ns/good"]; !ok || len(out.Policies) != 1 {
-		t.Fatalf("policies = %v, want only ns/good", out.Policies)
+	if _, ok := out.Policies["ns/good"]; !ok || len(out.Policies) != 2 {
+		t.Fatalf("policies = %v, want ns/good and the stand-in for ns/bad", out.Policies)
+	}
+	if p := out.Policies["ns/bad"]; p.GetAction() != security.Action_DENY || len(p.GetGroups()) != 1 || len(p.GetGroups()[0].GetRules()) != 0 {
+		t.Fatalf("stand-in for ns/bad: %v, want a DENY matching everything", p)
+	}
+	if c := out.PolicyStatus["ns/bad"].Ztunnel; c == nil || c.Status || c.Reason != ReasonInvalid {
+		t.Fatalf("status of ns/bad: %+v", c)
 	}
 	var ie *InvalidError
 	if err := Validate(bad); !errors.As(err, &ie) {
 		t.Fatalf("Validate(bad) = %v", err)
 	}
-	want := []Problem{{Kind: "AuthorizationPolicy", Namespace: "ns", Name: "bad", Reason: joinReasons(ie.Reasons)}}
+	want := []Problem{{Kind: "AuthorizationPolicy", Namespace: "ns", Name: "bad", Reason: joinReasons(ie.Reasons) + " (enforced fail-closed in its place)"}}
 	if len(out.Problems) != 1 || out.Problems[0] != want[0] {
 		t.Fatalf("problems = %v, want %v", out.Problems, want)
 	}

@@ -52,6 +52,10 @@ func (s *Source) snapshot() (*index.Inputs, []index.Problem) {
 			if !ok {
 				continue
 			}
+			if index.EnforcedWhenInvalid(obj) {
+				in.Add(obj) // the index validates it, and reports and replaces it if invalid
+				continue
+			}
 			if err := s.validate(f.kind.name, obj); err != nil {
 				m, _ := obj.(metav1.Object)
 				problems = append(problems, index.Problem{

@@ -225,7 +225,8 @@ func TestSourceFollowsEveryKind(t *testing.T) {
 }
 
 // TestSourceLeavesOutInvalid checks that an object Validate rejects is
-// reported and left out until it is fixed.
+// reported and left out until it is fixed, except the policy kinds the
+// index enforces fail-closed, which reach it as they are.
 func TestSourceLeavesOutInvalid(t *testing.T) {
 	c := kubetest.Clients(t)
 	dyn, err := dynamic.NewForConfig(c.Config)
@@ -234,19 +235,30 @@ func TestSourceLeavesOutInvalid(t *testing.T) {
 	}
 	ns := kubetest.Namespace(t, c, "kubesource-invalid", nil)
 	ctx := context.Background()
-	res := gvr("security.istio.io", "v1", "authorizationpolicies")
+	res := gvr("networking.istio.io", "v1", "serviceentries")
+	entry := func(addr string) string {
+		return `spec: {hosts: [db.example.com], addresses: ["` + addr + `"], ports: [{number: 5432, name: tcp, protocol: TCP}], resolution: STATIC, endpoints: [{address: 10.1.0.9}]}`
+	}
 	for _, o := range []struct{ name, spec string }{
-		{"good", `spec: {action: DENY, rules: [{from: [{source: {ipBlocks: ["10.0.0.0/8"]}}]}]}`},
-		{"bad", `spec: {action: DENY, rules: [{from: [{source: {ipBlocks: ["not-a-cidr"]}}]}]}`},
+		{"good", entry("240.0.0.1")},
+		{"bad", entry("not-a-cidr")},
 	} {
-		if _, err := dyn.Resource(res).Namespace(ns).Create(ctx, object(t, o.spec, "AuthorizationPolicy", res, o.name), metav1.CreateOptions{}); err != nil {
+		if _, err := dyn.Resource(res).Namespace(ns).Create(ctx, object(t, o.spec, "ServiceEntry", res, o.name), metav1.CreateOptions{}); err != nil {
 			t.Fatalf("create %s: %v", o.name, err)
 		}
 	}
+	apRes := gvr("security.istio.io", "v1", "authorizationpolicies")
+	if _, err := dyn.Resource(apRes).Namespace(ns).Create(ctx, object(t, `spec: {action: DENY, rules: [{from: [{source: {ipBlocks: ["not-a-cidr"]}}]}]}`,
+		"AuthorizationPolicy", apRes, "bad-policy"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	var l latest
 	src := startSource(t, c, &l)
-	if got := objectsIn(l.in.Load(), ns, "")["AuthorizationPolicy"]; !slices.Equal(got, []string{"good"}) {
-		t.Fatalf("authorization policies in snapshot = %v, want [good]", got)
+	if got := objectsIn(l.in.Load(), ns, "")["ServiceEntry"]; !slices.Equal(got, []string{"good"}) {
+		t.Fatalf("service entries in snapshot = %v, want [good]", got)
+	}
+	if got := objectsIn(l.in.Load(), ns, "")["AuthorizationPolicy"]; !slices.Equal(got, []string{"bad-policy"}) {
+		t.Fatalf("authorization policies in snapshot = %v, want [bad-policy] (the index enforces a stand-in)", got)
 	}
 	var mine []index.Problem
 	for _, p := range src.Problems() {
@@ -254,17 +266,17 @@ func TestSourceLeavesOutInvalid(t *testing.T) {
 			mine = append(mine, p)
 		}
 	}
-	if len(mine) != 1 || mine[0].Kind != "AuthorizationPolicy" || mine[0].Name != "bad" || !strings.Contains(mine[0].Reason, "not-a-cidr") {
-		t.Fatalf("problems = %v, want one for AuthorizationPolicy bad naming not-a-cidr", mine)
+	if len(mine) != 1 || mine[0].Kind != "ServiceEntry" || mine[0].Name != "bad" || !strings.Contains(mine[0].Reason, "not-a-cidr") {
+		t.Fatalf("problems = %v, want one for ServiceEntry bad naming not-a-cidr", mine)
 	}
 
-	fix := []byte(`{"spec":{"rules":[{"from":[{"source":{"ipBlocks":["192.168.0.0/16"]}}]}]}}`)
+	fix := []byte(`{"spec":{"addresses":["240.0.0.2"]}}`)
 	if _, err := dyn.Resource(res).Namespace(ns).Patch(ctx, "bad", types.MergePatchType, fix, metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	kubetest.Eventually(t, waitFor, "fixed policy served", func() (bool, error) {
-		got := objectsIn(l.in.Load(), ns, "")["AuthorizationPolicy"]
-		return slices.Equal(got, []string{"bad", "good"}), fmt.Errorf("policies %v", got)
+	kubetest.Eventually(t, waitFor, "fixed entry served", func() (bool, error) {
+		got := objectsIn(l.in.Load(), ns, "")["ServiceEntry"]
+		return slices.Equal(got, []string{"bad", "good"}), fmt.Errorf("service entries %v", got)
 	})
 	for _, p := range src.Problems() {
 		if p.Namespace == ns {

@@ -1,0 +1,108 @@
+package index
+
+import (
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+	securityapi "istio.io/api/security/v1beta1"
+	typeapi "istio.io/api/type/v1beta1"
+	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+// standInAnnotation marks a fail-closed stand-in (see StandInAuthorizationPolicy)
+// and carries why the original was refused.
+const standInAnnotation = "zmesh.io/fail-closed-stand-in"
+
+// StandInAuthorizationPolicy returns what is enforced in place of an
+// AuthorizationPolicy that Validate refuses, so that a mistake in a policy
+// never widens access: an ALLOW becomes allow-nothing (no rules), a DENY
+// or a policy of unknown action deny-everything (one empty rule). It keeps the policy's name and scope
+// (selector, targetRefs); when the scope itself is what is wrong, it covers
+// the policy's whole namespace. It returns nil for a valid policy and for
+// AUDIT and CUSTOM policies, which allow or deny nothing in this mesh.
+func StandInAuthorizationPolicy(ap *securityv1.AuthorizationPolicy) *securityv1.AuthorizationPolicy {
+	if ap == nil {
+		return nil
+	}
+	reasons := validateAuthorizationPolicy(ap)
+	if len(reasons) == 0 {
+		return nil
+	}
+	action := ap.Spec.GetAction()
+	var rules []*securityapi.Rule
+	switch action {
+	case securityapi.AuthorizationPolicy_ALLOW:
+	case securityapi.AuthorizationPolicy_AUDIT, securityapi.AuthorizationPolicy_CUSTOM:
+		return nil
+	default: // DENY, or an action this version does not know
+		action, rules = securityapi.AuthorizationPolicy_DENY, []*securityapi.Rule{{}}
+	}
+	s := &securityv1.AuthorizationPolicy{TypeMeta: ap.TypeMeta, ObjectMeta: *ap.ObjectMeta.DeepCopy()}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[standInAnnotation] = strings.Join(reasons, "; ")
+	s.Spec.Action = action
+	s.Spec.Rules = rules
+	if sel := ap.Spec.GetSelector(); sel != nil {
+		s.Spec.Selector = proto.Clone(sel).(*typeapi.WorkloadSelector)
+	}
+	if ref := ap.Spec.GetTargetRef(); ref != nil {
+		s.Spec.TargetRef = proto.Clone(ref).(*typeapi.PolicyTargetReference)
+	}
+	for _, ref := range ap.Spec.GetTargetRefs() {
+		s.Spec.TargetRefs = append(s.Spec.TargetRefs, proto.Clone(ref).(*typeapi.PolicyTargetReference))
+	}
+	if len(validateAuthorizationPolicy(s)) > 0 {
+		s.Spec.Selector, s.Spec.TargetRef, s.Spec.TargetRefs = nil, nil, nil
+		if len(validateAuthorizationPolicy(s)) > 0 {
+			return nil
+		}
+	}
+	return s
+}
+
+// StandInPeerAuthentication is StandInAuthorizationPolicy for a
+// PeerAuthentication: STRICT, in the object's scope (or its namespace).
+func StandInPeerAuthentication(pa *securityv1.PeerAuthentication) *securityv1.PeerAuthentication {
+	if pa == nil {
+		return nil
+	}
+	reasons := validatePeerAuthentication(pa)
+	if len(reasons) == 0 {
+		return nil
+	}
+	s := &securityv1.PeerAuthentication{TypeMeta: pa.TypeMeta, ObjectMeta: *pa.ObjectMeta.DeepCopy()}
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[standInAnnotation] = strings.Join(reasons, "; ")
+	s.Spec.Mtls = &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_STRICT}
+	if sel := pa.Spec.GetSelector(); sel != nil {
+		s.Spec.Selector = proto.Clone(sel).(*typeapi.WorkloadSelector)
+	}
+	if len(validatePeerAuthentication(s)) > 0 {
+		s.Spec.Selector = nil
+		if len(validatePeerAuthentication(s)) > 0 {
+			return nil
+		}
+	}
+	return s
+}
+
+// EnforcedWhenInvalid reports whether the index enforces a stand-in for
+// obj when it is invalid (AuthorizationPolicy, PeerAuthentication): a
+// source must hand such objects to the index even when Validate refuses
+// them, since leaving them out would widen access.
+func EnforcedWhenInvalid(obj runtime.Object) bool {
+	switch obj.(type) {
+	case *securityv1.AuthorizationPolicy, *securityv1.PeerAuthentication:
+		return true
+	}
+	return false
+}
+
+// isStandIn reports why obj's original was refused, "" for an object that
+// is not a stand-in.
+func isStandIn(annotations map[string]string) string { return annotations[standInAnnotation] }
