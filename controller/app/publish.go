@@ -1,8 +1,9 @@
 package app
 
 import (
-	"strings"
 	"sync"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/zmesh/zmesh/controller/index"
 	"github.com/zmesh/zmesh/controller/publish"
@@ -11,26 +12,28 @@ import (
 // snapshot is one published output plus what the CA asks of it.
 type snapshot struct {
 	out *index.Output
-	// podsOnNode holds "<node>/<namespace>/<service account>" for every pod
-	// workload with a node. It is computed on the first CA question, off
-	// the publishing path.
+	// podsOnNode holds "<node>/<namespace>/<service account>" for every
+	// scheduled pod that has not finished, with or without an address yet:
+	// a node's ztunnel asks for a new pod's certificate as soon as the node
+	// agent hands the pod over, which is before the kubelet reports the
+	// pod's IP. Only pods count; WorkloadEntries and ServiceEntry endpoints
+	// never qualify a node for impersonation. It is computed on the first
+	// CA question, off the publishing path.
 	podsOnNode func() map[string]struct{}
 }
 
-func newSnapshot(out *index.Output) *snapshot {
+func newSnapshot(out *index.Output, pods []*corev1.Pod) *snapshot {
 	return &snapshot{out: out, podsOnNode: sync.OnceValue(func() map[string]struct{} {
-		res := make(map[string]struct{}, len(out.Workloads))
-		for uid, w := range out.Workloads {
-			// Only pods run on a node; WorkloadEntries and ServiceEntry
-			// endpoints never qualify a node for impersonation.
-			if w.GetNode() == "" || !strings.Contains(uid, "//Pod/") {
+		res := make(map[string]struct{}, len(pods))
+		for _, p := range pods {
+			if p == nil || p.Spec.NodeName == "" || index.PodTerminal(p) {
 				continue
 			}
-			sa := w.GetServiceAccount()
+			sa := p.Spec.ServiceAccountName
 			if sa == "" {
 				sa = "default"
 			}
-			res[w.GetNode()+"/"+w.GetNamespace()+"/"+sa] = struct{}{}
+			res[p.Spec.NodeName+"/"+p.Namespace+"/"+sa] = struct{}{}
 		}
 		return res
 	})}
@@ -50,7 +53,7 @@ func (a *App) apply(in *index.Inputs) {
 		a.log.Error("state not published in full", "err", err)
 	}
 	a.logProblems(res.Problems)
-	a.state.Store(newSnapshot(res.Output))
+	a.state.Store(newSnapshot(res.Output, in.Pods))
 	a.log.Info("state published", "workloads", len(res.Output.Workloads), "services", len(res.Output.Services),
 		"policies", len(res.Output.Policies), "listeners", len(res.L7.Listeners), "clusters", len(res.L7.Clusters),
 		"problems", len(res.Problems))

@@ -110,7 +110,7 @@ func (b *builder) podsNamedBy(slices []*discoveryv1.EndpointSlice) (map[objectNa
 		if n := (objectName{p.Namespace, p.Name}); names[n] {
 			byName[n] = p
 		}
-		if len(ips) == 0 || p.Spec.HostNetwork || podTerminal(p) {
+		if len(ips) == 0 || p.Spec.HostNetwork || PodTerminal(p) {
 			continue
 		}
 		found := func(ip string) {

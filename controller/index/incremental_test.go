@@ -70,7 +70,7 @@ func TestBuilderReuses(t *testing.T) {
 	// A changed pod: only its workload is new.
 	var target *corev1.Pod
 	for _, p := range in.Pods {
-		if len(podIPStrings(p)) > 0 && !podTerminal(p) && !p.Spec.HostNetwork {
+		if len(podIPStrings(p)) > 0 && !PodTerminal(p) && !p.Spec.HostNetwork {
 			target = p
 			break
 		}

@@ -48,7 +48,7 @@ func (b *builder) buildPodWorkloads() {
 // memberships; nil when the pod has no IP or has finished.
 func (b *builder) podWorkload(p *corev1.Pod, members []sliceMembership) *workloadapi.Workload {
 	ips := podIPStrings(p)
-	if len(ips) == 0 || podTerminal(p) {
+	if len(ips) == 0 || PodTerminal(p) {
 		return nil
 	}
 	w := &workloadapi.Workload{
@@ -88,8 +88,9 @@ func (b *builder) podWorkload(p *corev1.Pod, members []sliceMembership) *workloa
 	return w
 }
 
-// podTerminal reports whether the pod has finished for good.
-func podTerminal(p *corev1.Pod) bool {
+// PodTerminal reports whether the pod has finished for good (Succeeded or
+// Failed): it runs no longer, on any node.
+func PodTerminal(p *corev1.Pod) bool {
 	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 }
 
