@@ -54,10 +54,21 @@ func (b *builder) buildAuthorizationPolicies() {
 	}
 }
 
-// policiesFor returns the keys of the selector-scoped policies of ns whose
-// selector matches labels, in name order.
+// policiesFor returns the keys of the selector-scoped policies whose
+// selector matches labels: those of ns and, as in Istio, those of the root
+// namespace, which select workloads in every namespace. Each namespace's
+// list is in name order; the caller sorts the union.
 func (b *builder) policiesFor(ns string, labels map[string]string) []string {
-	var res []string
+	res := b.selectedIn(ns, labels, nil)
+	if ns != b.cfg.RootNamespace {
+		res = b.selectedIn(b.cfg.RootNamespace, labels, res)
+	}
+	return res
+}
+
+// selectedIn appends to res the selector-scoped policies of ns that select
+// labels.
+func (b *builder) selectedIn(ns string, labels map[string]string, res []string) []string {
 	for _, p := range b.selectorPolicies[ns] {
 		if selects(p.selector, labels) {
 			res = append(res, p.key)
