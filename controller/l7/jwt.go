@@ -13,6 +13,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/emptypb"
+	securityapi "istio.io/api/security/v1beta1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 )
 
@@ -37,8 +38,11 @@ func (b *builder) attachRequestAuthentications() {
 			continue
 		}
 		if reasons := validateJWTRules(ra); len(reasons) > 0 {
-			b.problem(kindRequestAuthentication, ra.Namespace, ra.Name, "invalid: "+joinReasons(reasons))
-			continue
+			// The valid rules still apply, and an invalid rule's issuer
+			// still gets its tokens refused (jwtFilter): dropping the
+			// policy would let forged tokens through to the app.
+			b.problem(kindRequestAuthentication, ra.Namespace, ra.Name,
+				"invalid: "+joinReasons(reasons)+"; tokens of an invalid rule's issuer are refused until it is fixed")
 		}
 		for _, ref := range refs {
 			for _, s := range b.policyTarget(kindRequestAuthentication, ra.Namespace, ra.Name, ref) {
@@ -64,51 +68,65 @@ func joinReasons(r []string) string {
 func validateJWTRules(ra *securityv1.RequestAuthentication) []string {
 	var r []string
 	for i, rule := range ra.Spec.JwtRules {
-		if rule == nil {
-			r = append(r, fmt.Sprintf("jwtRules[%d] is empty", i))
-			continue
-		}
-		if rule.Issuer == "" {
-			r = append(r, fmt.Sprintf("jwtRules[%d] has no issuer", i))
-		}
-		switch {
-		case rule.Jwks != "" && rule.JwksUri != "":
-			r = append(r, fmt.Sprintf("jwtRules[%d]: jwks and jwksUri are exclusive", i))
-		case rule.Jwks != "":
-			if err := checkJWKS(rule.Jwks); err != nil {
-				r = append(r, fmt.Sprintf("jwtRules[%d]: jwks %v", i, err))
-			}
-		case rule.JwksUri != "":
-			u, err := url.Parse(rule.JwksUri)
-			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				r = append(r, fmt.Sprintf("jwtRules[%d]: jwksUri %q is not an http(s) URL", i, rule.JwksUri))
-			}
-		default:
-			// Istio would discover the keys from the issuer's OpenID
-			// configuration; the waypoint configuration does not.
-			r = append(r, fmt.Sprintf("jwtRules[%d]: needs jwks or jwksUri (OpenID discovery is not supported)", i))
-		}
-		for _, h := range rule.FromHeaders {
-			if h == nil || !validHeaderName(h.Name) {
-				r = append(r, fmt.Sprintf("jwtRules[%d]: fromHeaders needs valid header names", i))
-				break
-			}
-		}
-		if rule.OutputPayloadToHeader != "" && !validHeaderName(rule.OutputPayloadToHeader) {
-			r = append(r, fmt.Sprintf("jwtRules[%d]: outputPayloadToHeader is not a header name", i))
-		}
-		for _, c := range rule.OutputClaimToHeaders {
-			if c == nil || !validHeaderName(c.Header) || c.Claim == "" {
-				r = append(r, fmt.Sprintf("jwtRules[%d]: outputClaimToHeaders needs a header and a claim", i))
-				break
-			}
-		}
-		if rule.Timeout != nil && !positive(rule.Timeout) {
-			r = append(r, fmt.Sprintf("jwtRules[%d]: timeout must be positive", i))
-		}
+		r = append(r, validateJWTRule(i, rule)...)
 	}
 	return r
 }
+
+// validateJWTRule checks jwtRules[i].
+func validateJWTRule(i int, rule *securityapi.JWTRule) []string {
+	var r []string
+	if rule == nil {
+		return []string{fmt.Sprintf("jwtRules[%d] is empty", i)}
+	}
+	if rule.Issuer == "" {
+		r = append(r, fmt.Sprintf("jwtRules[%d] has no issuer", i))
+	}
+	switch {
+	case rule.Jwks != "" && rule.JwksUri != "":
+		r = append(r, fmt.Sprintf("jwtRules[%d]: jwks and jwksUri are exclusive", i))
+	case rule.Jwks != "":
+		if err := checkJWKS(rule.Jwks); err != nil {
+			r = append(r, fmt.Sprintf("jwtRules[%d]: jwks %v", i, err))
+		}
+	case rule.JwksUri != "":
+		u, err := url.Parse(rule.JwksUri)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			r = append(r, fmt.Sprintf("jwtRules[%d]: jwksUri %q is not an http(s) URL", i, rule.JwksUri))
+		}
+	default:
+		// Istio would discover the keys from the issuer's OpenID
+		// configuration; the waypoint configuration does not.
+		r = append(r, fmt.Sprintf("jwtRules[%d]: needs jwks or jwksUri (OpenID discovery is not supported)", i))
+	}
+	for _, h := range rule.FromHeaders {
+		if h == nil || !validHeaderName(h.Name) {
+			r = append(r, fmt.Sprintf("jwtRules[%d]: fromHeaders needs valid header names", i))
+			break
+		}
+	}
+	if rule.OutputPayloadToHeader != "" && !validHeaderName(rule.OutputPayloadToHeader) {
+		r = append(r, fmt.Sprintf("jwtRules[%d]: outputPayloadToHeader is not a header name", i))
+	}
+	for _, c := range rule.OutputClaimToHeaders {
+		if c == nil || !validHeaderName(c.Header) || c.Claim == "" {
+			r = append(r, fmt.Sprintf("jwtRules[%d]: outputClaimToHeaders needs a header and a claim", i))
+			break
+		}
+	}
+	if rule.Timeout != nil && !positive(rule.Timeout) {
+		r = append(r, fmt.Sprintf("jwtRules[%d]: timeout must be positive", i))
+	}
+	return r
+}
+
+// refuseAllJWKS is a key set no token verifies against: one P-256 public
+// key whose private key was discarded when it was generated (only this
+// public half was ever written down). An invalid rule's issuer gets it, so
+// that its tokens are refused (401) rather than let through unverified.
+// It is a constant so that the configuration is the same on every build.
+const refuseAllJWKS = `{"keys":[{"use":"sig","kty":"EC","kid":"zmesh-refuse-all","crv":"P-256","alg":"ES256",` +
+	`"x":"ckiDtke4ny1lPJKRh3stekEV0WPzW6MdZtyhBQbhPL0","y":"gVAKcmQKWaXJdLHTlc00biwIotsbwCfFYemhrH-YoVE"}]}`
 
 // jwtFilter builds the jwt_authn configuration of a listener from the
 // RequestAuthentications attached to it, and returns the issuers it
@@ -119,7 +137,13 @@ func (b *builder) jwtFilter(ras []*securityv1.RequestAuthentication) (*jwtv3.Jwt
 	providers := map[string]*jwtv3.JwtProvider{}
 	var issuers []string
 	for _, ra := range ras {
-		for _, rule := range ra.Spec.JwtRules {
+		for i, rule := range ra.Spec.JwtRules {
+			if len(validateJWTRule(i, rule)) > 0 {
+				if rule == nil || rule.Issuer == "" {
+					continue // no issuer to refuse tokens of
+				}
+				rule = &securityapi.JWTRule{Issuer: rule.Issuer, Jwks: refuseAllJWKS}
+			}
 			if _, dup := providers[rule.Issuer]; dup {
 				b.problem(kindRequestAuthentication, ra.Namespace, ra.Name, fmt.Sprintf("issuer %q is already configured for this service; this rule is ignored there", rule.Issuer))
 				continue

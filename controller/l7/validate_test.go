@@ -1,9 +1,12 @@
 package l7
 
 import (
+	"encoding/json"
 	"fmt"
+	"testing"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	jose "github.com/go-jose/go-jose/v4"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -67,4 +70,20 @@ func validateOutput(out *Output) error {
 		}
 	}
 	return nil
+}
+
+// TestRefuseAllJWKS: the key set an invalid rule's issuer gets is one the
+// waypoint accepts (so the listener is not refused), and holds a public
+// key only.
+func TestRefuseAllJWKS(t *testing.T) {
+	if err := checkJWKS(refuseAllJWKS); err != nil {
+		t.Fatalf("the waypoint would refuse the key set: %v", err)
+	}
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal([]byte(refuseAllJWKS), &set); err != nil {
+		t.Fatal(err)
+	}
+	if len(set.Keys) != 1 || !set.Keys[0].IsPublic() || !set.Keys[0].Valid() {
+		t.Fatalf("key set %+v: want one valid public key", set.Keys)
+	}
 }
