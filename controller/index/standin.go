@@ -7,6 +7,7 @@ import (
 	securityapi "istio.io/api/security/v1beta1"
 	typeapi "istio.io/api/type/v1beta1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 )
 
@@ -17,9 +18,9 @@ const standInAnnotation = "zmesh.io/fail-closed-stand-in"
 // StandInAuthorizationPolicy returns what is enforced in place of an
 // AuthorizationPolicy that Validate refuses, so that a mistake in a policy
 // never widens access: an ALLOW becomes allow-nothing (no rules), a DENY
-// or a policy of unknown action deny-everything (one empty rule). It keeps the policy's name and scope
-// (selector, targetRefs); when the scope itself is what is wrong, it covers
-// the policy's whole namespace. It returns nil for a valid policy and for
+// or a policy of unknown action deny-everything (one empty rule). It keeps
+// the policy's name and scope (selector, targetRefs); when the scope itself
+// is what is wrong, it covers the policy's whole namespace. It returns nil for a valid policy and for
 // AUDIT and CUSTOM policies, which allow or deny nothing in this mesh.
 func StandInAuthorizationPolicy(ap *securityv1.AuthorizationPolicy) *securityv1.AuthorizationPolicy {
 	if ap == nil {
@@ -38,11 +39,7 @@ func StandInAuthorizationPolicy(ap *securityv1.AuthorizationPolicy) *securityv1.
 	default: // DENY, or an action this version does not know
 		action, rules = securityapi.AuthorizationPolicy_DENY, []*securityapi.Rule{{}}
 	}
-	s := &securityv1.AuthorizationPolicy{TypeMeta: ap.TypeMeta, ObjectMeta: *ap.ObjectMeta.DeepCopy()}
-	if s.Annotations == nil {
-		s.Annotations = map[string]string{}
-	}
-	s.Annotations[standInAnnotation] = strings.Join(reasons, "; ")
+	s := &securityv1.AuthorizationPolicy{TypeMeta: ap.TypeMeta, ObjectMeta: standInMeta(&ap.ObjectMeta, reasons)}
 	s.Spec.Action = action
 	s.Spec.Rules = rules
 	if sel := ap.Spec.GetSelector(); sel != nil {
@@ -73,11 +70,7 @@ func StandInPeerAuthentication(pa *securityv1.PeerAuthentication) *securityv1.Pe
 	if len(reasons) == 0 {
 		return nil
 	}
-	s := &securityv1.PeerAuthentication{TypeMeta: pa.TypeMeta, ObjectMeta: *pa.ObjectMeta.DeepCopy()}
-	if s.Annotations == nil {
-		s.Annotations = map[string]string{}
-	}
-	s.Annotations[standInAnnotation] = strings.Join(reasons, "; ")
+	s := &securityv1.PeerAuthentication{TypeMeta: pa.TypeMeta, ObjectMeta: standInMeta(&pa.ObjectMeta, reasons)}
 	s.Spec.Mtls = &securityapi.PeerAuthentication_MutualTLS{Mode: securityapi.PeerAuthentication_MutualTLS_STRICT}
 	if sel := pa.Spec.GetSelector(); sel != nil {
 		s.Spec.Selector = proto.Clone(sel).(*typeapi.WorkloadSelector)
@@ -89,6 +82,17 @@ func StandInPeerAuthentication(pa *securityv1.PeerAuthentication) *securityv1.Pe
 		}
 	}
 	return s
+}
+
+// standInMeta is the original's metadata (a copy) marked as a stand-in
+// for the reasons the original was refused.
+func standInMeta(m *metav1.ObjectMeta, reasons []string) metav1.ObjectMeta {
+	c := *m.DeepCopy()
+	if c.Annotations == nil {
+		c.Annotations = map[string]string{}
+	}
+	c.Annotations[standInAnnotation] = strings.Join(reasons, "; ")
+	return c
 }
 
 // EnforcedWhenInvalid reports whether the index enforces a stand-in for
