@@ -21,8 +21,8 @@ type Config struct {
 	Kube KubeConfig
 	// GRPCAddr serves xDS and the CA (default ":15012").
 	GRPCAddr string
-	// MonitoringAddr serves /metrics, /healthz/ready and /debug/config_dump
-	// (default ":15014"; "-" disables it).
+	// MonitoringAddr serves /metrics, /healthz/ready and, to loopback
+	// callers only, /debug/config_dump (default ":15014"; "-" disables it).
 	MonitoringAddr string
 	// CADir holds the CA's root (created on first start) or a plugged-in CA
 	// in local mode. On Kubernetes the root lives in Secrets instead.

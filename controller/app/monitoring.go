@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"sort"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -23,7 +24,7 @@ func (a *App) startMonitoring() error {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz/ready", a.serveReady)
-	mux.HandleFunc("/debug/config_dump", a.serveConfigDump)
+	mux.HandleFunc("/debug/config_dump", localOnly(a.serveConfigDump))
 	lis, err := net.Listen("tcp", a.cfg.MonitoringAddr)
 	if err != nil {
 		return fmt.Errorf("monitoring listen: %w", err)
@@ -38,6 +39,20 @@ func (a *App) startMonitoring() error {
 		}
 	}()
 	return nil
+}
+
+// localOnly serves h to loopback callers only: the debug endpoints show
+// every workload and policy of the mesh, and the monitoring port listens
+// on all interfaces for the metrics scrapers. Reach them from inside the
+// pod (kubectl exec, kubectl port-forward).
+func localOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err != nil || !ap.Addr().Unmap().IsLoopback() {
+			http.Error(w, "debug endpoints answer local callers only (use kubectl port-forward)", http.StatusForbidden)
+			return
+		}
+		h(w, r)
+	}
 }
 
 // serveReady answers 200 once the first snapshot has been published.

@@ -29,7 +29,7 @@ func main() {
 	flag.StringVar(&cfg.Kube.WaypointOTLPEndpoint, "waypoint-otlp-endpoint", "", "OTLP/HTTP traces endpoint deployed waypoints export spans to, e.g. http://collector.observability:4318/v1/traces (empty: no export)")
 	flag.Float64Var(&cfg.Kube.WaypointTraceSampling, "waypoint-trace-sampling", 0, "percent of new traces deployed waypoints sample (0: the waypoint's default)")
 	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "address for xDS and the CA (TLS)")
-	flag.StringVar(&cfg.MonitoringAddr, "monitoring-addr", ":15014", `address for /metrics, /healthz/ready and /debug/config_dump ("-" disables)`)
+	flag.StringVar(&cfg.MonitoringAddr, "monitoring-addr", ":15014", `address for /metrics, /healthz/ready and /debug/config_dump (loopback callers only) ("-" disables)`)
 	flag.StringVar(&cfg.CADir, "ca-dir", "", "directory of the CA's root (created if empty) or a plugged-in CA")
 	flag.StringVar(&cfg.TokensFile, "tokens-file", "", `static bearer tokens, one "<token> <spiffe-id> [node]" per line`)
 	flag.StringVar(&nodeIDs, "node-identities", "", "comma-separated SPIFFE IDs allowed to request certificates for pods on their node (default: the ztunnel service account)")
