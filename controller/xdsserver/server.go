@@ -25,6 +25,7 @@ type Server struct {
 	metrics *metrics
 	store   *store
 	deb     *debouncer
+	maxKeys int // Options.MaxKeys
 
 	ctx    context.Context // cancelled by Stop; parent of every stream
 	cancel context.CancelFunc
@@ -64,6 +65,7 @@ func New(opts Options) (*Server, error) {
 		authn:   opts.Authenticator,
 		metrics: m,
 		store:   newStore(),
+		maxKeys: opts.MaxKeys,
 		ctx:     ctx,
 		cancel:  cancel,
 		streams: make(map[*stream]struct{}),

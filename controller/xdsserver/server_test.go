@@ -2,6 +2,7 @@ package xdsserver_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -337,4 +338,73 @@ func TestPushOrderPoliciesAroundAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect("change and remove", push{authzType, 1, 0}, push{addressType, 3, 0}, push{authzType, 0, 1})
+}
+
+// TestStreamLimits: a stream that watches too many types, subscribes to
+// too many names of one, or claims to hold more than MaxKeys beyond what
+// is served, ends with ResourceExhausted; one within the limits is served.
+func TestStreamLimits(t *testing.T) {
+	opts := fastOpts()
+	opts.MaxKeys = 10
+	h := startServer(t, "127.0.0.1:0", opts, seedThree)
+	names := func(n int) []string {
+		var out []string
+		for i := range n {
+			out = append(out, fmt.Sprintf("key-%d", i))
+		}
+		return out
+	}
+	versions := func(n int) map[string]string {
+		out := map[string]string{}
+		for _, k := range names(n) {
+			out[k] = "v"
+		}
+		return out
+	}
+	ended := func(r *rawStream) error {
+		t.Helper()
+		for {
+			select {
+			case err := <-r.errs:
+				return err
+			case <-r.resps:
+			case <-time.After(5 * time.Second):
+				t.Fatal("stream still open")
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		reqs []*discoveryv3.DeltaDiscoveryRequest
+	}{
+		{"too many names", []*discoveryv3.DeltaDiscoveryRequest{{TypeUrl: addressType, ResourceNamesSubscribe: names(11)}}},
+		{"too many names over two requests", []*discoveryv3.DeltaDiscoveryRequest{
+			{TypeUrl: addressType, ResourceNamesSubscribe: names(6)}, {TypeUrl: addressType, ResourceNamesSubscribe: names(12)[6:]}}},
+		// MaxKeys beyond the 3 addresses served.
+		{"too many held versions", []*discoveryv3.DeltaDiscoveryRequest{{TypeUrl: addressType, InitialResourceVersions: versions(14)}}},
+		{"too many types", func() []*discoveryv3.DeltaDiscoveryRequest {
+			var reqs []*discoveryv3.DeltaDiscoveryRequest
+			for i := range 33 {
+				reqs = append(reqs, &discoveryv3.DeltaDiscoveryRequest{TypeUrl: fmt.Sprintf("type.googleapis.com/made.up.T%d", i)})
+			}
+			return reqs
+		}()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := dialRaw(t, h.addr, testToken)
+			for _, req := range tc.reqs {
+				r.send(req)
+			}
+			if err := ended(r); status.Code(err) != codes.ResourceExhausted {
+				t.Fatalf("stream ended with %v, want ResourceExhausted", err)
+			}
+		})
+	}
+	t.Run("within the limits", func(t *testing.T) {
+		r := dialRaw(t, h.addr, testToken)
+		r.send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: addressType, InitialResourceVersions: versions(13)})
+		if resp := r.recvAck(); resp.TypeUrl != addressType {
+			t.Fatalf("response %v", resp)
+		}
+	})
 }

@@ -125,12 +125,16 @@ func (st *stream) receive() error {
 		if err != nil {
 			return err
 		}
-		st.handle(req)
+		if err := st.handle(req); err != nil {
+			return err
+		}
 	}
 }
 
-// handle applies one request: node, ACK/NACK, subscription changes.
-func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) {
+// handle applies one request: node, ACK/NACK, subscription changes. It
+// fails (ending the stream) when the request would take the stream past
+// its limits.
+func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if req.GetNode() != nil && !st.nodeSeen {
@@ -141,7 +145,7 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) {
 	typeURL := req.GetTypeUrl()
 	if typeURL == "" {
 		st.log.Warn("xds request without type_url ignored")
-		return
+		return nil
 	}
 	if nonce := req.GetResponseNonce(); nonce != "" {
 		if d := req.GetErrorDetail(); d != nil {
@@ -153,6 +157,12 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) {
 	}
 	w := st.watches[typeURL]
 	first := w == nil
+	if first && len(st.watches) >= maxTypesPerStream {
+		return status.Errorf(codes.ResourceExhausted, "a stream may watch at most %d resource types", maxTypesPerStream)
+	}
+	if err := st.checkKeys(w, req); err != nil {
+		return err
+	}
 	if first {
 		w = &watch{
 			typeURL: typeURL,
@@ -172,7 +182,7 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) {
 		}
 	}
 	if len(req.GetResourceNamesSubscribe())+len(req.GetResourceNamesUnsubscribe()) == 0 && !first {
-		return // a plain ACK/NACK
+		return nil // a plain ACK/NACK
 	}
 	for _, k := range req.GetResourceNamesSubscribe() {
 		if k == "*" {
@@ -215,6 +225,34 @@ func (st *stream) handle(req *discoveryv3.DeltaDiscoveryRequest) {
 	st.log.Debug("xds subscription", "type", typeURL, "wildcard", w.wildcard, "keys", len(w.keys),
 		"subscribe", req.GetResourceNamesSubscribe(), "unsubscribe", req.GetResourceNamesUnsubscribe())
 	st.signal()
+	return nil
+}
+
+// checkKeys bounds what one request adds to watch w (nil for a new one):
+// subscribed names to Options.MaxKeys, and the versions a client says it
+// holds to MaxKeys beyond what the server serves of the type (a wildcard
+// client reconnecting holds all of it).
+func (st *stream) checkKeys(w *watch, req *discoveryv3.DeltaDiscoveryRequest) error {
+	limit, typeURL := st.srv.maxKeys, req.GetTypeUrl()
+	subscribed := len(req.GetResourceNamesSubscribe())
+	if w != nil {
+		subscribed += len(w.keys)
+	}
+	if subscribed > limit {
+		return status.Errorf(codes.ResourceExhausted, "a stream may subscribe to at most %d names of %s", limit, typeURL)
+	}
+	if held := len(req.GetInitialResourceVersions()); held > limit {
+		st.srv.store.mu.RLock()
+		served := 0
+		if ts := st.srv.store.typeLocked(typeURL); ts != nil {
+			served = len(ts.entries)
+		}
+		st.srv.store.mu.RUnlock()
+		if held > limit+served {
+			return status.Errorf(codes.ResourceExhausted, "a stream may claim to hold at most %d names of %s", limit+served, typeURL)
+		}
+	}
+	return nil
 }
 
 // changed queues a debounced batch for the watches it concerns.
