@@ -30,6 +30,11 @@ const (
 	MaxTokenCacheTTL = time.Minute
 	// DefaultTokenReviewTimeout bounds one TokenReview call.
 	DefaultTokenReviewTimeout = 5 * time.Second
+	// MaxConcurrentTokenReviews bounds the TokenReview calls in flight:
+	// every request with an unknown bearer token costs one, so callers
+	// sending random tokens must not turn the controller into a flood on
+	// the API server. Further calls wait (within their context).
+	MaxConcurrentTokenReviews = 16
 	// defaultTokenCacheSize bounds the number of cached reviews.
 	defaultTokenCacheSize = 10000
 	// deletedPodLeeway is how long after its deletion timestamp a pod's
@@ -97,7 +102,8 @@ type TokenReviewOptions struct {
 // Successful reviews are cached by SHA-256 of the token for CacheTTL (never
 // past the token's exp claim); the pod is checked against PodLookup on every
 // call, so a deleted pod's token is refused at once. Failures are not
-// cached. It is safe for concurrent use.
+// cached; at most MaxConcurrentTokenReviews calls are in flight, and further
+// callers wait. It is safe for concurrent use.
 type TokenReview struct {
 	client    kubernetes.Interface
 	td        spiffeid.TrustDomain
@@ -110,6 +116,10 @@ type TokenReview struct {
 
 	mu    sync.Mutex // guards cache
 	cache map[[sha256.Size]byte]reviewEntry
+
+	// inflight holds a token per TokenReview call in flight (capacity
+	// MaxConcurrentTokenReviews).
+	inflight chan struct{}
 }
 
 // review is what a successful TokenReview established about a token.
@@ -179,6 +189,7 @@ func NewTokenReview(opts TokenReviewOptions) (*TokenReview, error) {
 		now:       now,
 		log:       logger,
 		cache:     map[[sha256.Size]byte]reviewEntry{},
+		inflight:  make(chan struct{}, MaxConcurrentTokenReviews),
 	}, nil
 }
 
@@ -217,6 +228,12 @@ func (t *TokenReview) authenticateToken(ctx context.Context, token string) (Call
 func (t *TokenReview) review(ctx context.Context, token string) (review, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
+	select {
+	case t.inflight <- struct{}{}:
+		defer func() { <-t.inflight }()
+	case <-ctx.Done():
+		return review{}, fmt.Errorf("auth: token review: waiting for a free slot: %w", ctx.Err())
+	}
 	res, err := t.client.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
 		Spec: authnv1.TokenReviewSpec{Token: token, Audiences: t.audiences},
 	}, metav1.CreateOptions{})

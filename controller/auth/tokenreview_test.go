@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/metadata"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,6 +33,10 @@ type reviewServer struct {
 	statuses map[string]authnv1.TokenReviewStatus
 	calls    atomic.Int64
 	lastSpec authnv1.TokenReviewSpec
+	// gate, when set, holds every review until it is closed; inflight and
+	// peak count the reviews held.
+	gate           chan struct{}
+	inflight, peak atomic.Int64
 }
 
 func newReviewServer(t *testing.T) (*reviewServer, kubernetes.Interface) {
@@ -47,6 +53,13 @@ func newReviewServer(t *testing.T) (*reviewServer, kubernetes.Interface) {
 			return
 		}
 		rs.calls.Add(1)
+		if rs.gate != nil {
+			n := rs.inflight.Add(1)
+			for p := rs.peak.Load(); n > p && !rs.peak.CompareAndSwap(p, n); p = rs.peak.Load() {
+			}
+			<-rs.gate
+			rs.inflight.Add(-1)
+		}
 		rs.mu.Lock()
 		rs.lastSpec = tr.Spec
 		tr.Status = rs.statuses[tr.Spec.Token]
@@ -56,7 +69,7 @@ func newReviewServer(t *testing.T) (*reviewServer, kubernetes.Interface) {
 		_ = json.NewEncoder(w).Encode(&tr)
 	}))
 	t.Cleanup(srv.Close)
-	k, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL, ContentConfig: rest.ContentConfig{
+	k, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL, QPS: 1000, Burst: 1000, ContentConfig: rest.ContentConfig{
 		ContentType: "application/json", AcceptContentTypes: "application/json",
 	}})
 	if err != nil {
@@ -395,4 +408,42 @@ func FuzzTokenExpiry(f *testing.F) {
 			t.Fatalf("non-zero time %v with ok=false", exp)
 		}
 	})
+}
+
+// TestTokenReviewConcurrencyBounded: callers with unknown tokens cost at
+// most MaxConcurrentTokenReviews API calls at a time; the rest wait.
+func TestTokenReviewConcurrencyBounded(t *testing.T) {
+	rs, client := newReviewServer(t)
+	rs.gate = make(chan struct{})
+	a, err := auth.NewTokenReview(auth.TokenReviewOptions{Client: client, TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
+		Pods: &podTable{pods: map[string]*corev1.Pod{}}, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const callers = 3 * auth.MaxConcurrentTokenReviews
+	var wg sync.WaitGroup
+	for i := range callers {
+		wg.Go(func() {
+			ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("authorization", fmt.Sprintf("Bearer random-%d", i)))
+			if _, err := a.Authenticate(ctx); err == nil {
+				t.Error("a random token authenticated")
+			}
+		})
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for rs.inflight.Load() < auth.MaxConcurrentTokenReviews && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // room for any call past the bound to show
+	if n := rs.inflight.Load(); n != auth.MaxConcurrentTokenReviews {
+		t.Errorf("%d reviews in flight, want %d", n, auth.MaxConcurrentTokenReviews)
+	}
+	close(rs.gate)
+	wg.Wait()
+	if p := rs.peak.Load(); p > auth.MaxConcurrentTokenReviews {
+		t.Fatalf("%d reviews in flight at once, limit %d", p, auth.MaxConcurrentTokenReviews)
+	}
+	if n := rs.calls.Load(); n != callers {
+		t.Fatalf("%d reviews for %d callers", n, callers)
+	}
 }
