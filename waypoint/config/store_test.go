@@ -135,4 +135,18 @@ func TestAddressIndex(t *testing.T) {
 	if w := s.Snapshot().WorkloadByIP(netip.MustParseAddr("10.244.0.2")); w == nil || w.Healthy {
 		t.Fatalf("workload b changed through another name: %+v", w)
 	}
+	// An enum value this version does not know is refused, not read as
+	// the default (here: a status that is not HEALTHY must not become
+	// "unhealthy", nor an unknown tunnel protocol plaintext).
+	for _, mutate := range []func(*workloadapi.Workload){
+		func(w *workloadapi.Workload) { w.Status = 7 },
+		func(w *workloadapi.Workload) { w.TunnelProtocol = 9 },
+		func(w *workloadapi.Workload) { w.NetworkMode = 3 },
+	} {
+		a := wl("b", 2, workloadapi.WorkloadStatus_HEALTHY)
+		mutate(a.GetWorkload())
+		if rej := h.HandleDelta(xds.Delta{Upserts: []xds.Upsert{{Name: "b", Message: a}}}); len(rej) != 1 || !strings.Contains(rej[0].Err.Error(), "unknown") {
+			t.Fatalf("rejections %v", rej)
+		}
+	}
 }

@@ -134,6 +134,9 @@ func compileWorkload(w *workloadapi.Workload) (*Workload, error) {
 	if w.GetUid() == "" {
 		return nil, errors.New("workload without a uid")
 	}
+	if err := workloadapi.CheckWorkloadEnums(w); err != nil {
+		return nil, fmt.Errorf("workload %s: %w", w.GetUid(), err)
+	}
 	out := &Workload{UID: w.GetUid(), Name: w.GetName(), Namespace: w.GetNamespace(), Healthy: w.GetStatus() == workloadapi.WorkloadStatus_HEALTHY,
 		Node: w.GetNode(), CanonicalName: w.GetCanonicalName(), CanonicalRevision: w.GetCanonicalRevision(),
 		WorkloadName: w.GetWorkloadName(), ClusterID: w.GetClusterId(), TrustDomain: w.GetTrustDomain(), ServiceAccount: w.GetServiceAccount(),

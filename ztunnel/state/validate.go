@@ -50,18 +50,11 @@ func validateWorkload(name string, w *workloadapi.Workload) error {
 			return invalidf("address %d has %d bytes, want 4 or 16", i, len(a))
 		}
 	}
-	switch w.GetTunnelProtocol() {
-	case workloadapi.TunnelProtocol_NONE, workloadapi.TunnelProtocol_HBONE:
-	case workloadapi.TunnelProtocol_LEGACY_ISTIO_MTLS:
+	if err := workloadapi.CheckWorkloadEnums(w); err != nil {
+		return fmt.Errorf("%w: %w", err, ErrInvalid)
+	}
+	if w.GetTunnelProtocol() == workloadapi.TunnelProtocol_LEGACY_ISTIO_MTLS {
 		return invalidf("tunnel_protocol LEGACY_ISTIO_MTLS is not supported")
-	default:
-		return invalidf("unknown tunnel_protocol %d", w.GetTunnelProtocol())
-	}
-	if _, ok := workloadapi.WorkloadStatus_name[int32(w.GetStatus())]; !ok {
-		return invalidf("unknown status %d", w.GetStatus())
-	}
-	if _, ok := workloadapi.NetworkMode_name[int32(w.GetNetworkMode())]; !ok {
-		return invalidf("unknown network_mode %d", w.GetNetworkMode())
 	}
 	if err := validateGateway("waypoint", w.GetWaypoint()); err != nil {
 		return err
