@@ -144,9 +144,9 @@ func newBuilder(cfg Config, in *Inputs) *builder {
 	b.namespaces = acceptObjects(b, kindNamespace, in.Namespaces, validateNamespace)
 	b.services = acceptObjects(b, kindService, in.Services, validateService)
 	b.authzPolicies = acceptObjects(b, kindAuthorizationPolicy,
-		standIns(b, kindAuthorizationPolicy, in.AuthorizationPolicies, validateAuthorizationPolicy, StandInAuthorizationPolicy), validateAuthorizationPolicy)
+		standIns(b, kindAuthorizationPolicy, in.AuthorizationPolicies, validateAuthorizationPolicy, standInAuthorizationPolicy), validateAuthorizationPolicy)
 	b.peerAuths = acceptObjects(b, kindPeerAuthentication,
-		standIns(b, kindPeerAuthentication, in.PeerAuthentications, validatePeerAuthentication, StandInPeerAuthentication), validatePeerAuthentication)
+		standIns(b, kindPeerAuthentication, in.PeerAuthentications, validatePeerAuthentication, standInPeerAuthentication), validatePeerAuthentication)
 	b.gateways = acceptObjects(b, kindGateway, in.Gateways, validateGateway)
 	b.serviceEntries = acceptObjects(b, kindServiceEntry, in.ServiceEntries, validateServiceEntry)
 	b.workloadEntries = acceptObjects(b, kindWorkloadEntry, in.WorkloadEntries, validateWorkloadEntry)
@@ -159,7 +159,7 @@ func newBuilder(cfg Config, in *Inputs) *builder {
 func standIns[T interface {
 	comparable
 	namedObject
-}](b *builder, kind string, list []T, validate func(T) []string, standIn func(T) T) []T {
+}](b *builder, kind string, list []T, validate func(T) []string, standIn func(T, []string) T) []T {
 	var zero T
 	out := list
 	copied := false
@@ -174,7 +174,7 @@ func standIns[T interface {
 		if !copied {
 			out, copied = slices.Clone(list), true
 		}
-		s := standIn(o)
+		s := standIn(o, reasons)
 		how := "left out"
 		if s != zero {
 			how = "enforced fail-closed in its place"

@@ -15,18 +15,36 @@ import (
 // and carries why the original was refused.
 const standInAnnotation = "zmesh.io/fail-closed-stand-in"
 
-// StandInAuthorizationPolicy returns what is enforced in place of an
-// AuthorizationPolicy that Validate refuses, so that a mistake in a policy
-// never widens access: an ALLOW becomes allow-nothing (no rules), a DENY
-// or a policy of unknown action deny-everything (one empty rule). It keeps
-// the policy's name and scope (selector, targetRefs); when the scope itself
-// is what is wrong, it covers the policy's whole namespace. It returns nil for a valid policy and for
-// AUDIT and CUSTOM policies, which allow or deny nothing in this mesh.
-func StandInAuthorizationPolicy(ap *securityv1.AuthorizationPolicy) *securityv1.AuthorizationPolicy {
-	if ap == nil {
-		return nil
+// EnforcedAuthorizationPolicies returns list as the index enforces it:
+// valid policies as they are, invalid ones replaced by their fail-closed
+// stand-ins (standInAuthorizationPolicy) or, without one, left out. Other
+// translations of the same policies (the waypoints') use it to enforce
+// exactly what the index does.
+func EnforcedAuthorizationPolicies(list []*securityv1.AuthorizationPolicy) []*securityv1.AuthorizationPolicy {
+	out := make([]*securityv1.AuthorizationPolicy, 0, len(list))
+	for _, ap := range list {
+		if ap == nil {
+			continue
+		}
+		if reasons := validateAuthorizationPolicy(ap); len(reasons) > 0 {
+			ap = standInAuthorizationPolicy(ap, reasons)
+		}
+		if ap != nil {
+			out = append(out, ap)
+		}
 	}
-	reasons := validateAuthorizationPolicy(ap)
+	return out
+}
+
+// standInAuthorizationPolicy returns what is enforced in place of an
+// AuthorizationPolicy that Validate refuses for reasons, so that a mistake
+// in a policy never widens access: an ALLOW becomes allow-nothing (no
+// rules), a DENY or a policy of unknown action deny-everything (one empty
+// rule). It keeps the policy's name and scope (selector, targetRefs); when
+// the scope itself is what is wrong, it covers the policy's whole
+// namespace. It returns nil without reasons (a valid policy) and for AUDIT
+// and CUSTOM policies, which allow or deny nothing in this mesh.
+func standInAuthorizationPolicy(ap *securityv1.AuthorizationPolicy, reasons []string) *securityv1.AuthorizationPolicy {
 	if len(reasons) == 0 {
 		return nil
 	}
@@ -60,13 +78,9 @@ func StandInAuthorizationPolicy(ap *securityv1.AuthorizationPolicy) *securityv1.
 	return s
 }
 
-// StandInPeerAuthentication is StandInAuthorizationPolicy for a
+// standInPeerAuthentication is standInAuthorizationPolicy for a
 // PeerAuthentication: STRICT, in the object's scope (or its namespace).
-func StandInPeerAuthentication(pa *securityv1.PeerAuthentication) *securityv1.PeerAuthentication {
-	if pa == nil {
-		return nil
-	}
-	reasons := validatePeerAuthentication(pa)
+func standInPeerAuthentication(pa *securityv1.PeerAuthentication, reasons []string) *securityv1.PeerAuthentication {
 	if len(reasons) == 0 {
 		return nil
 	}

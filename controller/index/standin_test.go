@@ -34,7 +34,7 @@ func TestStandIns(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := StandInAuthorizationPolicy(tt.in)
+			s := standInAuthorizationPolicy(tt.in, validateAuthorizationPolicy(tt.in))
 			if (s != nil) != tt.want {
 				t.Fatalf("stand-in %v, want one: %v", s, tt.want)
 			}
@@ -69,7 +69,7 @@ func TestStandIns(t *testing.T) {
 	if len(validatePeerAuthentication(pa)) == 0 {
 		t.Fatal("port 0 accepted")
 	}
-	s := StandInPeerAuthentication(pa)
+	s := standInPeerAuthentication(pa, validatePeerAuthentication(pa))
 	if s == nil || s.Spec.GetMtls().GetMode() != securityapi.PeerAuthentication_MutualTLS_STRICT || s.Spec.Selector == nil || len(s.Spec.PortLevelMtls) != 0 {
 		t.Fatalf("PeerAuthentication stand-in %+v", s)
 	}

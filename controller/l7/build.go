@@ -153,7 +153,10 @@ func newBuilder(cfg Config, in *index.Inputs) *builder {
 	b.services = accept(b, kindService, in.Services, indexValid)
 	b.gateways = accept(b, kindGateway, in.Gateways, indexValid)
 	b.entries = accept(b, kindServiceEntry, in.ServiceEntries, indexValid)
-	b.authz = accept(b, kindAuthorizationPolicy, authzStandIns(in.AuthorizationPolicies), indexValid)
+	// Policies as the index enforces them: an invalid one is replaced by
+	// its fail-closed stand-in, so that a broken waypoint policy denies
+	// rather than vanishes (the index reports it).
+	b.authz = accept(b, kindAuthorizationPolicy, index.EnforcedAuthorizationPolicies(in.AuthorizationPolicies), nil)
 	b.httpRoutes = accept(b, kindHTTPRoute, in.HTTPRoutes, nil)
 	b.grpcRoutes = accept(b, kindGRPCRoute, in.GRPCRoutes, nil)
 	b.tcpRoutes = accept(b, kindTCPRoute, in.TCPRoutes, nil)
@@ -173,23 +176,6 @@ type namedObject interface {
 	GetNamespace() string
 	GetName() string
 	GetCreationTimestamp() metav1.Time
-}
-
-// authzStandIns replaces each policy the index refuses with the fail-closed
-// stand-in the index enforces for it (index.StandInAuthorizationPolicy),
-// so that a broken waypoint policy denies rather than vanishes. The index
-// reports the problem.
-func authzStandIns(list []*securityv1.AuthorizationPolicy) []*securityv1.AuthorizationPolicy {
-	out, copied := list, false
-	for i, ap := range list {
-		if s := index.StandInAuthorizationPolicy(ap); s != nil {
-			if !copied {
-				out, copied = slices.Clone(list), true
-			}
-			out[i] = s
-		}
-	}
-	return out
 }
 
 // indexValid reports whether the index accepts an object.

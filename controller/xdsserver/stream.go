@@ -302,11 +302,11 @@ func (st *stream) collect() []*discoveryv3.DeltaDiscoveryResponse {
 		resources, removed := w.reconcile(st.srv.store.typeLocked(typeURL))
 		switch {
 		case len(resources) == 0 && len(removed) == 0 && !first:
-		case typeURL == security.AuthorizationTypeURL && len(removed) > 0 && (len(resources) > 0 || first):
-			// Policy removals go out after the workloads stop listing them.
-			out = append(out, respond(typeURL, resources, nil))
-			last = append(last, respond(typeURL, nil, removed))
 		case typeURL == security.AuthorizationTypeURL && len(removed) > 0:
+			// Policy removals go out after the workloads stop listing them.
+			if len(resources) > 0 || first {
+				out = append(out, respond(typeURL, resources, nil))
+			}
 			last = append(last, respond(typeURL, nil, removed))
 		default:
 			out = append(out, respond(typeURL, resources, removed))

@@ -62,9 +62,8 @@ const DefaultTimeout = 30 * time.Second
 
 // Client fetches certificates over a gRPC connection it does not own.
 type Client struct {
-	rpc   pb.IstioCertificateServiceClient
-	roots []*x509.Certificate
-	opts  Options
+	rpc  pb.IstioCertificateServiceClient
+	opts Options // RootsFrom always set
 }
 
 // New validates the options. conn is typically built with TransportCredentials.
@@ -84,19 +83,11 @@ func New(conn grpc.ClientConnInterface, opts Options) (*Client, error) {
 	if opts.Timeout == 0 {
 		opts.Timeout = DefaultTimeout
 	}
-	return &Client{
-		rpc:   pb.NewIstioCertificateServiceClient(conn),
-		roots: append([]*x509.Certificate(nil), opts.Roots...),
-		opts:  opts,
-	}, nil
-}
-
-// anchors returns the trust anchors for this fetch.
-func (c *Client) anchors() []*x509.Certificate {
-	if c.opts.RootsFrom != nil {
-		return c.opts.RootsFrom()
+	if opts.RootsFrom == nil {
+		roots := append([]*x509.Certificate(nil), opts.Roots...)
+		opts.RootsFrom = func() []*x509.Certificate { return roots }
 	}
-	return c.roots
+	return &Client{rpc: pb.NewIstioCertificateServiceClient(conn), opts: opts}, nil
 }
 
 // TransportCredentials returns TLS 1.3 gRPC credentials for the CA endpoint:

@@ -45,7 +45,7 @@ func (c *Client) verify(key *ecdsa.PrivateKey, want spiffeid.ID, elems []string)
 	if _, err := mtls.ParseCertificatesPEM([]byte(elems[len(elems)-1])); err != nil {
 		return nil, fmt.Errorf("root element: %w", err)
 	}
-	roots := c.anchors()
+	roots := c.opts.RootsFrom()
 	if len(roots) == 0 {
 		return nil, errors.New("no trust anchors")
 	}

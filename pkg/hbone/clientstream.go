@@ -53,11 +53,11 @@ type ClientStream struct {
 
 	wlock sync.Mutex // serializes Write and CloseWrite so END_STREAM follows all data
 
-	rmu      sync.Mutex // guards rbuf, recvEOF, recvErr
+	rmu      sync.Mutex // guards rbuf, recvEOF, recvErr, readWake.waiting
 	rbuf     chunkQueue
 	recvEOF  bool
 	recvErr  error
-	readWake chan struct{}   // cap 1
+	readWake readWaiter      // signalled when rbuf, recvEOF, recvErr or the read deadline change
 	notify   func()          // armed by readOrArm; taken by wakeReader
 	sink     syscall.RawConn // see setSink
 	inlineN  int64           // bytes written to sink by deliver
@@ -75,7 +75,7 @@ func newClientStream(cc *clientConn) *ClientStream {
 		respDone:  make(chan struct{}),
 		recvAvail: StreamWindow,
 		rbuf:      chunkQueue{pool: cc.bufs},
-		readWake:  make(chan struct{}, 1),
+		readWake:  newReadWaiter(),
 	}
 	s.waker = s
 	return s
@@ -85,10 +85,7 @@ func newClientStream(cc *clientConn) *ClientStream {
 // waiting for window, when one of s's deadlines passes.
 func (s *ClientStream) wakeForDeadline(write bool) {
 	if !write {
-		select {
-		case s.readWake <- struct{}{}:
-		default:
-		}
+		s.readWake.signal()
 		return
 	}
 	s.cc.mu.Lock()
@@ -236,10 +233,7 @@ func (s *ClientStream) wakeReader() {
 	if fn != nil {
 		go fn()
 	}
-	select {
-	case s.readWake <- struct{}{}:
-	default:
-	}
+	s.readWake.signal()
 }
 
 // readOrArm is a Read that never blocks: when there is nothing to return
@@ -279,46 +273,27 @@ func (s *ClientStream) Read(p []byte) (int, error) {
 	for {
 		if s.rbuf.len() > 0 {
 			n := s.rbuf.read(p)
-			more := s.rbuf.len() > 0
-			s.rmu.Unlock()
-			if more {
-				s.relayWake()
-			}
+			s.readWake.unlock(&s.rmu, s.rbuf.len() > 0)
 			s.cc.consumed(s, n)
 			return n, nil
 		}
 		if s.recvErr != nil {
 			err := s.recvErr
-			s.rmu.Unlock()
-			s.relayWake()
+			s.readWake.unlock(&s.rmu, true)
 			if s.closed.Load() {
 				err = net.ErrClosed
 			}
 			return 0, err
 		}
 		if s.recvEOF {
-			s.rmu.Unlock()
-			s.relayWake()
+			s.readWake.unlock(&s.rmu, true)
 			return 0, io.EOF
 		}
-		s.rmu.Unlock()
 		if s.rdl.passed() {
-			s.relayWake()
+			s.readWake.unlock(&s.rmu, true)
 			return 0, os.ErrDeadlineExceeded
 		}
-		<-s.readWake // also signalled when the read deadline passes
-		s.rmu.Lock()
-	}
-}
-
-// relayWake passes a wake-up on to another Read blocked on the stream (Reads
-// may run concurrently, as on any net.Conn): a Read that leaves data behind,
-// or returns for a condition every Read shares (end, error, deadline),
-// re-signals, so one signal reaches every waiting Read in turn.
-func (s *ClientStream) relayWake() {
-	select {
-	case s.readWake <- struct{}{}:
-	default:
+		s.readWake.wait(&s.rmu)
 	}
 }
 

@@ -43,11 +43,11 @@ type ServerStream struct {
 
 	wlock sync.Mutex // serializes Write and CloseWrite so END_STREAM follows all data
 
-	rmu      sync.Mutex // guards rbuf, recvEOF, recvErr
+	rmu      sync.Mutex // guards rbuf, recvEOF, recvErr, readWake.waiting
 	rbuf     chunkQueue
 	recvEOF  bool
 	recvErr  error
-	readWake chan struct{}   // cap 1; signalled when rbuf, recvEOF or recvErr change
+	readWake readWaiter      // signalled when rbuf, recvEOF, recvErr or the read deadline change
 	notify   func()          // armed by readOrArm; taken by wakeReader
 	sink     syscall.RawConn // see setSink
 	inlineN  int64           // bytes written to sink by deliver
@@ -67,7 +67,7 @@ func newServerStream(sc *serverConn, id uint32) *ServerStream {
 		sendWindow: sc.peerInitWin,
 		recvAvail:  StreamWindow,
 		rbuf:       chunkQueue{pool: sc.srv.cfg.BufferPool},
-		readWake:   make(chan struct{}, 1),
+		readWake:   newReadWaiter(),
 	}
 	st.waker = st
 	return st
@@ -77,10 +77,7 @@ func newServerStream(sc *serverConn, id uint32) *ServerStream {
 // waiting for window, when one of st's deadlines passes.
 func (st *ServerStream) wakeForDeadline(write bool) {
 	if !write {
-		select {
-		case st.readWake <- struct{}{}:
-		default:
-		}
+		st.readWake.signal()
 		return
 	}
 	st.sc.mu.Lock()
@@ -206,10 +203,7 @@ func (st *ServerStream) wakeReader() {
 	if fn != nil {
 		go fn()
 	}
-	select {
-	case st.readWake <- struct{}{}:
-	default:
-	}
+	st.readWake.signal()
 }
 
 // readOrArm is a Read that never blocks: when there is nothing to return
@@ -249,43 +243,24 @@ func (st *ServerStream) Read(p []byte) (int, error) {
 	for {
 		if st.rbuf.len() > 0 {
 			n := st.rbuf.read(p)
-			more := st.rbuf.len() > 0
-			st.rmu.Unlock()
-			if more {
-				st.relayWake()
-			}
+			st.readWake.unlock(&st.rmu, st.rbuf.len() > 0)
 			st.sc.consumed(st, n)
 			return n, nil
 		}
 		if st.recvErr != nil {
 			err := st.recvErr
-			st.rmu.Unlock()
-			st.relayWake()
+			st.readWake.unlock(&st.rmu, true)
 			return 0, err
 		}
 		if st.recvEOF {
-			st.rmu.Unlock()
-			st.relayWake()
+			st.readWake.unlock(&st.rmu, true)
 			return 0, io.EOF
 		}
-		st.rmu.Unlock()
 		if st.rdl.passed() {
-			st.relayWake()
+			st.readWake.unlock(&st.rmu, true)
 			return 0, os.ErrDeadlineExceeded
 		}
-		<-st.readWake // also signalled when the read deadline passes
-		st.rmu.Lock()
-	}
-}
-
-// relayWake passes a wake-up on to another Read blocked on the stream (Reads
-// may run concurrently, as on any net.Conn): a Read that leaves data behind,
-// or returns for a condition every Read shares (end, error, deadline),
-// re-signals, so one signal reaches every waiting Read in turn.
-func (st *ServerStream) relayWake() {
-	select {
-	case st.readWake <- struct{}{}:
-	default:
+		st.readWake.wait(&st.rmu)
 	}
 }
 

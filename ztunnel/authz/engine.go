@@ -80,11 +80,12 @@ func (e *Engine) compiled() *policySet {
 				p = old
 			}
 		}
+		refusal := src.Refused(key)
 		switch {
 		case p != nil:
-		case src.Refused(key) != nil:
+		case refusal != nil:
 			p = refusedPolicy(key, a)
-			e.log.Warn("authorization policy refused; enforcing it fail-closed", "policy", key, "deny", p.deny, "error", src.Refused(key))
+			e.log.Warn("authorization policy refused; enforcing it fail-closed", "policy", key, "deny", p.deny, "error", refusal)
 		default:
 			var err error
 			p, err = compile(a)
