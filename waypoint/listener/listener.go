@@ -8,18 +8,16 @@ package listener
 import (
 	"context"
 	"errors"
-	"io"
-	"log"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/zmesh/zmesh/pkg/hbone"
 	"github.com/zmesh/zmesh/waypoint/config"
+	"github.com/zmesh/zmesh/waypoint/http1"
 	"github.com/zmesh/zmesh/waypoint/proxy"
 )
 
@@ -94,92 +92,27 @@ func vouches(snap *config.Snapshot, peer spiffeid.ID, src netip.Addr) bool {
 	return w != nil && !peer.IsZero() && w.Identity == peer
 }
 
-var discardLog = log.New(io.Discard, "", 0)
-
-// serveHTTP runs net/http's server (HTTP/1.1 and prior-knowledge HTTP/2)
-// on the one tunnel stream until either side ends it.
+// serveHTTP serves the one tunnel stream until either side ends it:
+// HTTP/1.1 with package http1, and a stream that opens with the HTTP/2
+// preface (prior knowledge, gRPC) with net/http's HTTP/2 server.
 func (h *Handler) serveHTTP(ctx context.Context, conn net.Conn, d *proxy.Downstream) {
-	var protos http.Protocols
-	protos.SetHTTP1(true)
-	protos.SetUnencryptedHTTP2(true)
-	srv := &http.Server{
-		Handler:        h.proxy,
-		Protocols:      &protos,
-		ErrorLog:       discardLog,
-		MaxHeaderBytes: 96 << 10,
-		BaseContext:    func(net.Listener) context.Context { return proxy.WithDownstream(ctx, d) },
+	ctx = proxy.WithDownstream(ctx, d)
+	http1.Serve(ctx, conn, h.proxy, http1.Options{
+		MaxHeaderBytes: maxHeaderBytes,
+		Log:            h.log,
+		HTTP2:          func(c net.Conn) { h.serveHTTP2(ctx, c) },
+	})
+	// A tunnel stream's own Close resets it, and a reset lets the client's
+	// side drop a response still in flight: END_STREAM first, as a TCP
+	// socket's close delivers what was written.
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
 	}
-	ln := newOneConn(conn)
-	stop := context.AfterFunc(ctx, func() { _ = srv.Close() })
-	defer stop()
-	_ = srv.Serve(ln)
+	_ = conn.Close()
 }
 
-// oneConn is a listener that yields one connection, then blocks until
-// that connection is closed.
-type oneConn struct {
-	conn   net.Conn
-	mu     sync.Mutex // guards given
-	given  bool
-	closed chan struct{}
-	once   sync.Once
-}
-
-func newOneConn(c net.Conn) *oneConn {
-	l := &oneConn{closed: make(chan struct{})}
-	l.conn = &trackedConn{Conn: c, onClose: func() { l.once.Do(func() { close(l.closed) }) }}
-	return l
-}
-
-func (l *oneConn) Accept() (net.Conn, error) {
-	l.mu.Lock()
-	if !l.given {
-		l.given = true
-		l.mu.Unlock()
-		return l.conn, nil
-	}
-	l.mu.Unlock()
-	<-l.closed
-	return nil, net.ErrClosed
-}
-
-func (l *oneConn) Close() error {
-	l.mu.Lock()
-	given := l.given
-	l.given = true
-	l.mu.Unlock()
-	if !given {
-		return l.conn.Close()
-	}
-	return nil
-}
-
-func (l *oneConn) Addr() net.Addr { return l.conn.LocalAddr() }
-
-type trackedConn struct {
-	net.Conn
-	onClose func()
-}
-
-// CloseWrite half-closes the tunnel stream (END_STREAM).
-func (c *trackedConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return nil
-}
-
-// Close gives net/http a TCP socket's close: what was written is delivered
-// (END_STREAM first), and only then is the stream ended. A tunnel stream's
-// own Close resets it, and a reset lets the client's side drop a response
-// still in flight; net/http closes right after its last response when the
-// connection is not kept alive.
-func (c *trackedConn) Close() error {
-	_ = c.CloseWrite()
-	err := c.Conn.Close()
-	c.onClose()
-	return err
-}
+// maxHeaderBytes bounds a request's head.
+const maxHeaderBytes = 96 << 10
 
 func addrPort(a net.Addr) netip.AddrPort {
 	if a == nil {

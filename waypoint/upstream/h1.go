@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/zmesh/zmesh/waypoint/http1"
 )
 
 // h1Transport is an HTTP/1.1 client to one endpoint over its tunnels, with
@@ -36,7 +37,7 @@ type h1Transport struct {
 	keepAlive      bool
 	maxIdle        int
 	idleTimeout    time.Duration
-	maxHeaderBytes int64
+	maxHeaderBytes int
 	bufSize        int
 
 	mu    sync.Mutex // guards idle and sweep
@@ -49,9 +50,7 @@ type h1Conn struct {
 	conn net.Conn
 	br   *bufio.Reader
 	bw   *bufio.Writer
-	// remain bounds bytes read from conn while a response's header is
-	// read (maxHeaderBytes), unlimited otherwise.
-	remain int64
+	rr   *http1.ResponseReader
 	// read counts bytes read from conn for the current request.
 	read   int64
 	idleAt time.Time
@@ -59,19 +58,10 @@ type h1Conn struct {
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
-	if c.remain <= 0 {
-		return 0, errHeaderTooLarge
-	}
-	if int64(len(p)) > c.remain {
-		p = p[:c.remain]
-	}
 	n, err := c.conn.Read(p)
-	c.remain -= int64(n)
 	c.read += int64(n)
 	return n, err
 }
-
-var errHeaderTooLarge = errors.New("upstream response header too large")
 
 func newH1Transport(dial func(ctx context.Context) (net.Conn, error), keepAlive bool, idleTimeout time.Duration) *h1Transport {
 	return &h1Transport{dial: dial, keepAlive: keepAlive, maxIdle: 64, idleTimeout: idleTimeout, maxHeaderBytes: 64 << 10, bufSize: 4 << 10}
@@ -176,9 +166,10 @@ func (t *h1Transport) get(ctx context.Context) (*h1Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &h1Conn{conn: conn, remain: math.MaxInt64}
+	c := &h1Conn{conn: conn}
 	c.br = bufio.NewReaderSize(c, t.bufSize)
 	c.bw = bufio.NewWriterSize(conn, t.bufSize)
+	c.rr = http1.NewResponseReader(c.br, t.maxHeaderBytes)
 	return c, nil
 }
 
@@ -257,7 +248,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 	// goroutine, so the answer can be read while it is sent.
 	var wrote chan error
 	if req.Body == nil || req.Body == http.NoBody {
-		if err := req.Write(c.bw); err != nil {
+		if err := http1.WriteRequest(c.bw, req); err != nil {
 			return fail(fmt.Errorf("upstream write: %w", err))
 		}
 		if err := c.bw.Flush(); err != nil {
@@ -266,7 +257,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 	} else {
 		wrote = make(chan error, 1)
 		go func() {
-			err := req.Write(c.bw)
+			err := http1.WriteRequest(c.bw, req)
 			if err == nil {
 				err = c.bw.Flush()
 			}
@@ -276,9 +267,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 
 	var resp *http.Response
 	for {
-		c.remain = t.maxHeaderBytes
-		r, err := http.ReadResponse(c.br, req)
-		c.remain = math.MaxInt64
+		r, err := c.rr.Read(req)
 		if err != nil {
 			if wrote != nil {
 				select {

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/zmesh/zmesh/waypoint/http1"
 )
 
 // h1Server is a real HTTP/1.1 server on loopback that counts the
@@ -327,8 +329,8 @@ func TestH1Errors(t *testing.T) {
 		})
 		var dials atomic.Int64
 		rt := newH1Transport(tcpDial(addr, &dials), true, time.Minute)
-		if err := roundTripErr(t, rt, context.Background(), http.MethodGet, "http://"+addr+"/", nil); !errors.Is(err, errHeaderTooLarge) {
-			t.Fatalf("err %v, want %v", err, errHeaderTooLarge)
+		if err := roundTripErr(t, rt, context.Background(), http.MethodGet, "http://"+addr+"/", nil); !errors.Is(err, http1.ErrResponseHeaderTooLarge) {
+			t.Fatalf("err %v, want %v", err, http1.ErrResponseHeaderTooLarge)
 		}
 	})
 	t.Run("informational answers are skipped", func(t *testing.T) {

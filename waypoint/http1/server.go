@@ -1,0 +1,259 @@
+// Package http1 serves HTTP/1.1 (and 1.0) on one connection to an
+// http.Handler: the waypoint's tunnel streams. It does what net/http's
+// server does for such a connection with less work per request: the head
+// is parsed into one string, nothing is sorted or cloned, and no goroutine
+// watches the connection while the handler runs (a tunnel's context ends
+// when the tunnel is reset, and the request's context with it).
+//
+// It is strict where a lenient reading could differ from another hop's:
+// lines must end in CRLF, obsolete line folding, a request with both
+// Content-Length and Transfer-Encoding, conflicting lengths, and encodings
+// other than chunked are refused with 400 (501 for an unknown encoding)
+// and the connection is closed.
+package http1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"sync"
+)
+
+// Options configures Serve.
+type Options struct {
+	// MaxHeaderBytes bounds a request's head (request line and fields)
+	// and a chunked body's trailer. Default 96 KiB.
+	MaxHeaderBytes int
+	// HTTP2 serves a connection that opens with the HTTP/2 client preface
+	// (prior knowledge); the conn it gets replays the bytes already read.
+	// When nil such a connection is closed.
+	HTTP2 func(conn net.Conn)
+	// Log records handler panics. Default discards.
+	Log *slog.Logger
+}
+
+// Serve reads requests from conn and answers them with h, one after the
+// other, until the client closes, a request or response ends the
+// connection, or ctx is done (which closes conn). Requests' contexts
+// derive from ctx and end when their handler returns. Serve flushes what
+// it wrote before it returns; the caller closes conn.
+func Serve(ctx context.Context, conn net.Conn, h http.Handler, opts Options) {
+	if opts.MaxHeaderBytes <= 0 {
+		opts.MaxHeaderBytes = 96 << 10
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	c := &serverConn{
+		conn:           conn,
+		br:             bufio.NewReaderSize(conn, 4<<10),
+		bw:             bufio.NewWriterSize(conn, 4<<10),
+		maxHeaderBytes: opts.MaxHeaderBytes,
+		log:            opts.Log,
+	}
+	c.hr.br = c.br
+	if a := conn.RemoteAddr(); a != nil {
+		c.remoteAddr = a.String()
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	for first := true; ; first = false {
+		var parsed http.Request
+		err := c.hr.parseRequest(&parsed, c.maxHeaderBytes, first)
+		if err != nil {
+			if errors.Is(err, errPreface) && opts.HTTP2 != nil {
+				opts.HTTP2(&replayConn{Conn: conn, r: c.br})
+				return
+			}
+			c.refuse(err)
+			return
+		}
+		if !c.serve(ctx, h, &parsed) {
+			_ = c.bw.Flush()
+			return
+		}
+		// Flush now unless the client already sent its next request
+		// (pipelining): then the answers go out together.
+		if c.br.Buffered() == 0 {
+			if err := c.bw.Flush(); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// serverConn is the state of one served connection. Only the goroutine
+// in Serve uses it, except where a field says otherwise.
+type serverConn struct {
+	conn           net.Conn
+	br             *bufio.Reader
+	bw             *bufio.Writer
+	hr             headReader
+	maxHeaderBytes int
+	remoteAddr     string
+	log            *slog.Logger
+
+	// head is scratch for rendering a response's head and trailer.
+	head []byte
+	// pend backs the body a response holds before commit.
+	pend []byte
+
+	// wmu guards headSent, and bw until the head is sent: a request body's
+	// reader may write "100 Continue" from another goroutine until then.
+	wmu      sync.Mutex
+	headSent bool
+	// expect is the current request's body while it waits for "100
+	// Continue"; nil otherwise.
+	expect *body
+}
+
+// serve runs the handler for the parsed request and reports whether the
+// connection can carry another request.
+func (c *serverConn) serve(ctx context.Context, h http.Handler, parsed *http.Request) bool {
+	expect := parsed.Header["Expect"]
+	if len(expect) > 0 {
+		// Answered here, so not forwarded; HTTP/1.0 expectations are
+		// ignored (RFC 9110 10.1.1).
+		delete(parsed.Header, "Expect")
+		if parsed.ProtoMinor == 0 {
+			expect = nil
+		} else if len(expect) != 1 || !strings.EqualFold(expect[0], "100-continue") {
+			c.refuse(&requestError{status: http.StatusExpectationFailed, text: "unsupported expectation"})
+			return false
+		}
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req := parsed.WithContext(rctx)
+	req.RemoteAddr = c.remoteAddr
+	b := newBody(c, req)
+	c.wmu.Lock()
+	c.headSent = false
+	c.wmu.Unlock()
+	c.expect = nil
+	if b != nil {
+		req.Body = b
+		if len(expect) > 0 {
+			b.expect100 = true
+			c.expect = b
+		}
+	} else if req.Body == nil {
+		req.Body = http.NoBody
+	}
+	w := &response{c: c, req: req, body: b, hdr: make(http.Header), isHEAD: req.Method == http.MethodHead, pending: c.pend[:0]}
+	if !c.run(h, w, req) {
+		return false
+	}
+	if w.hijacked {
+		return false
+	}
+	keep, err := w.finish()
+	c.pend = w.pending[:0]
+	if err != nil {
+		return false
+	}
+	if b != nil {
+		// The answer goes out before the rest of the body is read: a
+		// client may wait for it before sending more.
+		if err := c.bw.Flush(); err != nil {
+			return false
+		}
+		if !b.finish() {
+			keep = false
+		}
+	}
+	return keep && !req.Close
+}
+
+// run calls the handler, turning a panic into the end of the connection.
+func (c *serverConn) run(h http.Handler, w *response, req *http.Request) (ok bool) {
+	defer func() {
+		if v := recover(); v != nil {
+			if err, ok := v.(error); !ok || !errors.Is(err, http.ErrAbortHandler) {
+				c.log.Error("panic serving HTTP/1.1", "remote", c.remoteAddr, "panic", v, "stack", string(debug.Stack()))
+			}
+			ok = false
+		}
+	}()
+	h.ServeHTTP(w, req)
+	return true
+}
+
+// startHead records that a response's head is going out: no "100
+// Continue" may precede it any more.
+func (c *serverConn) startHead() {
+	c.wmu.Lock()
+	c.headSent = true
+	c.wmu.Unlock()
+}
+
+// sendContinue answers "Expect: 100-continue" before the body's first
+// read, unless the response already started. The body's mu is held.
+func (c *serverConn) sendContinue() error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.headSent {
+		return nil
+	}
+	if _, err := c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+		return err
+	}
+	return c.bw.Flush()
+}
+
+// continueOwed reports whether the client may still wait for "100
+// Continue". It does not wait for a read in progress (which may block on
+// the client): then the answer is yes.
+func (c *serverConn) continueOwed() bool {
+	b := c.expect
+	if b == nil {
+		return false
+	}
+	if !b.mu.TryLock() {
+		return true
+	}
+	defer b.mu.Unlock()
+	return b.expect100
+}
+
+// refuse answers a request the server cannot take, and the connection
+// ends. A connection that just ended gets no answer.
+func (c *serverConn) refuse(err error) {
+	var re *requestError
+	if !errors.As(err, &re) {
+		return // io.EOF, a read error, or the connection closed under us
+	}
+	text := http.StatusText(re.status)
+	if re.status == http.StatusBadRequest {
+		text += ": " + re.text
+	}
+	b := appendStatusLine(c.head[:0], 1, re.status)
+	b = append(b, "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n"...)
+	b = appendLength(b, int64(len(text)))
+	b = append(b, "\r\n"...)
+	b = append(b, text...)
+	_, _ = c.bw.Write(b)
+	_ = c.bw.Flush()
+}
+
+// replayConn reads what a bufio.Reader already holds before the conn.
+type replayConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// CloseWrite half-closes the underlying connection when it can.
+func (c *replayConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}
