@@ -116,8 +116,8 @@ func printWaypoint(w io.Writer, r *Results) {
 	if wp, ng := wr.MaxWaypoint, wr.MaxNginx; wp.Err == nil && ng.Err == nil && ng.Latency.QPS > 0 && ng.PerCPUSecond() > 0 {
 		ratio := wp.Latency.QPS / ng.Latency.QPS
 		eff := wp.PerCPUSecond() / ng.PerCPUSecond()
-		fmt.Fprintf(w, "  waypoint / nginx: %.2fx req/s on one core, %.2fx req per CPU-second; target >= 0.5x: %s\n",
-			ratio, eff, verdictOf(ratio >= targetVsNginx))
+		fmt.Fprintf(w, "  waypoint / nginx: %.2fx req/s on one core (%s), %.2fx req per CPU-second (%s); target >= 0.5x per core\n",
+			ratio, verdictOf(ratio >= targetVsNginx), eff, verdictOf(eff >= targetVsNginx))
 	}
 	if wp, ng := wr.MaxWaypoint, wr.MaxNginxLocal; wp.Err == nil && ng.Err == nil && ng.Latency.QPS > 0 && ng.PerCPUSecond() > 0 {
 		fmt.Fprintf(w, "  waypoint / nginx in server pod: %.2fx req/s, %.2fx req per CPU-second\n",

@@ -145,11 +145,11 @@ func TestPrintWaypoint(t *testing.T) {
 	}{
 		{name: "all met", viaP99: 1500 * time.Microsecond, cpu: 1600 * time.Millisecond, rssKB: 40 * 1024, wpQPS: 6000,
 			want: []string{"HTTP p99|+1.00 ms", "HTTP p99|met", "waypoint vCPU|0.200", "waypoint vCPU|met", "waypoint peak RSS|40.0 MB", "waypoint peak RSS|met",
-				"waypoint / nginx|0.60x req/s on one core", "waypoint / nginx|target >= 0.5x: met"},
+				"waypoint / nginx|0.60x req/s on one core (met)", "waypoint / nginx|0.60x req per CPU-second (met)"},
 			not: []string{"MISSED"}},
 		{name: "all missed", viaP99: 3 * time.Millisecond, cpu: 4 * time.Second, rssKB: 70 * 1024, wpQPS: 4000,
 			want: []string{"HTTP p99|+2.50 ms", "HTTP p99|MISSED", "waypoint vCPU|0.500", "waypoint vCPU|MISSED", "waypoint peak RSS|70.0 MB",
-				"waypoint peak RSS|MISSED", "waypoint / nginx|0.40x", "waypoint / nginx|target >= 0.5x: MISSED"}},
+				"waypoint peak RSS|MISSED", "waypoint / nginx|0.40x req/s on one core (MISSED)", "waypoint / nginx|0.40x req per CPU-second (MISSED)"}},
 		{name: "nginx failed", viaP99: time.Millisecond, cpu: time.Second, rssKB: 1024, wpQPS: 1, nginxErr: errors.New("no apt"),
 			want: []string{"nginx|error", "- nginx max rate|no apt"}, not: []string{"waypoint / nginx"}},
 	}
