@@ -111,3 +111,68 @@ func TestConcurrentReadsAllWake(t *testing.T) {
 		}
 	}
 }
+
+// TestSetPeerDone: the function runs once the client has finished
+// sending with nothing unread (at once when that is already so), not while
+// sent data waits unread, and not once replaced by nil.
+func TestSetPeerDone(t *testing.T) {
+	pki := newPKI(t, "cluster.local")
+	h := streamHandler{streams: make(chan *ServerStream, 1)}
+	_, addr := startServer(t, pki, h, nil)
+	pool := newTestPool(t, pki, nil)
+	for _, tc := range []struct {
+		name string
+		// run drives client cs and server ss; done is closed by the
+		// function given to SetPeerDone.
+		run func(t *testing.T, cs *ClientStream, ss *ServerStream, set func())
+		// fires says whether the function must run.
+		fires bool
+	}{
+		{"half-close", func(t *testing.T, cs *ClientStream, ss *ServerStream, set func()) {
+			set()
+			_ = cs.CloseWrite()
+		}, true},
+		{"reset", func(t *testing.T, cs *ClientStream, ss *ServerStream, set func()) {
+			set()
+			_ = cs.Close()
+		}, true},
+		{"already ended", func(t *testing.T, cs *ClientStream, ss *ServerStream, set func()) {
+			_ = cs.CloseWrite()
+			if _, err := ss.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+				t.Fatalf("read %v, want EOF", err)
+			}
+			set()
+		}, true},
+		{"unread data", func(t *testing.T, cs *ClientStream, ss *ServerStream, set func()) {
+			set()
+			_, _ = cs.Write([]byte("next request"))
+			_ = cs.CloseWrite()
+		}, false},
+		{"cancelled", func(t *testing.T, cs *ClientStream, ss *ServerStream, set func()) {
+			set()
+			ss.SetPeerDone(nil)
+			_ = cs.CloseWrite()
+		}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs, err := pool.Dial(testCtx(t), dialReq(pki, t, addr, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ss := <-h.streams
+			defer func() { _ = cs.Close(); _ = ss.Close() }()
+			done := make(chan struct{})
+			tc.run(t, cs, ss, func() { ss.SetPeerDone(func() { close(done) }) })
+			select {
+			case <-done:
+				if !tc.fires {
+					t.Fatal("ran although it should not")
+				}
+			case <-time.After(300 * time.Millisecond):
+				if tc.fires {
+					t.Fatal("did not run")
+				}
+			}
+		})
+	}
+}

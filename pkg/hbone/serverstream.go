@@ -49,6 +49,7 @@ type ServerStream struct {
 	recvErr  error
 	readWake readWaiter      // signalled when rbuf, recvEOF, recvErr or the read deadline change
 	notify   func()          // armed by readOrArm; taken by wakeReader
+	peerDone func()          // set by SetPeerDone; taken by wakeReader
 	sink     syscall.RawConn // see setSink
 	inlineN  int64           // bytes written to sink by deliver
 
@@ -199,11 +200,44 @@ func (st *ServerStream) wakeReader() {
 	st.rmu.Lock()
 	fn := st.notify
 	st.notify = nil
+	done := st.takePeerDoneLocked()
 	st.rmu.Unlock()
 	if fn != nil {
 		go fn()
 	}
+	if done != nil {
+		go done()
+	}
 	st.readWake.signal()
+}
+
+// takePeerDoneLocked returns the SetPeerDone function, and forgets it,
+// once the client has nothing more to send and nothing sent is unread.
+// rmu is held.
+func (st *ServerStream) takePeerDoneLocked() func() {
+	fn := st.peerDone
+	if fn == nil || st.rbuf.len() > 0 || !st.recvEOF && st.recvErr == nil {
+		return nil
+	}
+	st.peerDone = nil
+	return fn
+}
+
+// SetPeerDone arranges for fn to be called once, on a new goroutine, when
+// the client has finished sending (END_STREAM, a reset, or the
+// connection's end) and every byte it sent has been read: at once if that
+// is already so. A stream with unread data when the client finishes does
+// not call fn (the data, a next request, still wants an answer). A later
+// call replaces fn; nil cancels it. It lets a server notice a client that
+// went away while its request is being served, without a read.
+func (st *ServerStream) SetPeerDone(fn func()) {
+	st.rmu.Lock()
+	st.peerDone = fn
+	done := st.takePeerDoneLocked()
+	st.rmu.Unlock()
+	if done != nil {
+		go done()
+	}
 }
 
 // readOrArm is a Read that never blocks: when there is nothing to return

@@ -1,6 +1,9 @@
 package app_test
 
 import (
+	"context"
+	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -279,5 +282,34 @@ func TestOutlierDetection(t *testing.T) {
 	}
 	if got := v1.hits.Load() - hitsBefore; got != 5 {
 		t.Fatalf("v1 got %d of 10 requests after its ejection ended, want 5", got)
+	}
+}
+
+// TestClientGoneCancelsUpstream: a client that stops sending (its tunnel
+// half-closed) while its request waits on a slow backend cancels that
+// request, as net/http's server and Envoy do; the access log says DC.
+func TestClientGoneCancelsUpstream(t *testing.T) {
+	m, _, _ := reviewsMesh(t)
+	st, err := m.tunnel(context.Background(), reviewsVIP+":9080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = st.Close() }()
+	if _, err := io.WriteString(st, "GET /?delay=20s HTTP/1.1\r\nHost: reviews:9080\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the request reaches the backend
+	start := time.Now()
+	_ = st.CloseWrite()
+	m.eventually("a DC access log line", func() error {
+		for _, l := range accessLines(t, m.logBuf.String()) {
+			if l["response_flags"] == "DC" { // not UT: no timeout, and no fault of the host
+				return nil
+			}
+		}
+		return fmt.Errorf("none yet in %s", m.logBuf.String())
+	})
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the request ran %v after its client left", d)
 	}
 }

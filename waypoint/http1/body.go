@@ -66,6 +66,7 @@ func (b *body) readLocked(p []byte) (int, error) {
 		switch {
 		case b.remain == 0:
 			b.eof, err = true, io.EOF
+			b.c.watchPeer()
 		case errors.Is(err, io.EOF):
 			err = io.ErrUnexpectedEOF
 		}
@@ -76,6 +77,7 @@ func (b *body) readLocked(p []byte) (int, error) {
 				err = terr
 			} else {
 				b.eof = true
+				b.c.watchPeer()
 			}
 		}
 	}
@@ -102,8 +104,7 @@ func (b *body) readTrailer() error {
 		return err
 	}
 	for k, vs := range t {
-		switch k {
-		case "Transfer-Encoding", "Trailer", "Content-Length", "Host":
+		if !trailerName(k) {
 			continue
 		}
 		if b.req.Trailer == nil {

@@ -231,7 +231,7 @@ func (rr *ResponseReader) frame(resp *http.Response, req *http.Request) error {
 		resp.ContentLength = -1
 		for _, v := range h["Trailer"] {
 			for name := range strings.SplitSeq(v, ",") {
-				if name = http.CanonicalHeaderKey(strings.TrimSpace(name)); name != "" {
+				if name = http.CanonicalHeaderKey(strings.TrimSpace(name)); trailerName(name) {
 					if resp.Trailer == nil {
 						resp.Trailer = make(http.Header)
 					}
@@ -319,11 +319,9 @@ func (b *chunkedResponseBody) readTrailer() error {
 		b.resp.Trailer = make(http.Header, len(t))
 	}
 	for k, vs := range t {
-		switch k {
-		case "Transfer-Encoding", "Trailer", "Content-Length":
-			continue
+		if trailerName(k) {
+			b.resp.Trailer[k] = vs
 		}
-		b.resp.Trailer[k] = vs
 	}
 	return io.EOF
 }

@@ -301,10 +301,10 @@ func declareTrailers(req *http.Request) error {
 	for _, v := range req.Header["Trailer"] {
 		for name := range strings.SplitSeq(v, ",") {
 			name = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name))
-			switch name {
-			case "":
+			switch {
+			case name == "":
 				continue
-			case "Transfer-Encoding", "Trailer", "Content-Length":
+			case !trailerName(name):
 				return badRequest("forbidden trailer name")
 			}
 			if req.Trailer == nil {

@@ -82,7 +82,7 @@ func (w *response) WriteHeader(code int) {
 	_, w.hasDate = w.hdr["Date"]
 	for _, v := range w.hdr["Trailer"] {
 		for name := range strings.SplitSeq(v, ",") {
-			if name = http.CanonicalHeaderKey(strings.TrimSpace(name)); name != "" {
+			if name = http.CanonicalHeaderKey(strings.TrimSpace(name)); trailerName(name) {
 				w.trailers = append(w.trailers, name)
 			}
 		}
@@ -179,7 +179,7 @@ func (w *response) commit(final bool) error {
 	case !withBody:
 	case w.cl >= 0:
 		h = appendLength(h, w.cl)
-	case final && len(w.trailers) == 0 && !w.isHEAD:
+	case final && !w.hasTrailers() && !w.isHEAD:
 		w.cl = int64(len(w.pending))
 		h = appendLength(h, w.cl)
 	case w.isHEAD:
@@ -211,6 +211,27 @@ func (w *response) commit(final bool) error {
 	_, err := w.writeBody(w.pending)
 	w.pending = w.pending[:0]
 	return err
+}
+
+// hasTrailers reports whether the handler declared trailers or set one
+// under http.TrailerPrefix: then the body is chunked to carry them.
+func (w *response) hasTrailers() bool {
+	if len(w.trailers) > 0 {
+		return true
+	}
+	for k := range w.hdr {
+		if strings.HasPrefix(k, http.TrailerPrefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// trailerName reports whether a (canonical) name may be sent or kept as a
+// trailer: a valid field name that is not one of the fields a trailer
+// must not carry (framing, routing, authentication...).
+func trailerName(name string) bool {
+	return httpguts.ValidHeaderFieldName(name) && httpguts.ValidTrailerHeader(name)
 }
 
 // FlushError sends what the handler wrote so far to the client.
@@ -278,7 +299,7 @@ func (w *response) writeTrailer() {
 		}
 	}
 	for k, vs := range w.hdr {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok {
+		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && trailerName(http.CanonicalHeaderKey(name)) {
 			for _, v := range vs {
 				b = appendField(b, http.CanonicalHeaderKey(name), v)
 			}

@@ -2,8 +2,9 @@
 // http.Handler: the waypoint's tunnel streams. It does what net/http's
 // server does for such a connection with less work per request: the head
 // is parsed into one string, nothing is sorted or cloned, and no goroutine
-// watches the connection while the handler runs (a tunnel's context ends
-// when the tunnel is reset, and the request's context with it).
+// reads the connection while the handler runs. A request's context still
+// ends when its client goes away: with the connection's context, and when
+// the connection reports the client's end of sending (peerWatcher).
 //
 // It is strict where a lenient reading could differ from another hop's:
 // lines must end in CRLF, obsolete line folding, a request with both
@@ -58,6 +59,7 @@ func Serve(ctx context.Context, conn net.Conn, h http.Handler, opts Options) {
 		log:            opts.Log,
 	}
 	c.hr.br = c.br
+	c.peer, _ = conn.(peerWatcher)
 	if a := conn.RemoteAddr(); a != nil {
 		c.remoteAddr = a.String()
 	}
@@ -74,16 +76,11 @@ func Serve(ctx context.Context, conn net.Conn, h http.Handler, opts Options) {
 			c.refuse(err)
 			return
 		}
-		if !c.serve(ctx, h, &parsed) {
-			_ = c.bw.Flush()
+		keep := c.serve(ctx, h, &parsed)
+		// Each answer goes out at once, even with more bytes buffered: they
+		// may be only part of the next request, or a slow one.
+		if err := c.bw.Flush(); err != nil || !keep {
 			return
-		}
-		// Flush now unless the client already sent its next request
-		// (pipelining): then the answers go out together.
-		if c.br.Buffered() == 0 {
-			if err := c.bw.Flush(); err != nil {
-				return
-			}
 		}
 	}
 }
@@ -111,6 +108,28 @@ type serverConn struct {
 	// expect is the current request's body while it waits for "100
 	// Continue"; nil otherwise.
 	expect *body
+	// peer, when the connection can tell, reports the client's end of
+	// sending; cancel ends the current request's context.
+	peer   peerWatcher
+	cancel context.CancelFunc
+}
+
+// peerWatcher is a connection that reports, without a read, that the
+// client finished sending with nothing left unread (hbone.ServerStream).
+// Serve uses it as net/http's server uses a background read: a client
+// that goes away (or half-closes) while its request is served cancels the
+// request's context.
+type peerWatcher interface {
+	SetPeerDone(fn func())
+}
+
+// watchPeer cancels the current request's context once the client has
+// finished sending, from when its request was read whole: any byte
+// already buffered is a next request, and then the client is not gone.
+func (c *serverConn) watchPeer() {
+	if c.peer != nil && c.br.Buffered() == 0 {
+		c.peer.SetPeerDone(c.cancel)
+	}
 }
 
 // serve runs the handler for the parsed request and reports whether the
@@ -130,6 +149,10 @@ func (c *serverConn) serve(ctx context.Context, h http.Handler, parsed *http.Req
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	c.cancel = cancel
+	if c.peer != nil {
+		defer c.peer.SetPeerDone(nil)
+	}
 	req := parsed.WithContext(rctx)
 	req.RemoteAddr = c.remoteAddr
 	b := newBody(c, req)
@@ -143,11 +166,15 @@ func (c *serverConn) serve(ctx context.Context, h http.Handler, parsed *http.Req
 			b.expect100 = true
 			c.expect = b
 		}
-	} else if req.Body == nil {
-		req.Body = http.NoBody
+	} else {
+		if req.Body == nil {
+			req.Body = http.NoBody
+		}
+		c.watchPeer()
 	}
 	w := &response{c: c, req: req, body: b, hdr: make(http.Header), isHEAD: req.Method == http.MethodHead, pending: c.pend[:0]}
 	if !c.run(h, w, req) {
+		c.startHead() // no "100 Continue" may race with the last flush
 		return false
 	}
 	if w.hijacked {

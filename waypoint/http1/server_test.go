@@ -252,6 +252,17 @@ func TestResponseFraming(t *testing.T) {
 			w.Header().Set("Grpc-Status", "0")
 			w.Header().Set(http.TrailerPrefix+"Extra", "e")
 		}, "\r\n1\r\nx\r\n0\r\n", "Grpc-Status: 0\r\nTrailer"},
+		{"undeclared trailer without a flush", "GET", func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, "hi")
+			w.Header().Set(http.TrailerPrefix+"Grpc-Status", "0")
+		}, "\r\n2\r\nhi\r\n0\r\nGrpc-Status: 0\r\n\r\n", "Content-Length"},
+		{"forbidden trailer names dropped", "GET", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Trailer", "X-Evil: injected, Content-Length, Host")
+			w.WriteHeader(200)
+			w.Header().Set("Content-Length", "0")
+			w.Header().Set("Host", "h")
+			w.Header().Set(http.TrailerPrefix+"Connection", "close")
+		}, "\r\n0\r\n\r\n", "\r\nX-Evil"},
 		{"1xx then final", "GET", func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusEarlyHints)
 			_, _ = io.WriteString(w, "x")
@@ -441,5 +452,55 @@ func TestEarlyAnswerWhileBodyIsRead(t *testing.T) {
 	_ = c.Close()
 	if err := <-readerDone; err == nil {
 		t.Error("the body of a client that went away read without error")
+	}
+}
+
+// TestAnswerBeforeTheNextRequestIsWhole: an answer goes out although
+// bytes of the next request are already buffered.
+func TestAnswerBeforeTheNextRequestIsWhole(t *testing.T) {
+	for _, next := range []string{"\r\n", "GET /x HTT"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			Serve(context.Background(), c, echo, Options{})
+		}()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"+next)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("next request starting %q: no answer: %v", next, err)
+		}
+		_ = resp.Body.Close()
+		_ = c.Close()
+		_ = ln.Close()
+	}
+}
+
+// TestPanicWhileBodyIsRead: a handler that panics while another goroutine
+// reads a body waiting for "100 Continue" ends the connection without a
+// race on the writer (go test -race).
+func TestPanicWhileBodyIsRead(t *testing.T) {
+	read := make(chan struct{})
+	out := exchange(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		go func() {
+			defer close(read)
+			_, _ = io.Copy(io.Discard, r.Body)
+		}()
+		panic(http.ErrAbortHandler)
+	}), Options{}, "POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\nx")
+	<-read
+	if strings.Contains(out, "200") {
+		t.Errorf("got %q after a panic", out)
 	}
 }

@@ -321,7 +321,9 @@ func (p *Proxy) attempts(ctx context.Context, out *http.Request, st *state, b *b
 }
 
 // try performs one attempt. Without a response, cond is the failure's
-// response flag: UF (connect failure), UT (per-try timeout) or UC (reset).
+// response flag: UF (connect failure), UT (per-try timeout), UC (reset),
+// or DC when the downstream went away (ctx cancelled): that is not held
+// against the host.
 func (p *Proxy) try(ctx context.Context, out *http.Request, b *backend, host *upstream.Host, fw *route.Forward) (*http.Response, string) {
 	var cancel context.CancelFunc = func() {}
 	if fw.Retry != nil && fw.Retry.PerTryTimeout > 0 {
@@ -333,13 +335,17 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, b *backend, host *up
 	end := host.Begin()
 	resp, err := b.cluster.Transport(host, b.http2).RoundTrip(req)
 	if err != nil {
+		ctxErr := ctx.Err() // before cancel, which sets it
 		end()
 		cancel()
+		if ctxErr != nil && !errors.Is(ctxErr, context.DeadlineExceeded) {
+			return nil, "DC"
+		}
 		b.cluster.Report(host, true)
 		switch {
 		case att.DialFailed():
 			return nil, "UF"
-		case errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil:
+		case errors.Is(err, context.DeadlineExceeded) || ctxErr != nil:
 			return nil, "UT"
 		}
 		return nil, "UC"

@@ -266,6 +266,7 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 	}
 
 	var resp *http.Response
+	informational := 0
 	for {
 		r, err := c.rr.Read(req)
 		if err != nil {
@@ -283,7 +284,11 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 			return fail(fmt.Errorf("upstream read: %w", err))
 		}
 		if r.StatusCode >= 100 && r.StatusCode < 200 && r.StatusCode != http.StatusSwitchingProtocols {
-			continue // informational: the real answer follows
+			// Informational: the real answer follows, after a few at most.
+			if informational++; informational > maxInformational {
+				return fail(fmt.Errorf("upstream read: more than %d informational responses", maxInformational))
+			}
+			continue
 		}
 		resp = r
 		break
@@ -302,6 +307,10 @@ func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Reques
 	resp.Body = b
 	return resp, nil
 }
+
+// maxInformational bounds the 1xx answers read before the final one, as
+// net/http's Transport does.
+const maxInformational = 5
 
 // h1Body is a response body that gives its connection back to the pool
 // when read to the end, and closes it otherwise.

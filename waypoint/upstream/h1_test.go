@@ -333,6 +333,17 @@ func TestH1Errors(t *testing.T) {
 			t.Fatalf("err %v, want %v", err, http1.ErrResponseHeaderTooLarge)
 		}
 	})
+	t.Run("endless informational answers", func(t *testing.T) {
+		addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
+			_ = readReq(br)
+			_, _ = io.WriteString(c, strings.Repeat("HTTP/1.1 100 Continue\r\n\r\n", maxInformational+1)+"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+		})
+		var dials atomic.Int64
+		rt := newH1Transport(tcpDial(addr, &dials), true, time.Minute)
+		if err := roundTripErr(t, rt, context.Background(), http.MethodGet, "http://"+addr+"/", nil); err == nil || !strings.Contains(err.Error(), "informational") {
+			t.Fatalf("err %v, want too many informational responses", err)
+		}
+	})
 	t.Run("informational answers are skipped", func(t *testing.T) {
 		addr := rawServer(t, func(c net.Conn, br *bufio.Reader) {
 			_ = readReq(br)
