@@ -107,7 +107,7 @@ func (s *Store) handleAddresses(d xds.Delta) []xds.Rejection {
 		delete(s.rejected, "address "+name)
 	}
 	for _, u := range d.Upserts {
-		a, err := compileAddress(u.Name, u.Message.(*workloadapi.Address))
+		a, err := compileAddress(u.Name, u.Message)
 		if err != nil {
 			rej = s.reject("address", u.Name, err, rej)
 			continue

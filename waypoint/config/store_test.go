@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -100,10 +101,10 @@ func TestAddressIndex(t *testing.T) {
 		return &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: &workloadapi.Workload{Uid: uid, Name: uid, Namespace: "ns", ServiceAccount: "sa",
 			Addresses: [][]byte{{10, 244, 0, ip}}, Status: status, Services: map[string]*workloadapi.PortList{key: {Ports: []*workloadapi.Port{{ServicePort: 80, TargetPort: 8081}}}}}}}
 	}
-	bad := &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: &workloadapi.Workload{Uid: "bad", Addresses: [][]byte{{1, 2, 3}}}}}
+	bad := &workloadapi.Address{Type: &workloadapi.Address_Workload{Workload: &workloadapi.Workload{Uid: "bad", Namespace: "ns", Addresses: [][]byte{{1, 2, 3}}}}}
 	rej := h.HandleDelta(xds.Delta{Upserts: []xds.Upsert{{Name: key, Message: svc}, {Name: "a", Message: wl("a", 1, workloadapi.WorkloadStatus_HEALTHY)},
 		{Name: "b", Message: wl("b", 2, workloadapi.WorkloadStatus_UNHEALTHY)}, {Name: "bad", Message: bad}}})
-	if len(rej) != 1 || rej[0].Name != "bad" {
+	if len(rej) != 1 || rej[0].Name != "bad" || !strings.Contains(rej[0].Err.Error(), "address 0 has 3 bytes") {
 		t.Fatalf("rejections %v", rej)
 	}
 	snap := s.Snapshot()
@@ -135,18 +136,57 @@ func TestAddressIndex(t *testing.T) {
 	if w := s.Snapshot().WorkloadByIP(netip.MustParseAddr("10.244.0.2")); w == nil || w.Healthy {
 		t.Fatalf("workload b changed through another name: %+v", w)
 	}
-	// An enum value this version does not know is refused, not read as
-	// the default (here: a status that is not HEALTHY must not become
-	// "unhealthy", nor an unknown tunnel protocol plaintext).
-	for _, mutate := range []func(*workloadapi.Workload){
-		func(w *workloadapi.Workload) { w.Status = 7 },
-		func(w *workloadapi.Workload) { w.TunnelProtocol = 9 },
-		func(w *workloadapi.Workload) { w.NetworkMode = 3 },
-	} {
+	// The waypoint applies the workload API's shared validation, as
+	// ztunnel does: an enum value this version does not know is refused,
+	// not read as the default (here: a status that is not HEALTHY must not
+	// become "unhealthy", nor an unknown tunnel protocol plaintext), and so
+	// is anything else ztunnel would NACK. A refused update keeps the last
+	// good version.
+	svcWith := func(f func(*workloadapi.Service)) *workloadapi.Address {
+		c := proto.Clone(svc).(*workloadapi.Address)
+		f(c.GetService())
+		return c
+	}
+	wlWith := func(f func(*workloadapi.Workload)) *workloadapi.Address {
 		a := wl("b", 2, workloadapi.WorkloadStatus_HEALTHY)
-		mutate(a.GetWorkload())
-		if rej := h.HandleDelta(xds.Delta{Upserts: []xds.Upsert{{Name: "b", Message: a}}}); len(rej) != 1 || !strings.Contains(rej[0].Err.Error(), "unknown") {
-			t.Fatalf("rejections %v", rej)
+		f(a.GetWorkload())
+		return a
+	}
+	for _, tc := range []struct {
+		name, resName string
+		a             *workloadapi.Address
+		want          string
+	}{
+		{"unknown status", "b", wlWith(func(w *workloadapi.Workload) { w.Status = 7 }), "unknown status 7"},
+		{"unknown tunnel protocol", "b", wlWith(func(w *workloadapi.Workload) { w.TunnelProtocol = 9 }), "unknown tunnel_protocol 9"},
+		{"unknown network mode", "b", wlWith(func(w *workloadapi.Workload) { w.NetworkMode = 3 }), "unknown network_mode 3"},
+		{"workload without namespace", "b", wlWith(func(w *workloadapi.Workload) { w.Namespace = "" }), "workload: workload has no namespace"},
+		{"bad waypoint address", "b", wlWith(func(w *workloadapi.Workload) {
+			w.Waypoint = &workloadapi.GatewayAddress{Destination: &workloadapi.GatewayAddress_Address{Address: &workloadapi.NetworkAddress{Address: []byte{10, 0, 0}}}}
+		}), "workload: waypoint: network address has 3 bytes"},
+		{"bad network gateway", "b", wlWith(func(w *workloadapi.Workload) { w.NetworkGateway = &workloadapi.GatewayAddress{} }), "network_gateway has no destination"},
+		{"application tunnel port out of range", "b", wlWith(func(w *workloadapi.Workload) {
+			w.ApplicationTunnel = &workloadapi.ApplicationTunnel{Port: 70000}
+		}), "application_tunnel port 70000 out of range"},
+		{"malformed services key", "b", wlWith(func(w *workloadapi.Workload) { w.Services["nohost"] = &workloadapi.PortList{} }), `services key "nohost"`},
+		{"service with unknown lb mode", key, svcWith(func(s *workloadapi.Service) { s.LoadBalancing = &workloadapi.LoadBalancing{Mode: 9} }), "service: unknown load_balancing mode 9"},
+		{"service with unknown ip families", key, svcWith(func(s *workloadapi.Service) { s.IpFamilies = 9 }), "unknown ip_families 9"},
+		{"service vip prefix too long", key, svcWith(func(s *workloadapi.Service) { l := uint32(33); s.Addresses[0].Length = &l }), "prefix length 33 too long"},
+		{"empty address", "x", &workloadapi.Address{}, "neither workload nor service"},
+	} {
+		rej := h.HandleDelta(xds.Delta{Upserts: []xds.Upsert{{Name: tc.resName, Message: tc.a}}})
+		if len(rej) != 1 || rej[0].Name != tc.resName || !errors.Is(rej[0].Err, workloadapi.ErrInvalid) || !strings.Contains(rej[0].Err.Error(), tc.want) {
+			t.Fatalf("%s: rejections %v, want %q", tc.name, rej, tc.want)
 		}
+	}
+	if w := s.Snapshot().WorkloadByIP(netip.MustParseAddr("10.244.0.2")); w == nil || w.Healthy || w.Namespace != "ns" {
+		t.Fatalf("workload b replaced by a refused update: %+v", w)
+	}
+	if got := s.Snapshot().Service(key); got == nil || len(got.VIPs) != 1 {
+		t.Fatalf("service replaced by a refused update: %+v", got)
+	}
+	if rej := h.HandleDelta(xds.Delta{Upserts: []xds.Upsert{{Name: "x", Message: &listenerv3.Listener{}}}}); len(rej) != 1 ||
+		!strings.Contains(rej[0].Err.Error(), "want *workloadapi.Address") {
+		t.Fatalf("wrong message type: rejections %v", rej)
 	}
 }

@@ -1,13 +1,12 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
 
-	"github.com/zmesh/zmesh/pkg/spiffe"
 	"github.com/zmesh/zmesh/pkg/workloadapi"
 )
 
@@ -83,85 +82,66 @@ type address struct {
 	wl  *Workload
 }
 
-func compileAddress(name string, a *workloadapi.Address) (address, error) {
-	switch t := a.GetType().(type) {
-	case *workloadapi.Address_Service:
-		s, err := compileService(t.Service)
+// compileAddress validates a with the workload API's shared rules
+// (workloadapi.ValidateWorkload, workloadapi.ValidateService, the same
+// ztunnel applies, so both proxies refuse the same resources) and compiles
+// it. The rules also tie name to the entry's key (workload uid or
+// "<namespace>/<hostname>"): two names for one entry would let the removal
+// of either drop it. Every error wraps workloadapi.ErrInvalid.
+func compileAddress(name string, m proto.Message) (address, error) {
+	a, ok := m.(*workloadapi.Address)
+	if !ok {
+		return address{}, fmt.Errorf("message is %T, want *workloadapi.Address: %w", m, workloadapi.ErrInvalid)
+	}
+	switch {
+	case a.GetService() != nil:
+		svc := a.GetService()
+		if err := workloadapi.ValidateService(name, svc); err != nil {
+			return address{}, fmt.Errorf("service: %w", err)
+		}
+		return address{svc: compileService(svc)}, nil
+	case a.GetWorkload() != nil:
+		wl := a.GetWorkload()
+		if err := workloadapi.ValidateWorkload(name, wl); err != nil {
+			return address{}, fmt.Errorf("workload: %w", err)
+		}
+		w, err := compileWorkload(wl)
 		if err != nil {
-			return address{}, err
-		}
-		// The name keys the store's entry: two names for one entry would
-		// let the removal of either drop it.
-		if name != s.Key {
-			return address{}, fmt.Errorf("resource name %q differs from service key %q", name, s.Key)
-		}
-		return address{svc: s}, nil
-	case *workloadapi.Address_Workload:
-		w, err := compileWorkload(t.Workload)
-		if err != nil {
-			return address{}, err
-		}
-		if name != w.UID {
-			return address{}, fmt.Errorf("resource name %q differs from workload uid %q", name, w.UID)
+			return address{}, fmt.Errorf("workload: %w", err)
 		}
 		return address{wl: w}, nil
 	}
-	return address{}, fmt.Errorf("address %q has neither a workload nor a service", name)
+	return address{}, fmt.Errorf("address is neither workload nor service: %w", workloadapi.ErrInvalid)
 }
 
-func compileService(s *workloadapi.Service) (*Service, error) {
-	if s.GetHostname() == "" || s.GetNamespace() == "" {
-		return nil, errors.New("service needs a hostname and a namespace")
-	}
+// compileService compiles s, which must have passed
+// workloadapi.ValidateService.
+func compileService(s *workloadapi.Service) *Service {
 	out := &Service{Key: s.GetNamespace() + "/" + s.GetHostname(), Name: s.GetName(), Namespace: s.GetNamespace(), Hostname: s.GetHostname()}
 	for _, na := range s.GetAddresses() {
-		ip, ok := netip.AddrFromSlice(na.GetAddress())
-		if !ok {
-			return nil, fmt.Errorf("service %s: bad address %x", out.Key, na.GetAddress())
-		}
+		ip, _ := netip.AddrFromSlice(na.GetAddress())
 		out.VIPs = append(out.VIPs, ip.Unmap())
 	}
 	for _, p := range s.GetPorts() {
-		if p.GetServicePort() == 0 || p.GetServicePort() > 65535 || p.GetTargetPort() > 65535 {
-			return nil, fmt.Errorf("service %s: bad port %d→%d", out.Key, p.GetServicePort(), p.GetTargetPort())
-		}
 		out.Ports = append(out.Ports, ServicePort{Port: p.GetServicePort(), TargetPort: p.GetTargetPort(), Protocol: ProtocolOf(p.GetAppProtocol())})
 	}
-	return out, nil
+	return out
 }
 
+// compileWorkload compiles w, which must have passed
+// workloadapi.ValidateWorkload.
 func compileWorkload(w *workloadapi.Workload) (*Workload, error) {
-	if w.GetUid() == "" {
-		return nil, errors.New("workload without a uid")
+	id, err := workloadapi.WorkloadIdentity(w)
+	if err != nil {
+		return nil, fmt.Errorf("workload identity: %w: %w", err, workloadapi.ErrInvalid)
 	}
-	if err := workloadapi.CheckWorkloadEnums(w); err != nil {
-		return nil, fmt.Errorf("workload %s: %w", w.GetUid(), err)
-	}
-	out := &Workload{UID: w.GetUid(), Name: w.GetName(), Namespace: w.GetNamespace(), Healthy: w.GetStatus() == workloadapi.WorkloadStatus_HEALTHY,
+	out := &Workload{UID: w.GetUid(), Name: w.GetName(), Namespace: w.GetNamespace(), Identity: id, Healthy: w.GetStatus() == workloadapi.WorkloadStatus_HEALTHY,
 		Node: w.GetNode(), CanonicalName: w.GetCanonicalName(), CanonicalRevision: w.GetCanonicalRevision(),
 		WorkloadName: w.GetWorkloadName(), ClusterID: w.GetClusterId(), TrustDomain: w.GetTrustDomain(), ServiceAccount: w.GetServiceAccount(),
 		Services: map[string]map[uint32]uint32{}}
 	for _, b := range w.GetAddresses() {
-		ip, ok := netip.AddrFromSlice(b)
-		if !ok {
-			return nil, fmt.Errorf("workload %s: bad address %x", out.UID, b)
-		}
+		ip, _ := netip.AddrFromSlice(b)
 		out.IPs = append(out.IPs, ip.Unmap())
-	}
-	td := w.GetTrustDomain()
-	if td == "" {
-		td = "cluster.local"
-	}
-	sa := w.GetServiceAccount()
-	if sa == "" {
-		sa = "default"
-	}
-	if w.GetNamespace() != "" {
-		id, err := spiffe.WorkloadID(td, w.GetNamespace(), sa)
-		if err != nil {
-			return nil, fmt.Errorf("workload %s: identity: %w", out.UID, err)
-		}
-		out.Identity = id
 	}
 	for key, pl := range w.GetServices() {
 		m := map[uint32]uint32{}

@@ -67,13 +67,13 @@ func (s *State) upsertAddress(t *addrTxn, u xds.Upsert) error {
 	switch {
 	case a.GetWorkload() != nil:
 		w := a.GetWorkload()
-		if err := validateWorkload(u.Name, w); err != nil {
+		if err := workloadapi.ValidateWorkload(u.Name, w); err != nil {
 			return fmt.Errorf("workload: %w", err)
 		}
 		t.putWorkload(w)
 	case a.GetService() != nil:
 		svc := a.GetService()
-		if err := validateService(u.Name, svc); err != nil {
+		if err := workloadapi.ValidateService(u.Name, svc); err != nil {
 			return fmt.Errorf("service: %w", err)
 		}
 		t.putService(u.Name, svc)

@@ -8,7 +8,7 @@ import (
 )
 
 // DefaultServiceAccount is the service account of a workload that names none.
-const DefaultServiceAccount = "default"
+const DefaultServiceAccount = workloadapi.DefaultServiceAccount
 
 // Identity returns the SPIFFE ID of a workload,
 // spiffe://<trust domain>/ns/<namespace>/sa/<service account>, with an empty
