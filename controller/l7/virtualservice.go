@@ -27,7 +27,8 @@ const FaultFilterName = "envoy.filters.http.fault"
 const meshGateway = "mesh"
 
 // attachVirtualServices attaches to each service bound to a waypoint the
-// VirtualService whose hosts name it. A service already configured with
+// VirtualService whose hosts name it and which is exported to the
+// waypoint's namespace (exportTo, as a sidecar there would see it). A service already configured with
 // Gateway API routes ignores VirtualServices (Gateway API takes
 // precedence, as Istio documents for waypoints). Several VirtualServices
 // for one service: one naming the host exactly beats a wildcard, then the
@@ -46,6 +47,14 @@ func (b *builder) attachVirtualServices() {
 		for _, h := range vs.Spec.Hosts {
 			for _, s := range b.vsHostServices(h, vs.Namespace) {
 				if s.waypoint == nil {
+					continue
+				}
+				if !exportedTo(vs.Spec.ExportTo, vs.Namespace, s.waypoint.ns) {
+					if _, reported := seen[s]; !reported {
+						seen[s] = -1
+						b.problem(kindVirtualService, vs.Namespace, vs.Name, fmt.Sprintf(
+							"exportTo does not include namespace %q of waypoint %s, which serves %s; ignored for it", s.waypoint.ns, s.waypoint.name, s.host))
+					}
 					continue
 				}
 				wild := strings.HasPrefix(h, "*")
@@ -81,6 +90,29 @@ func (b *builder) attachVirtualServices() {
 				"VirtualService %s/%s already applies to %s; this one is ignored for it", win.Namespace, win.Name, s.host))
 		}
 	}
+}
+
+// exportedTo reports whether a resource of namespace ns with the given
+// exportTo list is visible in namespace to: an empty list exports to all
+// namespaces (Istio's default), "*" to all, "." to ns itself, "~" to none,
+// and any other entry to the namespace it names.
+func exportedTo(exportTo []string, ns, to string) bool {
+	if len(exportTo) == 0 {
+		return true
+	}
+	for _, e := range exportTo {
+		switch e {
+		case "*":
+			return true
+		case ".":
+			if ns == to {
+				return true
+			}
+		case to:
+			return true
+		}
+	}
+	return false
 }
 
 // vsHostServices resolves one VirtualService host: a name, an FQDN, or a
