@@ -68,6 +68,14 @@ func (b *builder) indexDestinationRules() {
 		if s == nil {
 			continue // a host of no known service: nothing of ours to shape
 		}
+		// Clusters are shared by every waypoint, so exportTo is judged for
+		// the namespace of the host's own waypoint (the host's namespace
+		// when it has none): where the waypoints sending to it usually are.
+		if to := viewerNamespace(s); !exportedTo(dr.Spec.ExportTo, dr.Namespace, to) {
+			b.problem(kindDestinationRule, dr.Namespace, dr.Name, fmt.Sprintf(
+				"exportTo does not include namespace %q, where %s is served; ignored", to, s.host))
+			continue
+		}
 		tier := 2
 		switch dr.Namespace {
 		case s.ns:
@@ -97,6 +105,15 @@ func (b *builder) indexDestinationRules() {
 			}
 		}
 	}
+}
+
+// viewerNamespace is the namespace a service's configuration is seen
+// from: its waypoint's, else its own.
+func viewerNamespace(s *service) string {
+	if s.waypoint != nil {
+		return s.waypoint.ns
+	}
+	return s.ns
 }
 
 // validateTrafficPolicy checks the fields Build translates.
