@@ -11,6 +11,7 @@ require (
 require (
 	github.com/golang/protobuf v1.5.4 // indirect
 	github.com/planetscale/vtprotobuf v0.6.1-0.20240409071808-615f978279ca // indirect
+	github.com/spiffe/go-spiffe/v2 v2.9.0 // indirect
 )
 
 replace github.com/zmesh/zmesh => ../..
