@@ -7,6 +7,7 @@ declare -A pkg_for=(
   [ip]=iproute2
   [iptables]=iptables
   [nft]=nftables
+  [curl]=curl
 )
 missing=()
 for cmd in "${!pkg_for[@]}"; do

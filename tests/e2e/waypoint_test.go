@@ -949,6 +949,7 @@ spec:
 	t.Run("GRPC", func(t *testing.T) { testGRPC(t, m) })
 	t.Run("TraceContext", func(t *testing.T) { testTraceContext(t, m, tl, vipURL) })
 	t.Run("WebSocket", func(t *testing.T) { testWebSocket(t, m) })
+	t.Run("CurlClient", func(t *testing.T) { testCurl(t, sleep, vipURL) })
 
 	t.Run("WaypointUnavailableFailsClosed", func(t *testing.T) {
 		// details uses wp-down, whose Service has no pod: refused, never
