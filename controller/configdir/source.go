@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,6 +68,11 @@ type fileState struct {
 	hash    [sha256.Size]byte
 	objects []runtime.Object // last good contents
 	err     error            // set while the current contents are bad
+	// failClosed holds, while the contents are bad, the invalid policies
+	// of the current contents that the last good contents lack. The index
+	// enforces such a policy fail-closed (index.EnforcedWhenInvalid); left
+	// out, a new ALLOW policy that fails validation would admit everyone.
+	failClosed []runtime.Object
 }
 
 // New validates options; it does not touch the directory.
@@ -168,7 +175,7 @@ func (s *Source) reload(first bool) (bool, error) {
 		if st, ok := s.files[p]; ok && st.hash == h {
 			continue
 		}
-		objs, err := s.parse(data)
+		objs, invalid, err := s.parse(data)
 		st := s.files[p]
 		if st == nil {
 			st = &fileState{}
@@ -177,9 +184,12 @@ func (s *Source) reload(first bool) (bool, error) {
 		st.hash = h
 		if err != nil {
 			st.err = err
+			fc := missingFrom(st.objects, invalid)
+			changed = changed || len(fc) > 0 || len(st.failClosed) > 0
+			st.failClosed = fc
 			continue
 		}
-		st.objects, st.err = objs, nil
+		st.objects, st.err, st.failClosed = objs, nil, nil
 		changed = true
 	}
 	for p := range s.files {
@@ -212,21 +222,25 @@ func (s *Source) setError(path string, err error) {
 }
 
 // parse decodes and validates a whole file; any bad document rejects it.
-func (s *Source) parse(data []byte) ([]runtime.Object, error) {
+// invalid lists the decoded objects that failed validation but that the
+// index enforces fail-closed (index.EnforcedWhenInvalid), so that the
+// caller can keep them in effect while the file is rejected.
+func (s *Source) parse(data []byte) (objs, invalid []runtime.Object, err error) {
 	objs, skipped, err := s.decoder.decodeAll(data)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, msg := range skipped {
 		s.log.Debug("document skipped", "reason", msg)
 	}
+	var first error
 	for i, obj := range objs {
 		m, err := meta.Accessor(obj)
 		if err != nil {
-			return nil, fmt.Errorf("object %d: %w", i+1, err)
+			return nil, nil, fmt.Errorf("object %d: %w", i+1, err)
 		}
 		if m.GetName() == "" {
-			return nil, fmt.Errorf("%s: metadata.name is required", kindOf(obj))
+			return nil, nil, fmt.Errorf("%s: metadata.name is required", kindOf(obj))
 		}
 		if m.GetNamespace() == "" && kindOf(obj) != "Namespace" {
 			m.SetNamespace("default")
@@ -235,11 +249,38 @@ func (s *Source) parse(data []byte) ([]runtime.Object, error) {
 			// Kinds the index does not read (the L7 ones) are validated by
 			// their own translation, which reports problems per object.
 			if err := s.opts.Validate(obj); err != nil && !errors.Is(err, index.ErrUnsupportedKind) {
-				return nil, fmt.Errorf("%s %s/%s: %w", kindOf(obj), m.GetNamespace(), m.GetName(), err)
+				if first == nil {
+					first = fmt.Errorf("%s %s/%s: %w", kindOf(obj), m.GetNamespace(), m.GetName(), err)
+				}
+				if index.EnforcedWhenInvalid(obj) {
+					invalid = append(invalid, obj)
+				}
 			}
 		}
 	}
-	return objs, nil
+	if first != nil {
+		return nil, invalid, first
+	}
+	return objs, nil, nil
+}
+
+// objectKey names an object for duplicate detection: kind, namespace and
+// name.
+func objectKey(obj runtime.Object) string {
+	m, _ := meta.Accessor(obj)
+	return kindOf(obj) + " " + m.GetNamespace() + "/" + m.GetName()
+}
+
+// missingFrom returns the objects of invalid that good does not declare.
+func missingFrom(good, invalid []runtime.Object) []runtime.Object {
+	var out []runtime.Object
+	for _, obj := range invalid {
+		key := objectKey(obj)
+		if !slices.ContainsFunc(good, func(g runtime.Object) bool { return objectKey(g) == key }) {
+			out = append(out, obj)
+		}
+	}
+	return out
 }
 
 // assemble builds Inputs from every file's good objects, in file-name order;
@@ -257,11 +298,18 @@ func (s *Source) assemble() (*index.Inputs, []Problem) {
 		st := s.files[p]
 		rel := s.rel(p)
 		if st.err != nil {
-			problems = append(problems, Problem{File: rel, Reason: st.err.Error()})
+			reason := st.err.Error()
+			if len(st.failClosed) > 0 {
+				keys := make([]string, len(st.failClosed))
+				for i, obj := range st.failClosed {
+					keys[i] = objectKey(obj)
+				}
+				reason += "; enforced fail-closed meanwhile: " + strings.Join(keys, ", ")
+			}
+			problems = append(problems, Problem{File: rel, Reason: reason})
 		}
-		for _, obj := range st.objects {
-			m, _ := meta.Accessor(obj)
-			key := kindOf(obj) + " " + m.GetNamespace() + "/" + m.GetName()
+		for _, obj := range slices.Concat(st.objects, st.failClosed) {
+			key := objectKey(obj)
 			if first, dup := declared[key]; dup {
 				problems = append(problems, Problem{File: rel, Reason: fmt.Sprintf("%s already declared in %s; ignored", key, first)})
 				continue

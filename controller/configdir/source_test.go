@@ -131,10 +131,12 @@ func TestLoadFiles(t *testing.T) {
 		},
 		{
 			name: "validation failure",
-			files: map[string]string{"b.yaml": "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n" +
-				"metadata: {name: invalid}\nspec: {action: DENY}\n"},
-			want:    map[string]int{},
-			problem: "AuthorizationPolicy default/invalid: rejected by test",
+			files: map[string]string{"b.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n---\n" +
+				"apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: invalid}\nspec: {action: DENY}\n"},
+			// The file is rejected, but the new invalid policy is delivered
+			// for the index to enforce fail-closed.
+			want:    map[string]int{"AuthorizationPolicy": 1},
+			problem: "AuthorizationPolicy default/invalid: rejected by test; enforced fail-closed meanwhile: AuthorizationPolicy default/invalid",
 		},
 		{
 			name:  "hidden files and other extensions are ignored",
@@ -185,6 +187,44 @@ func TestDefaultsNamespace(t *testing.T) {
 	}
 	if ns := in.Namespaces[0].Namespace; ns != "" {
 		t.Errorf("Namespace got namespace %q", ns)
+	}
+}
+
+// TestInvalidPolicyEdit: an edit that makes a policy invalid keeps the
+// last good version in effect (no stand-in), while a new invalid policy in
+// the same rejected file is delivered for the index to enforce
+// fail-closed.
+func TestInvalidPolicyEdit(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "p.yaml")
+	policy := func(name, labels string) string {
+		return "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: " + name + ", namespace: demo, labels: {" + labels + "}}\n" +
+			"spec: {action: ALLOW, rules: [{from: [{source: {principals: [cluster.local/ns/demo/sa/a]}}]}]}\n"
+	}
+	writeFile(t, f, policy("p", ""))
+	got := make(chan *index.Inputs, 10)
+	s := newSource(t, dir, got)
+	<-got
+
+	writeFile(t, f, policy("p", "invalid: 'true'"))
+	waitFor(t, func() bool { return len(s.Problems()) == 1 })
+	if r := s.Problems()[0].Reason; strings.Contains(r, "fail-closed") {
+		t.Errorf("an edited policy with a last good version is not a stand-in: %s", r)
+	}
+	select {
+	case in := <-got:
+		t.Fatalf("a rejected edit delivered a snapshot: %v", counts(in))
+	case <-time.After(200 * time.Millisecond):
+	}
+
+	writeFile(t, f, policy("p", "invalid: 'true'")+"---\n"+policy("q", "invalid: 'true'"))
+	in := next(t, got)
+	var names []string
+	for _, ap := range in.AuthorizationPolicies {
+		names = append(names, ap.Name+"/"+ap.Labels["invalid"])
+	}
+	if strings.Join(names, ",") != "p/,q/true" {
+		t.Errorf("policies %v, want the last good p and the new invalid q", names)
 	}
 }
 
@@ -256,7 +296,7 @@ func newSource(t *testing.T, dir string, got chan *index.Inputs) *Source {
 		Dir:      dir,
 		OnChange: func(in *index.Inputs) { got <- in },
 		Validate: func(obj runtime.Object) error {
-			if ap, ok := obj.(*securityv1.AuthorizationPolicy); ok && ap.Name == "invalid" {
+			if ap, ok := obj.(*securityv1.AuthorizationPolicy); ok && (ap.Name == "invalid" || ap.Labels["invalid"] == "true") {
 				return errors.New("rejected by test")
 			}
 			return nil
