@@ -336,8 +336,9 @@ spec:
 	}
 }
 
-// TestBadInputKeepsLastGoodState breaks files and checks nothing served
-// changes while the problems are reported with file and reason.
+// TestBadInputKeepsLastGoodState breaks files and checks that nothing
+// served changes, except that a new invalid policy is enforced
+// fail-closed, while the problems are reported with file and reason.
 func TestBadInputKeepsLastGoodState(t *testing.T) {
 	m := newTestMesh(t)
 	addrs, policies, _ := m.ztunnel(t, "node1-token")
@@ -350,6 +351,14 @@ spec:
   action: ALLOW
   rules: [{from: [{source: {ipBlocks: ["10.0.0.300/8"]}}]}]
 `)
+	// The new ALLOW policy is invalid: served as allow-nothing, not left out.
+	pd := policies.next(t, time.Second)
+	if got := upsertNames(pd); !equal(got, []string{"demo/bad"}) {
+		t.Fatalf("policy delta %v", got)
+	}
+	if az := policies.get("demo/bad").(*security.Authorization); az.GetAction() != security.Action_ALLOW || len(az.GetGroups()) != 0 {
+		t.Errorf("invalid ALLOW served as %v", az)
+	}
 	addrs.quiet(t, 500*time.Millisecond)
 	policies.quiet(t, 0)
 
@@ -364,15 +373,15 @@ spec:
 	if !strings.Contains(files["policies.yaml"], "demo/bad") {
 		t.Errorf("policies.yaml problem: %q", files["policies.yaml"])
 	}
-	if len(dump.Workloads) != 20 || len(dump.Policies) != 4 {
+	if len(dump.Workloads) != 20 || len(dump.Policies) != 5 {
 		t.Errorf("config dump has %d workloads and %d policies", len(dump.Workloads), len(dump.Policies))
 	}
-	// A newly connecting client still gets the last good state.
+	// A newly connecting client gets the same state.
 	addrs2, policies2, _ := m.ztunnel(t, "node2-token")
 	if got := addrs2.names(); !equal(got, expectedAddresses()) {
 		t.Errorf("new client addresses %v", got)
 	}
-	if n := len(policies2.names()); n != 4 {
+	if n := len(policies2.names()); n != 5 {
 		t.Errorf("new client has %d policies", n)
 	}
 }
