@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -39,15 +38,7 @@ func main() {
 	flag.BoolVar(&accessLog, "access-log", true, "write JSON access log lines to stdout")
 	flag.DurationVar(&cfg.AccessLogFlushInterval, "access-log-flush-interval", time.Second, "buffer access log lines and write them at this interval (0: write each line at once)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
-	gcPercent := flag.Int("gc-percent", 200, "garbage collection target percentage (as GOGC); the GOGC environment variable wins")
 	flag.Parse()
-
-	// The waypoint's live heap is small and its garbage per request
-	// large, so the collector runs often: at 200 it runs half as often
-	// as at Go's default 100, for a few MB more peak memory.
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(*gcPercent)
-	}
 
 	logger, err := log.New(os.Stderr, logLevel)
 	if err != nil {
