@@ -80,8 +80,9 @@ func printWaypoint(w io.Writer, r *Results) {
 	if wr.ClientCPUs != "" {
 		client = "CPU " + wr.ClientCPUs
 	}
-	fmt.Fprintf(w, "\nmax req/s on one core: fortio -qps 0 -c %d, %d B bodies, %v; the proxy pinned to CPU %d, fortio on %s\n",
+	fmt.Fprintf(w, "\nmax req/s on one core: fortio -qps 0 -c %d, %d B bodies, %v; the proxy pinned to CPU %d, fortio on %s;\n",
 		cfg.Load.Conns, cfg.Load.BodyBytes, cfg.MaxDuration, wr.ProxyCPU, client)
+	fmt.Fprintf(w, "  %d interleaved rounds per proxy, each proxy's median round (by req per proxy CPU-second) shown\n", max(1, cfg.Rounds))
 	fmt.Fprintf(w, "  waypoint = the mesh path above: per request it decrypts and parses HBONE (mTLS, HTTP/2) from ztunnel node1,\n")
 	fmt.Fprintf(w, "    parses HTTP/1.1, routes, records metrics and a JSON access log line (buffered), and sends HTTP/1.1 in HBONE\n")
 	fmt.Fprintf(w, "    (mTLS, HTTP/2, pooled keep-alive streams) to ztunnel node2; the two ztunnels and the fortio server are in\n")
@@ -108,6 +109,26 @@ func printWaypoint(w io.Writer, r *Results) {
 			u.Utilisation(), x.r.PerCPUSecond(), fmtKB(u.PeakRSSKB))
 	}
 	_ = t.Flush()
+	var maxRounds []string
+	for _, x := range []struct {
+		name   string
+		rounds []MaxRate
+	}{{"waypoint", wr.MaxWaypointRounds}, {"nginx", wr.MaxNginxRounds}, {"nginx in server pod", wr.MaxNginxLocalRounds}} {
+		if len(x.rounds) == 0 {
+			continue
+		}
+		vals := make([]string, len(x.rounds))
+		for i, r := range x.rounds {
+			vals[i] = "error"
+			if r.Err == nil {
+				vals[i] = fmt.Sprintf("%.0f", r.PerCPUSecond())
+			}
+		}
+		maxRounds = append(maxRounds, x.name+" "+strings.Join(vals, "/"))
+	}
+	if len(maxRounds) > 0 {
+		fmt.Fprintf(w, "  rounds, req per proxy CPU-second: %s\n", strings.Join(maxRounds, "; "))
+	}
 	if wp := wr.MaxWaypoint; wp.Err == nil && wp.Latency.Requests > 0 && wp.Usage.ReadCalls+wp.Usage.WriteCalls > 0 {
 		n := float64(wp.Latency.Requests)
 		fmt.Fprintf(w, "  waypoint read+write system calls per request: %.1f+%.1f (/proc/<pid>/io; nginx's recv/send are not counted there)\n",

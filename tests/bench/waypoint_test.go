@@ -213,3 +213,28 @@ func TestPrintReportWaypointOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestMedianRate picks the round with the median requests per CPU-second,
+// skipping failed rounds.
+func TestMedianRate(t *testing.T) {
+	rate := func(req int64, cpu time.Duration) MaxRate {
+		return MaxRate{Latency: Latency{Requests: req}, Usage: Usage{CPU: cpu}}
+	}
+	failed := MaxRate{Err: errors.New("fortio failed")}
+	for _, tc := range []struct {
+		name   string
+		rounds []MaxRate
+		want   float64
+		err    bool
+	}{
+		{"three rounds", []MaxRate{rate(300, time.Second), rate(100, time.Second), rate(200, time.Second)}, 200, false},
+		{"a failed round is skipped", []MaxRate{failed, rate(100, time.Second), rate(300, time.Second)}, 300, false},
+		{"all failed", []MaxRate{failed, failed}, 0, true},
+		{"none", nil, 0, true},
+	} {
+		got := medianRate(tc.rounds)
+		if (got.Err != nil) != tc.err || got.PerCPUSecond() != tc.want {
+			t.Errorf("%s: got %v req/CPU-s err %v, want %v err %v", tc.name, got.PerCPUSecond(), got.Err, tc.want, tc.err)
+		}
+	}
+}
