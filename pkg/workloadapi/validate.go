@@ -46,15 +46,22 @@ func validPort(p uint32) bool { return p <= math.MaxUint16 }
 // account as DefaultServiceAccount. It fails when the parts do not make a
 // valid SPIFFE ID; it never fails for a workload ValidateWorkload accepts.
 func WorkloadIdentity(w *Workload) (spiffeid.ID, error) {
-	td := w.GetTrustDomain()
-	if td == "" {
-		td = spiffe.DefaultTrustDomain
-	}
-	sa := w.GetServiceAccount()
-	if sa == "" {
-		sa = DefaultServiceAccount
-	}
+	td, sa := IdentityDefaults(w)
 	return spiffe.WorkloadID(td, w.GetNamespace(), sa)
+}
+
+// IdentityDefaults returns the trust domain and service account of w's
+// identity: spiffe.DefaultTrustDomain and DefaultServiceAccount where w
+// names none (Istio's defaults).
+func IdentityDefaults(w *Workload) (trustDomain, serviceAccount string) {
+	trustDomain, serviceAccount = w.GetTrustDomain(), w.GetServiceAccount()
+	if trustDomain == "" {
+		trustDomain = spiffe.DefaultTrustDomain
+	}
+	if serviceAccount == "" {
+		serviceAccount = DefaultServiceAccount
+	}
+	return trustDomain, serviceAccount
 }
 
 // ValidateWorkload checks a Workload received under the xDS resource name

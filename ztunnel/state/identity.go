@@ -3,7 +3,6 @@ package state
 import (
 	"strings"
 
-	"github.com/zmesh/zmesh/pkg/spiffe"
 	"github.com/zmesh/zmesh/pkg/workloadapi"
 )
 
@@ -18,14 +17,7 @@ const DefaultServiceAccount = workloadapi.DefaultServiceAccount
 // precomputes identities for lookups (Target.Identities,
 // Upstream.Identities).
 func Identity(w *workloadapi.Workload) string {
-	td := w.GetTrustDomain()
-	if td == "" {
-		td = spiffe.DefaultTrustDomain
-	}
-	sa := w.GetServiceAccount()
-	if sa == "" {
-		sa = DefaultServiceAccount
-	}
+	td, sa := workloadapi.IdentityDefaults(w)
 	var b strings.Builder
 	b.Grow(len("spiffe:///ns//sa/") + len(td) + len(w.GetNamespace()) + len(sa))
 	b.WriteString("spiffe://")
