@@ -99,7 +99,9 @@ func (b *body) readTrailer() error {
 	if len(b.c.hr.ends) == 0 {
 		return nil
 	}
-	t, err := parseFields(string(b.c.hr.buf), b.c.hr.ends, 0)
+	trailer := string(b.c.hr.buf)
+	b.c.hr.release()
+	t, err := parseFields(trailer, b.c.hr.ends, 0)
 	if err != nil {
 		return err
 	}

@@ -161,6 +161,7 @@ func (rr *ResponseReader) Read(req *http.Request) (*http.Response, error) {
 		return nil, fmt.Errorf("%w: empty head", errMalformedResponse)
 	}
 	head := string(rr.hr.buf)
+	rr.hr.release()
 	resp := &http.Response{Request: req}
 	if err := parseStatusLine(resp, head[:rr.hr.ends[0]]); err != nil {
 		return nil, err
@@ -311,7 +312,9 @@ func (b *chunkedResponseBody) readTrailer() error {
 	if len(hr.ends) == 0 {
 		return io.EOF
 	}
-	t, err := parseFields(string(hr.buf), hr.ends, 0)
+	trailer := string(hr.buf)
+	hr.release()
+	t, err := parseFields(trailer, hr.ends, 0)
 	if err != nil {
 		return fmt.Errorf("%w: trailer", errMalformedResponse)
 	}

@@ -61,6 +61,18 @@ func (hr *headReader) readBlock(limit int) error {
 	}
 }
 
+// maxKeptScratch bounds the scratch buffers a connection keeps between
+// requests: one unusually large head must not pin its size for the
+// connection's life.
+const maxKeptScratch = 16 << 10
+
+// release drops the block buffer when a large head grew it.
+func (hr *headReader) release() {
+	if cap(hr.buf) > maxKeptScratch {
+		hr.buf = nil
+	}
+}
+
 // readLine returns one line without its CRLF, valid until the next read.
 // A line must end in CRLF: a bare LF or CR is refused, as one a framing
 // peer could read differently.
@@ -123,6 +135,7 @@ func (hr *headReader) parseRequest(req *http.Request, maxHeaderBytes int, first 
 	}
 	// One string holds the whole head; the request's strings are parts of it.
 	head := string(hr.buf)
+	hr.release()
 	if err := parseRequestLine(req, head[:hr.ends[0]]); err != nil {
 		return err
 	}

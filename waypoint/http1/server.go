@@ -182,6 +182,9 @@ func (c *serverConn) serve(ctx context.Context, h http.Handler, parsed *http.Req
 	}
 	keep, err := w.finish()
 	c.pend = w.pending[:0]
+	if cap(c.head) > maxKeptScratch {
+		c.head = nil // a large response head must not stay pinned
+	}
 	if err != nil {
 		return false
 	}

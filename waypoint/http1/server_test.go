@@ -504,3 +504,20 @@ func TestPanicWhileBodyIsRead(t *testing.T) {
 		t.Errorf("got %q after a panic", out)
 	}
 }
+
+// TestLargeHeadIsNotKept: the scratch a large head grew is dropped once
+// parsed, so one big request does not pin its size for the connection.
+func TestLargeHeadIsNotKept(t *testing.T) {
+	in := "GET / HTTP/1.1\r\nHost: h\r\nX: " + strings.Repeat("a", 2*maxKeptScratch) + "\r\n\r\n"
+	hr := headReader{br: bufio.NewReader(strings.NewReader(in + "GET / HTTP/1.1\r\nHost: h\r\n\r\n"))}
+	var req http.Request
+	if err := hr.parseRequest(&req, 96<<10, true); err != nil {
+		t.Fatal(err)
+	}
+	if len(req.Header.Get("X")) != 2*maxKeptScratch || cap(hr.buf) != 0 {
+		t.Fatalf("header %d bytes, scratch kept %d", len(req.Header.Get("X")), cap(hr.buf))
+	}
+	if err := hr.parseRequest(&req, 96<<10, false); err != nil || cap(hr.buf) > maxKeptScratch {
+		t.Fatalf("next request: %v, scratch %d", err, cap(hr.buf))
+	}
+}
