@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -20,6 +21,12 @@ func testCurl(t *testing.T, src *cluster.Pod, vipURL string) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed (make packages installs it)")
 	}
+	// The scenario before may have just removed its routes: wait until
+	// the default route serves again.
+	waitFor(t, "the default route serves /curl/", func() (bool, string) {
+		r, err := request(src, http.MethodGet, vipURL+"/curl/probe", nil)
+		return err == nil && r.Status == http.StatusOK, describe(r, err)
+	})
 	big := strings.Repeat("z", 256<<10)
 	for _, tc := range []struct {
 		name   string

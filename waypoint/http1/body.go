@@ -27,6 +27,9 @@ type body struct {
 	err     error // sticky read error
 	// expect100 is set while "100 Continue" is owed before the first read.
 	expect100 bool
+	// expected says the request asked for "100 Continue"; set before the
+	// handler runs, then only read (no lock).
+	expected bool
 }
 
 func (b *body) Read(p []byte) (int, error) {
@@ -155,6 +158,20 @@ func (b *body) finish() bool {
 		}
 	}
 	return false
+}
+
+// continueOwed reports whether the client may still wait for "100
+// Continue". It does not wait for a read in progress (which may block on
+// the client): then the answer is yes.
+func (b *body) continueOwed() bool {
+	if !b.expected {
+		return false
+	}
+	if !b.mu.TryLock() {
+		return true
+	}
+	defer b.mu.Unlock()
+	return b.expect100
 }
 
 // keepable reports whether, the handler being done, the connection can

@@ -166,7 +166,7 @@ func (w *response) commit(final bool) error {
 	w.c.startHead()
 	w.committed = true
 	switch {
-	case w.c.continueOwed():
+	case w.body != nil && w.body.continueOwed():
 		// The client waits for "100 Continue" before sending its body, and
 		// the body will not be read: only closing frees the connection.
 		w.closeAfter = true

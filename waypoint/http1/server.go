@@ -105,9 +105,6 @@ type serverConn struct {
 	// reader may write "100 Continue" from another goroutine until then.
 	wmu      sync.Mutex
 	headSent bool
-	// expect is the current request's body while it waits for "100
-	// Continue"; nil otherwise.
-	expect *body
 	// peer, when the connection can tell, reports the client's end of
 	// sending; cancel ends the current request's context.
 	peer   peerWatcher
@@ -159,13 +156,10 @@ func (c *serverConn) serve(ctx context.Context, h http.Handler, parsed *http.Req
 	c.wmu.Lock()
 	c.headSent = false
 	c.wmu.Unlock()
-	c.expect = nil
 	if b != nil {
 		req.Body = b
-		if len(expect) > 0 {
-			b.expect100 = true
-			c.expect = b
-		}
+		b.expected = len(expect) > 0
+		b.expect100 = b.expected
 	} else {
 		if req.Body == nil {
 			req.Body = http.NoBody
@@ -235,21 +229,6 @@ func (c *serverConn) sendContinue() error {
 		return err
 	}
 	return c.bw.Flush()
-}
-
-// continueOwed reports whether the client may still wait for "100
-// Continue". It does not wait for a read in progress (which may block on
-// the client): then the answer is yes.
-func (c *serverConn) continueOwed() bool {
-	b := c.expect
-	if b == nil {
-		return false
-	}
-	if !b.mu.TryLock() {
-		return true
-	}
-	defer b.mu.Unlock()
-	return b.expect100
 }
 
 // refuse answers a request the server cannot take, and the connection

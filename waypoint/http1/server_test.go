@@ -13,15 +13,18 @@ import (
 	"time"
 )
 
-// exchange serves one loopback TCP connection with h, writes in, half-
-// closes, and returns all the server wrote until it closed.
-func exchange(t testing.TB, h http.Handler, opts Options, in string) string {
+// serveOne serves one loopback TCP connection with h under ctx and
+// returns the client's end (closed at cleanup, deadline 10 s) and a
+// channel closed when the server side is done. The server drains its input
+// before closing: unread input would turn the close into a reset that can
+// drop the answer.
+func serveOne(t testing.TB, ctx context.Context, h http.Handler, opts Options) (net.Conn, <-chan struct{}) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { _ = ln.Close() })
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -29,9 +32,7 @@ func exchange(t testing.TB, h http.Handler, opts Options, in string) string {
 		if err != nil {
 			return
 		}
-		Serve(context.Background(), c, h, opts)
-		// Drain before closing: unread input would turn the close into a
-		// reset that can drop the answer.
+		Serve(ctx, c, h, opts)
 		_ = c.(*net.TCPConn).CloseWrite()
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, _ = io.Copy(io.Discard, c)
@@ -41,8 +42,16 @@ func exchange(t testing.TB, h http.Handler, opts Options, in string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() })
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, done
+}
+
+// exchange serves one loopback TCP connection with h, writes in, half-
+// closes, and returns all the server wrote until it closed.
+func exchange(t testing.TB, h http.Handler, opts Options, in string) string {
+	t.Helper()
+	c, done := serveOne(t, context.Background(), h, opts)
 	if _, err := io.WriteString(c, in); err != nil {
 		t.Fatal(err)
 	}
@@ -372,29 +381,12 @@ func TestHTTP2Preface(t *testing.T) {
 }
 
 func TestContextEndsWithConnection(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	started, ended := make(chan struct{}), make(chan struct{})
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		Serve(ctx, c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			close(started)
-			<-r.Context().Done()
-		}), Options{})
-		close(ended)
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	started := make(chan struct{})
+	c, ended := serveOne(t, ctx, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-r.Context().Done()
+	}), Options{})
 	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 	<-started
 	cancel()
@@ -410,36 +402,18 @@ func TestContextEndsWithConnection(t *testing.T) {
 // body writer does) gets its answer to the client, which may wait for it
 // before sending the rest of the body.
 func TestEarlyAnswerWhileBodyIsRead(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	readerDone := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		Serve(context.Background(), c, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			started := make(chan struct{})
-			go func() {
-				close(started)
-				_, err := io.ReadAll(r.Body)
-				readerDone <- err
-			}()
-			<-started
-			time.Sleep(20 * time.Millisecond) // let the reader block on the client
-			w.WriteHeader(http.StatusForbidden)
-		}), Options{})
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c, _ := serveOne(t, context.Background(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		started := make(chan struct{})
+		go func() {
+			close(started)
+			_, err := io.ReadAll(r.Body)
+			readerDone <- err
+		}()
+		<-started
+		time.Sleep(20 * time.Millisecond) // let the reader block on the client
+		w.WriteHeader(http.StatusForbidden)
+	}), Options{})
 	_, _ = io.WriteString(c, "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\nabc")
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
@@ -459,31 +433,13 @@ func TestEarlyAnswerWhileBodyIsRead(t *testing.T) {
 // bytes of the next request are already buffered.
 func TestAnswerBeforeTheNextRequestIsWhole(t *testing.T) {
 	for _, next := range []string{"\r\n", "GET /x HTT"} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-			Serve(context.Background(), c, echo, Options{})
-		}()
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		c, _ := serveOne(t, context.Background(), echo, Options{})
 		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n"+next)
 		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 		if err != nil {
 			t.Fatalf("next request starting %q: no answer: %v", next, err)
 		}
 		_ = resp.Body.Close()
-		_ = c.Close()
-		_ = ln.Close()
 	}
 }
 

@@ -83,14 +83,10 @@ func (c *trackedConn) CloseWrite() error {
 	return nil
 }
 
-// Close gives net/http a TCP socket's close: what was written is delivered
-// (END_STREAM first), and only then is the stream ended. A tunnel stream's
-// own Close resets it, and a reset lets the client's side drop a response
-// still in flight; net/http closes right after its last response when the
-// connection is not kept alive.
+// Close gives net/http a TCP socket's close (endStream): net/http closes
+// right after its last response when the connection is not kept alive.
 func (c *trackedConn) Close() error {
-	_ = c.CloseWrite()
-	err := c.Conn.Close()
+	err := endStream(c.Conn)
 	c.onClose()
 	return err
 }

@@ -102,13 +102,18 @@ func (h *Handler) serveHTTP(ctx context.Context, conn net.Conn, d *proxy.Downstr
 		Log:            h.log,
 		HTTP2:          func(c net.Conn) { h.serveHTTP2(ctx, c) },
 	})
-	// A tunnel stream's own Close resets it, and a reset lets the client's
-	// side drop a response still in flight: END_STREAM first, as a TCP
-	// socket's close delivers what was written.
+	_ = endStream(conn)
+}
+
+// endStream closes a tunnel stream as a TCP socket's close would: what
+// was written is delivered (END_STREAM first), and only then is the stream
+// ended. A stream's own Close resets it, and a reset lets the client's
+// side drop a response still in flight.
+func endStream(conn net.Conn) error {
 	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
 	}
-	_ = conn.Close()
+	return conn.Close()
 }
 
 // maxHeaderBytes bounds a request's head.
