@@ -629,7 +629,7 @@ func (cc *clientConn) writeData(st *ClientStream, end bool, p []byte) error {
 			_ = cc.w.flushUnlock(nil)
 			return serr
 		}
-		err = cc.w.flushUnlock(cc.w.putDataFrame(st.id, end, p))
+		err = cc.w.flushUnlock(cc.w.putDataGather(st.id, end, p))
 	}
 	if err != nil {
 		cc.close(err)

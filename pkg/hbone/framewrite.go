@@ -2,6 +2,7 @@ package hbone
 
 import (
 	"bufio"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -40,7 +41,9 @@ var joinedPool = sync.Pool{New: func() any { b := make([]byte, 0, maxJoinedBytes
 // copies the frame and returns at once; flushUnlock sends joined frames,
 // in the order they were joined, before it releases the lock (looping while
 // more arrive), so a burst of small frames from many streams costs one TLS
-// write and one system call rather than one each. A joined frame that
+// write and one system call rather than one each. So that such a burst
+// joins even when the writers share one processor, a goroutine about to
+// send a small DATA frame first yields once (gather). A joined frame that
 // cannot be sent fails the connection, which resets its stream.
 type frameWriter struct {
 	wmu  sync.Mutex // held by the writing goroutine (lock to flushUnlock); guards bw and corking
@@ -70,9 +73,18 @@ func (w *frameWriter) lock() {
 
 // flushUnlock sends what was written since lock (unless err, the outcome
 // of those writes, is set) and every frame joined meanwhile, then releases
-// the lock. It returns the first error.
+// the lock. Frames joined before the send go out in the same socket write;
+// it loops while more arrive. It returns the first error.
 func (w *frameWriter) flushUnlock(err error) error {
 	for {
+		w.jmu.Lock()
+		batch := w.joined
+		w.joined = nil
+		w.jmu.Unlock()
+		if batch != nil && err == nil {
+			_, err = w.bw.Write(*batch)
+		}
+		putJoined(batch)
 		if err == nil {
 			err = w.bw.Flush()
 		}
@@ -80,12 +92,12 @@ func (w *frameWriter) flushUnlock(err error) error {
 			err = uerr
 		}
 		w.jmu.Lock()
-		batch := w.joined
-		w.joined = nil
 		if err != nil && w.err == nil {
 			w.err = err
 		}
-		if batch == nil || err != nil {
+		if w.joined == nil || err != nil {
+			batch = w.joined
+			w.joined = nil
 			w.busy = false
 			w.jmu.Unlock()
 			putJoined(batch)
@@ -94,8 +106,6 @@ func (w *frameWriter) flushUnlock(err error) error {
 		}
 		w.jmu.Unlock()
 		w.cork.cork()
-		_, err = w.bw.Write(*batch)
-		putJoined(batch)
 	}
 }
 
@@ -141,8 +151,30 @@ func (w *frameWriter) writeData(id uint32, end bool, p []byte) error {
 		return err
 	}
 	w.lock()
-	return w.flushUnlock(w.putDataFrame(id, end, p))
+	return w.flushUnlock(w.putDataGather(id, end, p))
 }
+
+// putDataGather writes a DATA frame like putDataFrame and, when its payload
+// is small enough to be joined, gives the goroutines that are ready to run
+// a turn before the caller sends it (gather). The caller holds the lock.
+func (w *frameWriter) putDataGather(id uint32, end bool, p []byte) error {
+	err := w.putDataFrame(id, end, p)
+	if err == nil && len(p) <= maxJoinedData {
+		w.gather()
+	}
+	return err
+}
+
+// gather yields the processor once while the caller holds the lock and
+// w is marked busy. A read that woke several streams at once (a burst of
+// requests on separate streams, or their answers) has made their
+// goroutines ready to run; they now run first, and the small frames they
+// write join the caller's batch (joinData) instead of each taking the lock
+// for a TLS write and a system call of its own. That is an event loop's
+// write coalescing: the whole burst leaves in one socket write, and the
+// peer reads it with one wake-up. When nothing else is ready to run the
+// yield returns at once. The caller holds the lock.
+func (w *frameWriter) gather() { runtime.Gosched() }
 
 // putDataFrame writes a DATA frame's header and payload to bw without
 // assembling the frame in a separate buffer (as http2.Framer.WriteData

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -217,4 +218,41 @@ func TestFrameWriterConcurrentStreams(t *testing.T) {
 	c.mu.Lock()
 	t.Logf("%d frames in %d socket writes", streams*frames, len(c.writes))
 	c.mu.Unlock()
+}
+
+// TestFrameWriterGathersReadyWriters makes several stream writers ready to
+// run at once on a single processor (as one read that wakes many streams
+// does) and checks that their frames leave in one socket write: the first
+// writer yields before sending (gather) and the others join its batch.
+func TestFrameWriterGathersReadyWriters(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	c := &gatedConn{}
+	w := newTestFrameWriter(c)
+	const streams = 8
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for s := range streams {
+		wg.Go(func() {
+			<-start
+			if err := w.writeData(uint32(2*s+1), true, fmt.Appendf(nil, "answer %d", s)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	runtime.Gosched() // let every writer block on start
+	close(start)
+	wg.Wait()
+
+	c.mu.Lock()
+	writes := len(c.writes)
+	c.mu.Unlock()
+	// One write; two when the race detector's randomised scheduler lets
+	// the first writer resume before the last has joined. Without gather
+	// every frame takes its own.
+	if writes > 2 {
+		t.Errorf("%d frames ready at once took %d socket writes, want 1", streams, writes)
+	}
+	if got := readDataFrames(t, c.all()); len(got) != streams {
+		t.Errorf("%d frames sent, want %d", len(got), streams)
+	}
 }
