@@ -302,7 +302,10 @@ func TestWaypoint(t *testing.T) {
 			t.Errorf("requests were not tunnelled (%d segments, plaintext seen: %v)", len(segs), cluster.Contains(segs, []byte("GET /via-waypoint")))
 		}
 		for _, f := range cluster.Flows(segs) {
-			if f.Src.Port() != 15008 && f.Dst.Port() != 15008 {
+			// The waypoint's span export to the collector outside the
+			// mesh (tools-0, node1) may cross the link meanwhile.
+			otlp := f.Dst.Port() == collectorPort || f.Src.Port() == collectorPort
+			if f.Src.Port() != 15008 && f.Dst.Port() != 15008 && !otlp {
 				t.Errorf("flow %v on the node link is not HBONE", f)
 			}
 		}
