@@ -4,7 +4,9 @@
 // is parsed into one string, nothing is sorted or cloned, and no goroutine
 // reads the connection while the handler runs. A request's context still
 // ends when its client goes away: with the connection's context, and when
-// the connection reports the client's end of sending (peerWatcher).
+// the connection reports the client's end of sending (peerWatcher). A
+// connection that goes an hour without a request being served is closed,
+// as Envoy closes idle downstream connections (Options.IdleTimeout).
 //
 // It is strict where a lenient reading could differ from another hop's:
 // lines must end in CRLF, obsolete line folding, a request with both
@@ -24,6 +26,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Options configures Serve.
@@ -37,6 +40,10 @@ type Options struct {
 	HTTP2 func(conn net.Conn)
 	// Log records handler panics. Default discards.
 	Log *slog.Logger
+	// IdleTimeout closes the connection once it has gone that long
+	// without a request being served (waiting for, or reading, the next
+	// request's head). Zero means DefaultIdleTimeout; negative disables.
+	IdleTimeout time.Duration
 }
 
 // Serve reads requests from conn and answers them with h, one after the
@@ -65,9 +72,15 @@ func Serve(ctx context.Context, conn net.Conn, h http.Handler, opts Options) {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
+	idle := startIdleWatch(conn, opts.IdleTimeout)
+	defer idle.stop()
 	for first := true; ; first = false {
 		var parsed http.Request
 		err := c.hr.parseRequest(&parsed, c.maxHeaderBytes, first)
+		idle.busy()
 		if err != nil {
 			if errors.Is(err, errPreface) && opts.HTTP2 != nil {
 				opts.HTTP2(&replayConn{Conn: conn, r: c.br})
@@ -82,6 +95,7 @@ func Serve(ctx context.Context, conn net.Conn, h http.Handler, opts Options) {
 		if err := c.bw.Flush(); err != nil || !keep {
 			return
 		}
+		idle.idle()
 	}
 }
 

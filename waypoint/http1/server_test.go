@@ -477,3 +477,63 @@ func TestLargeHeadIsNotKept(t *testing.T) {
 		t.Fatalf("next request: %v, scratch %d", err, cap(hr.buf))
 	}
 }
+
+// TestIdleTimeout: a connection with no request being served for the idle
+// timeout is closed, whether it waits between requests or holds part of a
+// head; a request served for longer than the timeout is not cut; a
+// negative timeout disables the watch.
+func TestIdleTimeout(t *testing.T) {
+	const timeout = 150 * time.Millisecond
+	slow := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(3 * timeout)
+		}
+		_, _ = io.WriteString(w, "done")
+	})
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration
+		in      string // written at once, then the connection is left idle
+		answers int    // complete answers expected before the close
+		closed  bool
+	}{
+		{"idle after an answer", timeout, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", 1, true},
+		{"never sends", timeout, "", 0, true},
+		{"stalls in a head", timeout, "GET / HTTP/1.1\r\nHost:", 0, true},
+		{"slow request is not cut", timeout, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n", 1, true},
+		{"disabled", -1, "GET / HTTP/1.1\r\nHost: h\r\n\r\n", 1, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, ended := serveOne(t, context.Background(), slow, Options{IdleTimeout: tc.timeout})
+			if _, err := io.WriteString(c, tc.in); err != nil {
+				t.Fatal(err)
+			}
+			br := bufio.NewReader(c)
+			for i := range tc.answers {
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					t.Fatalf("answer %d: %v", i, err)
+				}
+				b, err := io.ReadAll(resp.Body)
+				_ = resp.Body.Close()
+				if err != nil || string(b) != "done" {
+					t.Fatalf("answer %d: %q, %v", i, b, err)
+				}
+			}
+			wait := 10 * time.Second
+			if !tc.closed {
+				wait = 5 * timeout
+			}
+			select {
+			case <-ended:
+				if !tc.closed {
+					t.Fatal("the connection was closed with the idle timeout disabled")
+				}
+			case <-time.After(wait):
+				if tc.closed {
+					t.Fatal("the idle connection was not closed")
+				}
+			}
+		})
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"sync"
+
+	"github.com/zmesh/zmesh/waypoint/http1"
 )
 
 var discardLog = log.New(io.Discard, "", 0)
@@ -21,6 +23,7 @@ func (h *Handler) serveHTTP2(ctx context.Context, conn net.Conn) {
 		Protocols:      &protos,
 		ErrorLog:       discardLog,
 		MaxHeaderBytes: maxHeaderBytes,
+		IdleTimeout:    http1.DefaultIdleTimeout,
 		BaseContext:    func(net.Listener) context.Context { return ctx },
 	}
 	ln := newOneConn(conn)
