@@ -23,6 +23,10 @@ type LoadSpec struct {
 	BodyBytes int
 	// Pin, when set, runs fortio under taskset -c Pin (a CPU list).
 	Pin string
+	// Uniform spreads each connection's requests over the period (fortio
+	// -uniform). By default fortio's connections send at the same
+	// instants: a burst of Conns requests every Conns/QPS seconds.
+	Uniform bool
 }
 
 // Latency is what a fortio run measured.
@@ -52,6 +56,9 @@ func runFortio(ctx context.Context, c *cluster.Cluster, fortio, dir string, p *P
 	out := filepath.Join(dir, "fortio-"+p.Name+".json")
 	args := []string{"load", "-qps", strconv.Itoa(s.QPS), "-c", strconv.Itoa(s.Conns),
 		"-r", "0.000001", "-p", "50,90,99", "-json", out, "-quiet", "-allow-initial-errors"}
+	if s.Uniform {
+		args = append(args, "-uniform")
+	}
 	if s.Requests > 0 {
 		args = append(args, "-n", strconv.Itoa(s.Requests))
 	} else {

@@ -32,6 +32,7 @@ func main() {
 	flag.DurationVar(&cfg.IperfDuration, "iperf-time", cfg.IperfDuration, "iperf3 run length")
 	flag.DurationVar(&cfg.Load.Duration, "http-time", cfg.Load.Duration, "fortio run length")
 	flag.IntVar(&cfg.Load.QPS, "qps", cfg.Load.QPS, "fortio request rate")
+	flag.BoolVar(&cfg.Load.Uniform, "uniform", cfg.Load.Uniform, "spread each connection's requests over the period (fortio -uniform) instead of fortio's lockstep bursts")
 	flag.IntVar(&cfg.IdleConns, "idle-conns", cfg.IdleConns, "idle connections held through each proxied path")
 	flag.BoolVar(&cfg.Ghostunnel, "ghostunnel", cfg.Ghostunnel, "add the two-ghostunnel-hops comparison (built once when missing)")
 	flag.BoolVar(&cfg.Waypoint, "waypoint", cfg.Waypoint, "add the waypoint scenario (ztunnel -> waypoint -> ztunnel vs ztunnel only, and one-core max req/s vs nginx)")

@@ -115,6 +115,7 @@ func printReport(w io.Writer, r *Results) {
 	fmt.Fprintf(w, "  (medians of %d interleaved rounds of iperf3 -t %v and fortio %s at -r 0.000001; new connections: %d dialers,\n"+
 		"   each connection a 1-byte echo round trip, at most %d or %v)\n",
 		max(1, cfg.Rounds), cfg.IperfDuration, run, cfg.ConnRateWorkers, cfg.ConnRateMax, cfg.ConnRateDuration)
+	fmt.Fprintf(w, "  (HTTP arrivals: %s)\n", arrivals(cfg.Load))
 	fmt.Fprintf(w, "  (1-byte echo: %d round trips over one connection with the path idle in between, so every process on it\n"+
 		"   sleeps and must be woken once per direction: the direct path wakes two, each proxy adds two more. It is the\n"+
 		"   machine's floor under the latency rows: a pair of proxies adds about twice the direct figure before any work)\n", cfg.PingCount)
@@ -298,4 +299,13 @@ func signedDur(d time.Duration) string {
 
 func fmtKB(kb int64) string {
 	return fmt.Sprintf("%.1f MB", float64(kb)/1024)
+}
+
+// arrivals describes how the HTTP load's requests arrive.
+func arrivals(l LoadSpec) string {
+	if l.Uniform {
+		return "each connection's requests spread over the period (fortio -uniform)"
+	}
+	return fmt.Sprintf("fortio's default, the %d connections send in lockstep: a burst of %d requests every %v", l.Conns, l.Conns,
+		time.Duration(float64(time.Second)*float64(l.Conns)/float64(max(1, l.QPS))))
 }

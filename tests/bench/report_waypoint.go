@@ -75,6 +75,7 @@ func printWaypoint(w io.Writer, r *Results) {
 	}
 	fmt.Fprintf(w, "  (medians of %d interleaved rounds of fortio %s at -r 0.000001; p99 µs per round: %s)\n",
 		max(1, cfg.Rounds), run, strings.Join(rounds, ", "))
+	fmt.Fprintf(w, "  (HTTP arrivals: %s)\n", arrivals(cfg.Load))
 
 	client := "unpinned"
 	if wr.ClientCPUs != "" {
