@@ -72,7 +72,7 @@ func runFortio(ctx context.Context, c *cluster.Cluster, fortio, dir string, p *P
 		path, args = "taskset", append([]string{"-c", s.Pin, fortio}, args...)
 	}
 	if log, err := c.Run(ctx, cluster.ProcessSpec{Netns: p.Client.Netns, Path: path, Args: args}); err != nil {
-		return Latency{}, fmt.Errorf("fortio %s: %w: %s", p.Name, err, lastLines(string(log), 3))
+		return Latency{}, fmt.Errorf("fortio %s: %w: %s", p.Name, err, cluster.LastLines(string(log), 3))
 	}
 	b, err := os.ReadFile(out)
 	if err != nil {

@@ -52,7 +52,7 @@ func runIperf(ctx context.Context, c *cluster.Cluster, iperf3 string, p *Path, d
 		if perr == nil && res.Error != "" {
 			return Throughput{}, fmt.Errorf("iperf3 %s: %s: %w", p.Name, res.Error, err)
 		}
-		return Throughput{}, fmt.Errorf("iperf3 %s: %w: %s", p.Name, err, lastLines(string(out), 3))
+		return Throughput{}, fmt.Errorf("iperf3 %s: %w: %s", p.Name, err, cluster.LastLines(string(out), 3))
 	}
 	if perr != nil {
 		return Throughput{}, fmt.Errorf("iperf3 %s: %w", p.Name, perr)

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/zmesh/zmesh/tests/e2e/cluster"
 )
 
 // Pinned tool versions. fortio and ghostunnel are installed as tools under
@@ -181,7 +183,7 @@ func runQuiet(ctx context.Context, env []string, dir, name string, args ...strin
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, lastLines(string(out), 5))
+		return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, cluster.LastLines(string(out), 5))
 	}
 	return nil
 }
@@ -190,17 +192,9 @@ func runQuiet(ctx context.Context, env []string, dir, name string, args ...strin
 func exitDetail(err error) error {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) && len(ee.Stderr) > 0 {
-		return fmt.Errorf("%w: %s", err, lastLines(string(ee.Stderr), 5))
+		return fmt.Errorf("%w: %s", err, cluster.LastLines(string(ee.Stderr), 5))
 	}
 	return err
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, " | ")
 }
 
 // ensureTools finds or installs every tool. iperf3 and fortio are required;

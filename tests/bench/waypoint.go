@@ -290,7 +290,7 @@ http {
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("nginx not serving %s: %w: %s", url, err, lastLines(proc.Log(), 3))
+			return nil, fmt.Errorf("nginx not serving %s: %w: %s", url, err, cluster.LastLines(proc.Log(), 3))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -74,6 +74,23 @@ func TestControlPlaneStopAndStrays(t *testing.T) {
 		t.Error("stubborn process still running after Stop")
 	}
 
+	// Waiting for a process that exits at start-up ends at once, with its
+	// log, instead of at the deadline.
+	failing, err := c.StartProcess(cluster.ProcessSpec{
+		Name: "failing", Netns: pod.Netns, Path: "/bin/sh",
+		Args: []string{"-c", `echo "bind: address already in use" >&2; exit 3`},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = cluster.WaitProcessReady(ctx, failing, pod.Netns.HTTPClient(time.Second), "http://127.0.0.1:1/healthz/ready")
+	if err == nil || !strings.Contains(err.Error(), "exited") || !strings.Contains(err.Error(), "address already in use") {
+		t.Errorf("WaitProcessReady for a process that exited: %v, want its exit and log", err)
+	}
+	if ctx.Err() != nil {
+		t.Error("WaitProcessReady waited for the deadline")
+	}
+
 	// A stray process in a pod namespace goes with Close.
 	stray := exec.Command("ip", "netns", "exec", pod.Netns.Name, "sleep", "30")
 	if err := stray.Start(); err != nil {

@@ -413,7 +413,14 @@ func (m *Mesh) StopZtunnel(node string) {
 
 // WaitReady waits for node's ztunnel to answer /healthz/ready.
 func (m *Mesh) WaitReady(ctx context.Context, node string) error {
-	if err := cluster.WaitReady(ctx, &http.Client{Timeout: time.Second}, "http://"+m.ZtunnelHTTP[node].Ready+"/healthz/ready"); err != nil {
+	client, url := &http.Client{Timeout: time.Second}, "http://"+m.ZtunnelHTTP[node].Ready+"/healthz/ready"
+	var err error
+	if p := m.ZtunnelProcs[node]; p != nil {
+		err = cluster.WaitProcessReady(ctx, p, client, url)
+	} else {
+		err = cluster.WaitReady(ctx, client, url)
+	}
+	if err != nil {
 		return fmt.Errorf("ztunnel %s: %w", node, err)
 	}
 	return nil
@@ -453,7 +460,7 @@ func (m *Mesh) StartWaypoint(ctx context.Context, pod string) error {
 	m.WaypointProcs[pod] = proc
 	m.closers = append(m.closers, func() { _ = proc.Stop() })
 	url := fmt.Sprintf("http://%s/healthz/ready", net.JoinHostPort(p.IP.String(), fmt.Sprint(WaypointReadyPort)))
-	if err := cluster.WaitReady(ctx, p.Netns.HTTPClient(time.Second), url); err != nil {
+	if err := cluster.WaitProcessReady(ctx, proc, p.Netns.HTTPClient(time.Second), url); err != nil {
 		return fmt.Errorf("waypoint %s: %w", pod, err)
 	}
 	return nil
