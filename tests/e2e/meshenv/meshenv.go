@@ -13,10 +13,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"k8s.io/apimachinery/pkg/runtime"
@@ -380,12 +382,11 @@ func (m *Mesh) StartZtunnel(ctx context.Context, node string) error {
 func (m *Mesh) startZtunnelProcess(cfg ztunnelapp.Config) error {
 	addrs := ZtunnelAddrs{}
 	for _, a := range []*string{&addrs.Admin, &addrs.Metrics, &addrs.Ready} {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := freeLoopbackAddr()
 		if err != nil {
 			return err
 		}
-		*a = ln.Addr().String()
-		_ = ln.Close()
+		*a = addr
 	}
 	p, err := m.Cluster.StartProcess(cluster.ProcessSpec{
 		Name: "ztunnel-" + cfg.NodeName, Path: m.ztBinary,
@@ -400,6 +401,25 @@ func (m *Mesh) startZtunnelProcess(cfg ztunnelapp.Config) error {
 	m.ZtunnelProcs[cfg.NodeName] = p
 	m.ZtunnelHTTP[cfg.NodeName] = addrs
 	return nil
+}
+
+// freeLoopbackAddr returns a loopback address, free when checked, for a
+// child process to listen on. The port is drawn below Linux's default
+// ephemeral range (32768-60999), so the outgoing connections made before
+// the child binds it cannot take it meanwhile, as they can a port that
+// listening on port 0 handed out.
+func freeLoopbackAddr() (string, error) {
+	var err error
+	for range 50 {
+		var ln net.Listener
+		ln, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12768))))
+		if err == nil {
+			addr := ln.Addr().String()
+			_ = ln.Close()
+			return addr, nil
+		}
+	}
+	return "", fmt.Errorf("no free loopback port: %w", err)
 }
 
 // StopZtunnel stops node's ztunnel (its pods stay captured).
