@@ -8,12 +8,13 @@ import (
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/zmesh/zmesh/pkg/spiffe"
 )
 
-// ErrInvalid is wrapped by every error ValidateWorkload and ValidateService
-// return: errors.Is(err, ErrInvalid) tells a malformed resource (to be
+// ErrInvalid is wrapped by every error ValidateAddress, ValidateWorkload
+// and ValidateService return: errors.Is(err, ErrInvalid) tells a malformed resource (to be
 // NACKed) from other failures.
 var ErrInvalid = errors.New("invalid resource")
 
@@ -23,19 +24,6 @@ const DefaultServiceAccount = "default"
 
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%s: %w", fmt.Sprintf(format, args...), ErrInvalid)
-}
-
-// AddrFromBytes converts a raw 4- or 16-byte address, as the workload API
-// carries them; ok is false for any other length. A 16-byte IPv4-mapped
-// address stays IPv6-shaped.
-func AddrFromBytes(b []byte) (netip.Addr, bool) {
-	switch len(b) {
-	case 4:
-		return netip.AddrFrom4([4]byte(b)), true
-	case 16:
-		return netip.AddrFrom16([16]byte(b)), true
-	}
-	return netip.Addr{}, false
 }
 
 func validPort(p uint32) bool { return p <= math.MaxUint16 }
@@ -64,6 +52,31 @@ func IdentityDefaults(w *Workload) (trustDomain, serviceAccount string) {
 	return trustDomain, serviceAccount
 }
 
+// ValidateAddress checks an Address resource m received under the xDS
+// resource name name: it must be an *Address holding either a workload
+// (ValidateWorkload) or a service (ValidateService). It returns the one
+// it holds, the other nil; an error wraps ErrInvalid and says which kind
+// failed ("workload: ..." or "service: ...").
+func ValidateAddress(name string, m proto.Message) (*Workload, *Service, error) {
+	a, ok := m.(*Address)
+	if !ok {
+		return nil, nil, fmt.Errorf("message is %T, want *workloadapi.Address: %w", m, ErrInvalid)
+	}
+	if w := a.GetWorkload(); w != nil {
+		if err := ValidateWorkload(name, w); err != nil {
+			return nil, nil, fmt.Errorf("workload: %w", err)
+		}
+		return w, nil, nil
+	}
+	if svc := a.GetService(); svc != nil {
+		if err := ValidateService(name, svc); err != nil {
+			return nil, nil, fmt.Errorf("service: %w", err)
+		}
+		return nil, svc, nil
+	}
+	return nil, nil, fmt.Errorf("address is neither workload nor service: %w", ErrInvalid)
+}
+
 // ValidateWorkload checks a Workload received under the xDS resource name
 // name and returns the first problem found, as an error wrapping ErrInvalid,
 // or nil. It requires a uid equal to name and a namespace; 4- or 16-byte
@@ -85,7 +98,7 @@ func ValidateWorkload(name string, w *Workload) error {
 		return invalidf("workload has no namespace")
 	}
 	for i, a := range w.GetAddresses() {
-		if _, ok := AddrFromBytes(a); !ok {
+		if _, ok := netip.AddrFromSlice(a); !ok {
 			return invalidf("address %d has %d bytes, want 4 or 16", i, len(a))
 		}
 	}
@@ -152,7 +165,7 @@ func validateGateway(field string, g *GatewayAddress) error {
 // validateNetworkAddress checks a NetworkAddress: 4 or 16 bytes and an
 // optional prefix length within the address's bits.
 func validateNetworkAddress(a *NetworkAddress) error {
-	ip, ok := AddrFromBytes(a.GetAddress())
+	ip, ok := netip.AddrFromSlice(a.GetAddress())
 	if !ok {
 		return invalidf("network address has %d bytes, want 4 or 16", len(a.GetAddress()))
 	}

@@ -82,36 +82,24 @@ type address struct {
 	wl  *Workload
 }
 
-// compileAddress validates a with the workload API's shared rules
-// (workloadapi.ValidateWorkload, workloadapi.ValidateService, the same
-// ztunnel applies, so both proxies refuse the same resources) and compiles
-// it. The rules also tie name to the entry's key (workload uid or
+// compileAddress validates m with the workload API's shared rules
+// (workloadapi.ValidateAddress, the same ztunnel applies, so both proxies
+// refuse the same resources) and compiles it. The rules also tie name to the entry's key (workload uid or
 // "<namespace>/<hostname>"): two names for one entry would let the removal
 // of either drop it. Every error wraps workloadapi.ErrInvalid.
 func compileAddress(name string, m proto.Message) (address, error) {
-	a, ok := m.(*workloadapi.Address)
-	if !ok {
-		return address{}, fmt.Errorf("message is %T, want *workloadapi.Address: %w", m, workloadapi.ErrInvalid)
+	wl, svc, err := workloadapi.ValidateAddress(name, m)
+	if err != nil {
+		return address{}, err
 	}
-	switch {
-	case a.GetService() != nil:
-		svc := a.GetService()
-		if err := workloadapi.ValidateService(name, svc); err != nil {
-			return address{}, fmt.Errorf("service: %w", err)
-		}
+	if svc != nil {
 		return address{svc: compileService(svc)}, nil
-	case a.GetWorkload() != nil:
-		wl := a.GetWorkload()
-		if err := workloadapi.ValidateWorkload(name, wl); err != nil {
-			return address{}, fmt.Errorf("workload: %w", err)
-		}
-		w, err := compileWorkload(wl)
-		if err != nil {
-			return address{}, fmt.Errorf("workload: %w", err)
-		}
-		return address{wl: w}, nil
 	}
-	return address{}, fmt.Errorf("address is neither workload nor service: %w", workloadapi.ErrInvalid)
+	w, err := compileWorkload(wl)
+	if err != nil {
+		return address{}, fmt.Errorf("workload: %w", err)
+	}
+	return address{wl: w}, nil
 }
 
 // compileService compiles s, which must have passed

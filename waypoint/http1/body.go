@@ -69,7 +69,7 @@ func (b *body) readLocked(p []byte) (int, error) {
 		switch {
 		case b.remain == 0:
 			b.eof, err = true, io.EOF
-			b.c.watchPeer()
+			b.ended()
 		case errors.Is(err, io.EOF):
 			err = io.ErrUnexpectedEOF
 		}
@@ -80,7 +80,7 @@ func (b *body) readLocked(p []byte) (int, error) {
 				err = terr
 			} else {
 				b.eof = true
-				b.c.watchPeer()
+				b.ended()
 			}
 		}
 	}
@@ -88,6 +88,16 @@ func (b *body) readLocked(p []byte) (int, error) {
 		b.err = err
 	}
 	return n, err
+}
+
+// ended runs when the body has been read to its end: while the handler
+// still runs, the client's going away now cancels the request (watchPeer).
+// Once the handler returned (finish drains a closed body) there is nothing
+// left to cancel. b.mu is held.
+func (b *body) ended() {
+	if !b.closed {
+		b.c.watchPeer()
+	}
 }
 
 // readTrailer reads the trailer section after the last chunk into the

@@ -230,15 +230,14 @@ func (rr *ResponseReader) frame(resp *http.Response, req *http.Request) error {
 		delete(h, "Transfer-Encoding")
 		resp.TransferEncoding = []string{"chunked"}
 		resp.ContentLength = -1
-		for _, v := range h["Trailer"] {
-			for name := range strings.SplitSeq(v, ",") {
-				if name = http.CanonicalHeaderKey(strings.TrimSpace(name)); trailerName(name) {
-					if resp.Trailer == nil {
-						resp.Trailer = make(http.Header)
-					}
-					resp.Trailer[name] = nil
-				}
+		for name := range declaredTrailers(h["Trailer"]) {
+			if !trailerName(name) {
+				continue
 			}
+			if resp.Trailer == nil {
+				resp.Trailer = make(http.Header)
+			}
+			resp.Trailer[name] = nil
 		}
 		delete(h, "Trailer")
 		resp.Body = &chunkedResponseBody{cr: httputil.NewChunkedReader(rr.hr.br), rr: rr, resp: resp}

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"iter"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -311,22 +312,31 @@ func parseContentLength(vs []string) (int64, error) {
 // declareTrailers fills req.Trailer with the names the Trailer header
 // announces; the chunked body reader sets their values.
 func declareTrailers(req *http.Request) error {
-	for _, v := range req.Header["Trailer"] {
-		for name := range strings.SplitSeq(v, ",") {
-			name = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name))
-			switch {
-			case name == "":
-				continue
-			case !trailerName(name):
-				return badRequest("forbidden trailer name")
-			}
-			if req.Trailer == nil {
-				req.Trailer = make(http.Header)
-			}
-			req.Trailer[name] = nil
+	for name := range declaredTrailers(req.Header["Trailer"]) {
+		if !trailerName(name) {
+			return badRequest("forbidden trailer name")
 		}
+		if req.Trailer == nil {
+			req.Trailer = make(http.Header)
+		}
+		req.Trailer[name] = nil
 	}
 	return nil
+}
+
+// declaredTrailers yields the canonical names a Trailer header's values
+// (comma-separated lists) announce, skipping empty elements. Whether a
+// name may be a trailer (trailerName) is the caller's to judge.
+func declaredTrailers(values []string) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		for _, v := range values {
+			for name := range strings.SplitSeq(v, ",") {
+				if name = textproto.CanonicalMIMEHeaderKey(strings.TrimSpace(name)); name != "" && !yield(name) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // shouldClose reports whether the connection ends after this exchange:

@@ -80,11 +80,9 @@ func (w *response) WriteHeader(code int) {
 		w.closeAfter = true
 	}
 	_, w.hasDate = w.hdr["Date"]
-	for _, v := range w.hdr["Trailer"] {
-		for name := range strings.SplitSeq(v, ",") {
-			if name = http.CanonicalHeaderKey(strings.TrimSpace(name)); trailerName(name) {
-				w.trailers = append(w.trailers, name)
-			}
+	for name := range declaredTrailers(w.hdr["Trailer"]) {
+		if trailerName(name) {
+			w.trailers = append(w.trailers, name)
 		}
 	}
 	head := appendStatusLine(w.c.head[:0], w.req.ProtoMinor, code)
@@ -299,9 +297,13 @@ func (w *response) writeTrailer() {
 		}
 	}
 	for k, vs := range w.hdr {
-		if name, ok := strings.CutPrefix(k, http.TrailerPrefix); ok && trailerName(http.CanonicalHeaderKey(name)) {
+		name, ok := strings.CutPrefix(k, http.TrailerPrefix)
+		if !ok {
+			continue
+		}
+		if name = http.CanonicalHeaderKey(name); trailerName(name) {
 			for _, v := range vs {
-				b = appendField(b, http.CanonicalHeaderKey(name), v)
+				b = appendField(b, name, v)
 			}
 		}
 	}
@@ -353,11 +355,14 @@ func appendLength(b []byte, n int64) []byte {
 	return append(b, "\r\n"...)
 }
 
+// lineBreaks turns CR and LF in a field value into spaces.
+var lineBreaks = strings.NewReplacer("\r", " ", "\n", " ")
+
 func appendField(b []byte, k, v string) []byte {
 	b = append(b, k...)
 	b = append(b, ": "...)
 	if strings.ContainsAny(v, "\r\n") {
-		v = strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+		v = lineBreaks.Replace(v)
 	}
 	b = append(b, strings.TrimSpace(v)...)
 	return append(b, "\r\n"...)

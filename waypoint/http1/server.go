@@ -58,6 +58,9 @@ func Serve(ctx context.Context, conn net.Conn, h http.Handler, opts Options) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = DefaultIdleTimeout
+	}
 	c := &serverConn{
 		conn:           conn,
 		br:             bufio.NewReaderSize(conn, 4<<10),
@@ -72,9 +75,6 @@ func Serve(ctx context.Context, conn net.Conn, h http.Handler, opts Options) {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
 	defer stop()
-	if opts.IdleTimeout == 0 {
-		opts.IdleTimeout = DefaultIdleTimeout
-	}
 	idle := startIdleWatch(conn, opts.IdleTimeout)
 	defer idle.stop()
 	for first := true; ; first = false {

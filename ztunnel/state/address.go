@@ -22,7 +22,7 @@ type wlEntry struct {
 func newWlEntry(w *workloadapi.Workload) *wlEntry {
 	e := &wlEntry{w: w, identities: []string{Identity(w)}}
 	for _, b := range w.GetAddresses() {
-		if ip, ok := workloadapi.AddrFromBytes(b); ok {
+		if ip, ok := netip.AddrFromSlice(b); ok {
 			e.addrs = append(e.addrs, ip.Unmap())
 		}
 	}
@@ -222,7 +222,7 @@ func (t *addrTxn) finish() *addrIndex {
 		svc := buildService(key, spec, t.n.members[key], t.n.workloads)
 		t.n.services[key] = svc
 		for _, na := range spec.GetAddresses() {
-			ip, _ := workloadapi.AddrFromBytes(na.GetAddress())
+			ip, _ := netip.AddrFromSlice(na.GetAddress())
 			k := keyOf(na.GetNetwork(), ip)
 			if slices.Contains(t.n.byVIP[k], svc) {
 				continue // the address is listed twice
@@ -237,7 +237,7 @@ func (t *addrTxn) finish() *addrIndex {
 
 func (t *addrTxn) unindexVIPs(svc *Service) {
 	for _, na := range svc.Spec.GetAddresses() {
-		ip, _ := workloadapi.AddrFromBytes(na.GetAddress())
+		ip, _ := netip.AddrFromSlice(na.GetAddress())
 		k := keyOf(na.GetNetwork(), ip)
 		l := slices.DeleteFunc(slices.Clone(t.n.byVIP[k]), func(s *Service) bool { return s.Key == svc.Key })
 		if len(l) == 0 {

@@ -60,25 +60,14 @@ func (s *State) handleAddress(d xds.Delta) []xds.Rejection {
 }
 
 func (s *State) upsertAddress(t *addrTxn, u xds.Upsert) error {
-	a, ok := u.Message.(*workloadapi.Address)
-	if !ok {
-		return fmt.Errorf("message is %T, want *workloadapi.Address: %w", u.Message, ErrInvalid)
+	w, svc, err := workloadapi.ValidateAddress(u.Name, u.Message)
+	if err != nil {
+		return err
 	}
-	switch {
-	case a.GetWorkload() != nil:
-		w := a.GetWorkload()
-		if err := workloadapi.ValidateWorkload(u.Name, w); err != nil {
-			return fmt.Errorf("workload: %w", err)
-		}
+	if w != nil {
 		t.putWorkload(w)
-	case a.GetService() != nil:
-		svc := a.GetService()
-		if err := workloadapi.ValidateService(u.Name, svc); err != nil {
-			return fmt.Errorf("service: %w", err)
-		}
+	} else {
 		t.putService(u.Name, svc)
-	default:
-		return fmt.Errorf("address is neither workload nor service: %w", ErrInvalid)
 	}
 	return nil
 }

@@ -85,7 +85,7 @@ func validateMatch(m *security.Match) error {
 // a masked prefix, with IPv4-mapped IPv6 prefixes unmapped. It fails for a
 // wrong address size or a length beyond the address's bits.
 func Prefix(a *security.Address) (netip.Prefix, error) {
-	ip, ok := workloadapi.AddrFromBytes(a.GetAddress())
+	ip, ok := netip.AddrFromSlice(a.GetAddress())
 	if !ok {
 		return netip.Prefix{}, invalidf("CIDR address has %d bytes, want 4 or 16", len(a.GetAddress()))
 	}

@@ -35,7 +35,11 @@ func WaitReady(ctx context.Context, client *http.Client, url string) error {
 // WaitProcessReady is WaitReady for a URL that p serves: it stops waiting
 // as soon as p exits, and then reports how it exited and the end of its
 // log, so a process that failed at start-up is not waited for in vain.
+// A nil p (a server running in this process) makes it WaitReady.
 func WaitProcessReady(ctx context.Context, p *Process, client *http.Client, url string) error {
+	if p == nil {
+		return WaitReady(ctx, client, url)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {

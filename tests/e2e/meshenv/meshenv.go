@@ -433,14 +433,8 @@ func (m *Mesh) StopZtunnel(node string) {
 
 // WaitReady waits for node's ztunnel to answer /healthz/ready.
 func (m *Mesh) WaitReady(ctx context.Context, node string) error {
-	client, url := &http.Client{Timeout: time.Second}, "http://"+m.ZtunnelHTTP[node].Ready+"/healthz/ready"
-	var err error
-	if p := m.ZtunnelProcs[node]; p != nil {
-		err = cluster.WaitProcessReady(ctx, p, client, url)
-	} else {
-		err = cluster.WaitReady(ctx, client, url)
-	}
-	if err != nil {
+	url := "http://" + m.ZtunnelHTTP[node].Ready + "/healthz/ready"
+	if err := cluster.WaitProcessReady(ctx, m.ZtunnelProcs[node], &http.Client{Timeout: time.Second}, url); err != nil {
 		return fmt.Errorf("ztunnel %s: %w", node, err)
 	}
 	return nil
