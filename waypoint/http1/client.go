@@ -66,7 +66,7 @@ func WriteRequest(bw *bufio.Writer, req *http.Request) error {
 			b = appendField(b, k, v)
 		}
 	}
-	if req.Close && !hasToken(req.Header["Connection"], "close") {
+	if req.Close && !httpguts.HeaderValuesContainsToken(req.Header["Connection"], "close") {
 		b = append(b, "Connection: close\r\n"...)
 	}
 	hasBody := req.Body != nil && req.Body != http.NoBody

@@ -340,21 +340,12 @@ func declaredTrailers(values []string) iter.Seq[string] {
 }
 
 // shouldClose reports whether the connection ends after this exchange:
-// "Connection: close", or HTTP/1.0 without "Connection: keep-alive".
+// "Connection: close", or HTTP/1.0 without "Connection: keep-alive" (as
+// net/http reads it: close wins, tokens compare in ASCII).
 func shouldClose(minor int, conn []string) bool {
+	hasClose := httpguts.HeaderValuesContainsToken(conn, "close")
 	if minor == 0 {
-		return !hasToken(conn, "keep-alive")
+		return hasClose || !httpguts.HeaderValuesContainsToken(conn, "keep-alive")
 	}
-	return hasToken(conn, "close")
-}
-
-func hasToken(vs []string, token string) bool {
-	for _, v := range vs {
-		for t := range strings.SplitSeq(v, ",") {
-			if strings.EqualFold(strings.TrimSpace(t), token) {
-				return true
-			}
-		}
-	}
-	return false
+	return hasClose
 }

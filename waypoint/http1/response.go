@@ -76,7 +76,7 @@ func (w *response) WriteHeader(code int) {
 			w.cl = n
 		}
 	}
-	if hasToken(w.hdr["Connection"], "close") {
+	if httpguts.HeaderValuesContainsToken(w.hdr["Connection"], "close") {
 		w.closeAfter = true
 	}
 	_, w.hasDate = w.hdr["Date"]

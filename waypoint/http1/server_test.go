@@ -173,6 +173,10 @@ func TestKeepAliveAndClose(t *testing.T) {
 		{"close after the first", "GET /1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n" + "GET /2 HTTP/1.1\r\nHost: h\r\n\r\n", []string{"GET /1"}, true},
 		{"http/1.0 closes", "GET /1 HTTP/1.0\r\n\r\nGET /2 HTTP/1.0\r\n\r\n", []string{"GET /1"}, true},
 		{"http/1.0 keep-alive", "GET /1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /2 HTTP/1.0\r\n\r\n", []string{"GET /1", "GET /2"}, true},
+		// As net/http: close wins over keep-alive, and tokens compare in
+		// ASCII only ("cloſe", with a long s, is not "close").
+		{"http/1.0 close and keep-alive", "GET /1 HTTP/1.0\r\nConnection: close, keep-alive\r\n\r\nGET /2 HTTP/1.0\r\n\r\n", []string{"GET /1"}, true},
+		{"non-ascii token is not close", "GET /1 HTTP/1.1\r\nHost: h\r\nConnection: clo\u017fe\r\n\r\n" + "GET /2 HTTP/1.1\r\nHost: h\r\n\r\n", []string{"GET /1", "GET /2"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := exchange(t, echo, Options{}, tc.in)
