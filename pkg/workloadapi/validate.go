@@ -14,8 +14,8 @@ import (
 )
 
 // ErrInvalid is wrapped by every error ValidateAddress, ValidateWorkload
-// and ValidateService return: errors.Is(err, ErrInvalid) tells a malformed resource (to be
-// NACKed) from other failures.
+// and ValidateService return: errors.Is(err, ErrInvalid) tells a malformed
+// resource (to be NACKed) from other failures.
 var ErrInvalid = errors.New("invalid resource")
 
 // DefaultServiceAccount is the service account of a workload that names
