@@ -11,12 +11,14 @@ import (
 	"time"
 
 	"github.com/zmesh/zmesh/pkg/log"
+	"github.com/zmesh/zmesh/pkg/runtimeflags"
 	"github.com/zmesh/zmesh/waypoint/app"
 )
 
 func main() {
 	var cfg app.Config
 	var logLevel string
+	var rt runtimeflags.Flags
 	var accessLog bool
 	flag.StringVar(&cfg.ControllerAddr, "controller", "istiod.istio-system.svc:15012", "controller gRPC address (xDS and CA)")
 	flag.StringVar(&cfg.ControllerName, "controller-name", "istiod.istio-system.svc", "DNS name in the controller's certificate")
@@ -38,6 +40,7 @@ func main() {
 	flag.BoolVar(&accessLog, "access-log", true, "write JSON access log lines to stdout")
 	flag.DurationVar(&cfg.AccessLogFlushInterval, "access-log-flush-interval", time.Second, "buffer access log lines and write them at this interval (0: write each line at once)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	rt.Register(flag.CommandLine, "waypoint")
 	flag.Parse()
 
 	logger, err := log.New(os.Stderr, logLevel)
@@ -51,6 +54,12 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	stopRuntime, err := rt.Apply(ctx, logger)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "waypoint:", err)
+		os.Exit(2)
+	}
+	defer stopRuntime()
 	if err := app.Run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "waypoint:", err)
 		os.Exit(1)

@@ -10,6 +10,7 @@ import (
 	"syscall"
 
 	"github.com/zmesh/zmesh/pkg/log"
+	"github.com/zmesh/zmesh/pkg/runtimeflags"
 
 	"github.com/zmesh/zmesh/ztunnel/app"
 )
@@ -17,6 +18,7 @@ import (
 func main() {
 	var cfg app.Config
 	var logLevel string
+	var rt runtimeflags.Flags
 	flag.StringVar(&cfg.ControllerAddr, "controller", "istiod.istio-system.svc:15012", "controller gRPC address (xDS and CA)")
 	flag.StringVar(&cfg.ControllerName, "controller-name", "istiod.istio-system.svc", "DNS name in the controller's certificate")
 	flag.StringVar(&cfg.RootCertFile, "root-cert", "/var/run/secrets/istio/root-cert.pem", "mesh root certificate (PEM)")
@@ -33,6 +35,7 @@ func main() {
 	flag.StringVar(&cfg.MetricsAddr, "metrics-addr", ":15020", "metrics address")
 	flag.StringVar(&cfg.ReadyAddr, "ready-addr", ":15021", "readiness address")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	rt.Register(flag.CommandLine, "ztunnel")
 	flag.Parse()
 
 	logger, err := log.New(os.Stderr, logLevel)
@@ -43,6 +46,12 @@ func main() {
 	cfg.Logger = logger
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	stopRuntime, err := rt.Apply(ctx, logger)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ztunnel:", err)
+		os.Exit(2)
+	}
+	defer stopRuntime()
 	if err := app.Run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "ztunnel:", err)
 		os.Exit(1)

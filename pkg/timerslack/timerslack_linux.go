@@ -1,0 +1,70 @@
+package timerslack
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Current returns the calling thread's timer slack.
+func Current() (time.Duration, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return current()
+}
+
+func current() (time.Duration, error) {
+	n, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
+	if err != nil {
+		return 0, fmt.Errorf("timerslack: read the timer slack: %w", err)
+	}
+	return time.Duration(n), nil
+}
+
+// Ensure makes the whole process run with the given timer slack. When the
+// calling thread already has it, or slack is 0 (keep what was inherited),
+// Ensure returns nil at once. Otherwise it sets the slack on the calling
+// thread and re-executes the running binary (/proc/self/exe) with the same
+// arguments and environment; that exec does not return. The new image finds
+// the slack set and goes on, so it is executed once.
+//
+// Call it early in main: whatever was started before is discarded by the
+// exec (descriptors opened without close-on-exec stay open). An error leaves the process as it was, with its slack unchanged or set
+// only on the calling thread; the caller may go on without it.
+func Ensure(slack time.Duration) error {
+	if slack < 0 {
+		return fmt.Errorf("timerslack: negative slack %v", slack)
+	}
+	if slack == 0 {
+		return nil
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	cur, err := current()
+	if err != nil {
+		return err
+	}
+	if cur == slack {
+		return nil
+	}
+	if err := unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(slack.Nanoseconds()), 0, 0, 0); err != nil {
+		return fmt.Errorf("timerslack: set the timer slack to %v: %w", slack, err)
+	}
+	// A kernel that does not keep the value (it is clamped for real-time
+	// threads) would exec this program forever; check before the exec.
+	got, err := current()
+	if err != nil {
+		return err
+	}
+	if got != slack {
+		return fmt.Errorf("timerslack: the kernel kept %v, not %v", got, slack)
+	}
+	if err := syscall.Exec("/proc/self/exe", os.Args, os.Environ()); err != nil {
+		return fmt.Errorf("timerslack: exec /proc/self/exe: %w", err)
+	}
+	return nil
+}
