@@ -155,6 +155,31 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestFortioBucket(t *testing.T) {
+	ms := time.Millisecond
+	tests := []struct {
+		res    float64
+		d      time.Duration
+		lo, hi time.Duration
+	}{
+		{0.000001, 3500 * time.Microsecond, 3 * ms, 4 * ms},
+		{0.000001, 6 * ms, 5 * ms, 7500 * time.Microsecond},
+		{0.000001, 42 * time.Microsecond, 40 * time.Microsecond, 45 * time.Microsecond},
+		{0.00001, 3500 * time.Microsecond, 3500 * time.Microsecond, 4 * ms},
+		{0.00001, 1300 * time.Microsecond, 1200 * time.Microsecond, 1400 * time.Microsecond},
+		{0.00001, 6 * ms, 6 * ms, 7 * ms},
+	}
+	for _, tt := range tests {
+		lo, hi, ok := fortioBucket(tt.res, tt.d)
+		if !ok || lo != tt.lo || hi != tt.hi {
+			t.Errorf("fortioBucket(%g, %v) = %v, %v, %v; want %v, %v", tt.res, tt.d, lo, hi, ok, tt.lo, tt.hi)
+		}
+	}
+	if _, _, ok := fortioBucket(0.000001, 2*time.Second); ok {
+		t.Error("a value past fortio's last bucket has a bucket")
+	}
+}
+
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -27,6 +28,45 @@ type LoadSpec struct {
 	// -uniform). By default fortio's connections send at the same
 	// instants: a burst of Conns requests every Conns/QPS seconds.
 	Uniform bool
+	// Resolution is fortio's -r in seconds (default DefaultResolution).
+	Resolution float64
+}
+
+// DefaultResolution is the fortio -r the issues specify.
+const DefaultResolution = 0.000001
+
+// resolution is fortio's -r for l.
+func (l LoadSpec) resolution() float64 {
+	if l.Resolution > 0 {
+		return l.Resolution
+	}
+	return DefaultResolution
+}
+
+// resolutionArg is resolution as fortio's -r argument, in decimal.
+func (l LoadSpec) resolutionArg() string {
+	return strconv.FormatFloat(l.resolution(), 'f', -1, 64)
+}
+
+// fortioBuckets are fortio v1.66.0's histogram bucket boundaries in units
+// of -r (stats.histogramBucketValues). fortio interpolates a percentile
+// linearly inside its bucket, so the bucket around a percentile bounds
+// how precise it is.
+var fortioBuckets = []float64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 25, 30, 35, 40, 45, 50,
+	60, 70, 80, 90, 100, 120, 140, 160, 180, 200, 250, 300, 350, 400, 450, 500, 600, 700, 800, 900, 1000,
+	2000, 3000, 4000, 5000, 7500, 10000, 20000, 30000, 40000, 50000, 75000, 100000}
+
+// fortioBucket returns the bounds of the fortio histogram bucket that
+// holds d at resolution res (seconds); ok is false past the last bound.
+func fortioBucket(res float64, d time.Duration) (lo, hi time.Duration, ok bool) {
+	unit := math.Round(res * float64(time.Second)) // ns
+	v := float64(d.Nanoseconds()) / unit
+	for i := 1; i < len(fortioBuckets); i++ {
+		if v < fortioBuckets[i] {
+			return time.Duration(fortioBuckets[i-1] * unit), time.Duration(fortioBuckets[i] * unit), true
+		}
+	}
+	return 0, 0, false
 }
 
 // Latency is what a fortio run measured.
@@ -55,7 +95,7 @@ type fortioResult struct {
 func runFortio(ctx context.Context, c *cluster.Cluster, fortio, dir string, p *Path, s LoadSpec) (Latency, error) {
 	out := filepath.Join(dir, "fortio-"+p.Name+".json")
 	args := []string{"load", "-qps", strconv.Itoa(s.QPS), "-c", strconv.Itoa(s.Conns),
-		"-r", "0.000001", "-p", "50,90,99", "-json", out, "-quiet", "-allow-initial-errors"}
+		"-r", s.resolutionArg(), "-p", "50,90,99", "-json", out, "-quiet", "-allow-initial-errors"}
 	if s.Uniform {
 		args = append(args, "-uniform")
 	}

@@ -32,6 +32,7 @@ func main() {
 	flag.DurationVar(&cfg.IperfDuration, "iperf-time", cfg.IperfDuration, "iperf3 run length")
 	flag.DurationVar(&cfg.Load.Duration, "http-time", cfg.Load.Duration, "fortio run length")
 	flag.IntVar(&cfg.Load.QPS, "qps", cfg.Load.QPS, "fortio request rate")
+	flag.Float64Var(&cfg.Load.Resolution, "resolution", DefaultResolution, "fortio's histogram resolution -r, in seconds (its buckets are 1 to 2.5 ms wide between 1 and 10 ms at the default; 0.00001 makes them 0.2 to 1 ms)")
 	flag.BoolVar(&cfg.Load.Uniform, "uniform", cfg.Load.Uniform, "spread each connection's requests over the period (fortio -uniform) instead of fortio's lockstep bursts")
 	flag.IntVar(&cfg.IdleConns, "idle-conns", cfg.IdleConns, "idle connections held through each proxied path")
 	flag.BoolVar(&cfg.Ghostunnel, "ghostunnel", cfg.Ghostunnel, "add the two-ghostunnel-hops comparison (built once when missing)")

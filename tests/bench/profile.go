@@ -44,13 +44,19 @@ func (p *profiler) during(ctx context.Context, label string, d time.Duration, wa
 	return p.profile(ctx, label, d, targets, warn, fn)
 }
 
-// duringWaypoint profiles the waypoint for d while fn runs, writing
-// <dir>/<label>-waypoint.pprof.
+// duringWaypoint profiles the waypoint's CPU for d while fn runs, writing
+// <dir>/<label>-waypoint.pprof, and then saves its allocations since it
+// started as <dir>/<label>-waypoint.allocs.pprof.
 func (p *profiler) duringWaypoint(ctx context.Context, label string, d time.Duration, warn func(error), fn func() error) error {
 	if p == nil || p.waypoint.addr == "" {
 		return fn()
 	}
-	return p.profile(ctx, label, d, map[string]adminEndpoint{"waypoint": p.waypoint}, warn, fn)
+	err := p.profile(ctx, label, d, map[string]adminEndpoint{"waypoint": p.waypoint}, warn, fn)
+	path := filepath.Join(p.dir, label+"-waypoint.allocs.pprof")
+	if aerr := fetch(ctx, p.waypoint, "/debug/pprof/allocs", 30*time.Second, path); aerr != nil {
+		warn(fmt.Errorf("allocs profile of the waypoint after %s: %w", label, aerr))
+	}
+	return err
 }
 
 func (p *profiler) profile(ctx context.Context, label string, d time.Duration, targets map[string]adminEndpoint, warn func(error), fn func() error) error {

@@ -112,10 +112,11 @@ func printReport(w io.Writer, r *Results) {
 	if cfg.Load.Requests > 0 {
 		run = fmt.Sprintf("%d requests", cfg.Load.Requests)
 	}
-	fmt.Fprintf(w, "  (medians of %d interleaved rounds of iperf3 -t %v and fortio %s at -r 0.000001; new connections: %d dialers,\n"+
+	fmt.Fprintf(w, "  (medians of %d interleaved rounds of iperf3 -t %v and fortio %s at -r %s; new connections: %d dialers,\n"+
 		"   each connection a 1-byte echo round trip, at most %d or %v)\n",
-		max(1, cfg.Rounds), cfg.IperfDuration, run, cfg.ConnRateWorkers, cfg.ConnRateMax, cfg.ConnRateDuration)
+		max(1, cfg.Rounds), cfg.IperfDuration, run, cfg.Load.resolutionArg(), cfg.ConnRateWorkers, cfg.ConnRateMax, cfg.ConnRateDuration)
 	fmt.Fprintf(w, "  (HTTP arrivals: %s)\n", arrivals(cfg.Load))
+	fmt.Fprintf(w, "  (%s)\n", p99Buckets(cfg.Load, r.Paths))
 	fmt.Fprintf(w, "  (1-byte echo: %d round trips over one connection with the path idle in between, so every process on it\n"+
 		"   sleeps and must be woken once per direction: the direct path wakes two, each proxy adds two more. It is the\n"+
 		"   machine's floor under the latency rows: a pair of proxies adds about twice the direct figure before any work)\n", cfg.PingCount)
@@ -299,6 +300,21 @@ func signedDur(d time.Duration) string {
 
 func fmtKB(kb int64) string {
 	return fmt.Sprintf("%.1f MB", float64(kb)/1024)
+}
+
+// p99Buckets names the fortio histogram bucket each path's p99 fell in:
+// fortio interpolates inside it, so its width is the p99's precision.
+func p99Buckets(l LoadSpec, paths []*PathResult) string {
+	var s []string
+	for _, p := range paths {
+		if p == nil || p.LatencyErr != nil {
+			continue
+		}
+		if lo, hi, ok := fortioBucket(l.resolution(), p.Latency.P99); ok {
+			s = append(s, fmt.Sprintf("%s %s-%s", p.Name, fmtDur(lo), fmtDur(hi)))
+		}
+	}
+	return "p99 histogram bucket, inside which fortio interpolates linearly: " + strings.Join(s, ", ")
 }
 
 // arrivals describes how the HTTP load's requests arrive.

@@ -73,9 +73,10 @@ func printWaypoint(w io.Writer, r *Results) {
 		}
 		rounds = append(rounds, p.Name+" "+strings.Join(s, "/"))
 	}
-	fmt.Fprintf(w, "  (medians of %d interleaved rounds of fortio %s at -r 0.000001; p99 µs per round: %s)\n",
-		max(1, cfg.Rounds), run, strings.Join(rounds, ", "))
+	fmt.Fprintf(w, "  (medians of %d interleaved rounds of fortio %s at -r %s; p99 µs per round: %s)\n",
+		max(1, cfg.Rounds), run, cfg.Load.resolutionArg(), strings.Join(rounds, ", "))
 	fmt.Fprintf(w, "  (HTTP arrivals: %s)\n", arrivals(cfg.Load))
+	fmt.Fprintf(w, "  (%s)\n", p99Buckets(cfg.Load, []*PathResult{base, via}))
 
 	client := "unpinned"
 	if wr.ClientCPUs != "" {
