@@ -11,8 +11,10 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -954,6 +956,8 @@ spec:
 	t.Run("WebSocket", func(t *testing.T) { testWebSocket(t, m) })
 	t.Run("CurlClient", func(t *testing.T) { testCurl(t, sleep, vipURL) })
 
+	t.Run("RuntimeSettings", func(t *testing.T) { testRuntimeSettings(t, m, wp, wpMetrics) })
+
 	t.Run("WaypointUnavailableFailsClosed", func(t *testing.T) {
 		// details uses wp-down, whose Service has no pod: refused, never
 		// sent to details' pod directly.
@@ -979,5 +983,41 @@ spec:
 			r, err := request(sleep, http.MethodGet, vipURL+"/back", nil)
 			return err == nil && r.Status == 200 && r.Report != nil && strings.HasPrefix(r.Report.Peer, wp.IP.String()+":")
 		})
+	})
+}
+
+// testRuntimeSettings checks that the waypoint process runs with the
+// runtime settings its flags default to: a 1 ms timer slack (set on the
+// main thread before the runtime started any other, by re-executing), and
+// one P while it is nearly idle, as its go_sched_gomaxprocs_threads says.
+func testRuntimeSettings(t *testing.T, m *mesh, wp *cluster.Pod, metricsURL string) {
+	p := m.WaypointProcs["wp-0"]
+	if p == nil {
+		t.Fatal("wp-0 is not a waypoint process")
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/timerslack_ns", p.Pid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(b)); got != "1000000" {
+		t.Errorf("waypoint timer slack %s ns, want 1000000", got)
+	}
+	if runtime.NumCPU() < 2 {
+		t.Skip("one CPU: GOMAXPROCS is 1 whatever the load")
+	}
+	eventually(t, "the idle waypoint runs on one P", func() bool {
+		resp, err := wp.Netns.HTTPClient(3 * time.Second).Get(metricsURL)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "go_sched_gomaxprocs_threads "); ok {
+				return v == "1"
+			}
+		}
+		return false
 	})
 }
