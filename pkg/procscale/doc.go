@@ -12,4 +12,8 @@
 // with the runtime's default (the CPUs it may use, or its cgroup's CPU
 // limit) once it needs more: it samples the process's CPU time, goes up at
 // once when one P is nearly busy, and comes down after a spell of low use.
+// A configured value (Config.Fixed, the proxies' --concurrency) or a
+// positive GOMAXPROCS environment variable pins GOMAXPROCS instead. While
+// the process runs on one P the runtime's own GOMAXPROCS updates (Go 1.25+
+// follows the cgroup CPU limit) are off; scaling up turns them on again.
 package procscale

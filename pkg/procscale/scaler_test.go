@@ -55,6 +55,36 @@ func TestSample(t *testing.T) {
 	}
 }
 
+func TestScaleUpFollowsTheRuntimeDefault(t *testing.T) {
+	defaults := []int{3, 1}
+	var set []int
+	s, err := New(Config{
+		setProcs:   func(n int) { set = append(set, n) },
+		setDefault: func() int { n := defaults[0]; defaults = defaults[1:]; return n },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1000, 0)
+	s.max, s.procs, s.lastAt = 2, 1, now
+	// Busy on one P: up to what the runtime now chooses (the CPU limit
+	// went from 2 to 3).
+	now = now.Add(time.Second)
+	if !s.sample(now, time.Second) || s.procs != 3 || s.max != 3 {
+		t.Fatalf("after a busy second: GOMAXPROCS %d, max %d; want 3, 3", s.procs, s.max)
+	}
+	now = now.Add(3 * time.Second)
+	s.sample(now, time.Second)
+	if s.procs != 1 || len(set) != 1 || set[0] != 1 {
+		t.Fatalf("after 3 idle seconds: GOMAXPROCS %d (set %v), want 1", s.procs, set)
+	}
+	// The limit went down to one CPU: nothing is left to scale.
+	now = now.Add(time.Second)
+	if s.sample(now, 2*time.Second) {
+		t.Errorf("sampling goes on with the runtime's default at 1 (GOMAXPROCS %d)", s.procs)
+	}
+}
+
 func TestNewRejects(t *testing.T) {
 	for _, cfg := range []Config{{Max: -1}, {Fixed: -1}, {Interval: -time.Second}, {Up: 0.3, Down: 0.5}, {DownAfter: -1}} {
 		if _, err := New(cfg); err == nil {
@@ -93,8 +123,13 @@ func TestStartScalesDownAndUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Stop()
-	if n := <-procs; n != 1 {
-		t.Fatalf("idle process set GOMAXPROCS %d, want 1", n)
+	select {
+	case n := <-procs:
+		if n != 1 {
+			t.Fatalf("idle process set GOMAXPROCS %d, want 1", n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("GOMAXPROCS did not come down while idle")
 	}
 	// Burn "two CPUs" until the scaler notices.
 	deadline := time.After(10 * time.Second)
@@ -140,6 +175,15 @@ func TestStartPinned(t *testing.T) {
 	s.Stop()
 	if len(set) != 0 {
 		t.Errorf("GOMAXPROCS changed to %v although the environment pins it", set)
+	}
+}
+
+func TestPinnedByEnv(t *testing.T) {
+	for v, want := range map[string]bool{"3": true, "1": true, "": false, "0": false, "-2": false, "two": false} {
+		t.Setenv("GOMAXPROCS", v)
+		if _, got := pinnedByEnv(); got != want {
+			t.Errorf("GOMAXPROCS=%q pins: %v, want %v", v, got, want)
+		}
 	}
 }
 

@@ -16,7 +16,9 @@ import (
 )
 
 // DefaultTimerSlack lets the kernel delay a timer by up to 1 ms to share
-// wake-ups; proxy timeouts are far coarser.
+// wake-ups. Proxy timeouts are far coarser; the runtime's own short sleeps
+// stretch too (see pkg/timerslack), which matters only when several Ps
+// run, that is above one CPU of load.
 const DefaultTimerSlack = time.Millisecond
 
 // Flags are the settings, as command-line flags.
@@ -30,16 +32,19 @@ type Flags struct {
 // Register adds --concurrency and --timer-slack to fs; proxy names the
 // program in their help.
 func (f *Flags) Register(fs *flag.FlagSet, proxy string) {
-	fs.IntVar(&f.Concurrency, "concurrency", 0, fmt.Sprintf("worker threads (GOMAXPROCS); 0 runs one while %s uses under one CPU and the CPUs it may use above that", proxy))
-	fs.DurationVar(&f.TimerSlack, "timer-slack", DefaultTimerSlack, "Linux timer slack of every thread: how late timers may fire so that wake-ups are shared (0 keeps the inherited slack)")
+	fs.IntVar(&f.Concurrency, "concurrency", 0, fmt.Sprintf("worker threads (GOMAXPROCS); 0 runs one while %s "+
+		"uses under one CPU and the CPUs it may use above that, unless the GOMAXPROCS environment variable is set", proxy))
+	fs.DurationVar(&f.TimerSlack, "timer-slack", DefaultTimerSlack, "Linux timer slack of every thread: "+
+		"how late timers may fire so that wake-ups are shared (0 keeps the inherited slack)")
 }
 
-// Apply puts the settings in force. Call it early in main, right after
-// flag parsing: a timer slack that is not yet in force re-executes the
-// program (see timerslack.Ensure), which discards whatever was started. Failing to set the slack or to scale GOMAXPROCS
-// costs only CPU, so it is logged and Apply goes on; only invalid settings
-// are an error. stop ends the scaling and waits for it.
-func (f Flags) Apply(ctx context.Context, logger *slog.Logger) (stop func(), err error) {
+// Apply puts the settings in force. Call it first in main, right after
+// flag parsing and before signal handlers are installed: a timer slack that
+// is not yet in force re-executes the program (see timerslack.Ensure), which
+// discards whatever was started. Failing to set the slack or to scale
+// GOMAXPROCS costs only CPU, so it is logged and Apply goes on; only invalid
+// settings are an error. stop ends the scaling and waits for it.
+func (f Flags) Apply(logger *slog.Logger) (stop func(), err error) {
 	if f.TimerSlack < 0 {
 		return nil, fmt.Errorf("--timer-slack %v is negative", f.TimerSlack)
 	}
@@ -50,7 +55,7 @@ func (f Flags) Apply(ctx context.Context, logger *slog.Logger) (stop func(), err
 	if err := timerslack.Ensure(f.TimerSlack); err != nil {
 		logger.Warn("timer slack not set", "error", err)
 	}
-	if err := scaler.Start(ctx); err != nil {
+	if err := scaler.Start(context.Background()); err != nil {
 		logger.Warn("GOMAXPROCS scaling off", "error", err)
 	}
 	return scaler.Stop, nil

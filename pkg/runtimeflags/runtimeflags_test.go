@@ -1,7 +1,6 @@
 package runtimeflags
 
 import (
-	"context"
 	"flag"
 	"log/slog"
 	"testing"
@@ -30,7 +29,7 @@ func TestRegisterDefaults(t *testing.T) {
 // are tested here; timerslack and procscale test the rest.
 func TestApplyRefusesInvalidSettings(t *testing.T) {
 	for _, f := range []Flags{{TimerSlack: -time.Millisecond}, {Concurrency: -1}} {
-		if _, err := f.Apply(context.Background(), slog.New(slog.DiscardHandler)); err == nil {
+		if _, err := f.Apply(slog.New(slog.DiscardHandler)); err == nil {
 			t.Errorf("Apply(%+v) = nil error", f)
 		}
 	}

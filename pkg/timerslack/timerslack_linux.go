@@ -33,8 +33,8 @@ func current() (time.Duration, error) {
 // the slack set and goes on, so it is executed once.
 //
 // Call it early in main: whatever was started before is discarded by the
-// exec (descriptors opened without close-on-exec stay open). An error leaves the process as it was, with its slack unchanged or set
-// only on the calling thread; the caller may go on without it.
+// exec (descriptors opened without close-on-exec stay open). An error
+// leaves the process's slack as it was; the caller may go on without it.
 func Ensure(slack time.Duration) error {
 	if slack < 0 {
 		return fmt.Errorf("timerslack: negative slack %v", slack)
@@ -64,6 +64,9 @@ func Ensure(slack time.Duration) error {
 		return fmt.Errorf("timerslack: the kernel kept %v, not %v", got, slack)
 	}
 	if err := syscall.Exec("/proc/self/exe", os.Args, os.Environ()); err != nil {
+		// Only this thread would have the slack, and goroutines share it
+		// at random: put it back.
+		_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(cur.Nanoseconds()), 0, 0, 0)
 		return fmt.Errorf("timerslack: exec /proc/self/exe: %w", err)
 	}
 	return nil

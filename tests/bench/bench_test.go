@@ -132,12 +132,15 @@ func TestBenchSmoke(t *testing.T) {
 // TestParse checks the parsers against the tools' output formats.
 func TestParse(t *testing.T) {
 	l, err := parseFortio([]byte(`{"ActualQPS": 999.5, "RetCodes": {"200": 98, "503": 2},
-		"DurationHistogram": {"Count": 100, "Percentiles": [
+		"DurationHistogram": {"Count": 100, "Data": [
+			{"Start": 0.00002, "End": 0.001, "Percent": 95}, {"Start": 0.001, "End": 0.002, "Percent": 99},
+			{"Start": 0.002, "End": 0.0025, "Percent": 100}], "Percentiles": [
 			{"Percentile": 50, "Value": 0.000042}, {"Percentile": 90, "Value": 0.0001}, {"Percentile": 99, "Value": 0.0015}]}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.P50 != 42*time.Microsecond || l.P90 != 100*time.Microsecond || l.P99 != 1500*time.Microsecond || l.Errors != 2 || l.Requests != 100 {
+	if l.P50 != 42*time.Microsecond || l.P90 != 100*time.Microsecond || l.P99 != 1500*time.Microsecond || l.Errors != 2 || l.Requests != 100 ||
+		l.P99Bucket != [2]time.Duration{time.Millisecond, 2 * time.Millisecond} {
 		t.Errorf("fortio: %+v", l)
 	}
 	r, err := parseIperf([]byte("warning: something\n{\"end\": {\"sum_sent\": {\"bits_per_second\": 2e9, \"retransmits\": 3}, \"sum_received\": {\"bits_per_second\": 1.9e9}}}"))
@@ -152,31 +155,6 @@ func TestParse(t *testing.T) {
 	}
 	if kb, err := memKB(os.Getpid(), "VmRSS"); err != nil || kb <= 0 {
 		t.Errorf("VmRSS: %v %v", kb, err)
-	}
-}
-
-func TestFortioBucket(t *testing.T) {
-	ms := time.Millisecond
-	tests := []struct {
-		res    float64
-		d      time.Duration
-		lo, hi time.Duration
-	}{
-		{0.000001, 3500 * time.Microsecond, 3 * ms, 4 * ms},
-		{0.000001, 6 * ms, 5 * ms, 7500 * time.Microsecond},
-		{0.000001, 42 * time.Microsecond, 40 * time.Microsecond, 45 * time.Microsecond},
-		{0.00001, 3500 * time.Microsecond, 3500 * time.Microsecond, 4 * ms},
-		{0.00001, 1300 * time.Microsecond, 1200 * time.Microsecond, 1400 * time.Microsecond},
-		{0.00001, 6 * ms, 6 * ms, 7 * ms},
-	}
-	for _, tt := range tests {
-		lo, hi, ok := fortioBucket(tt.res, tt.d)
-		if !ok || lo != tt.lo || hi != tt.hi {
-			t.Errorf("fortioBucket(%g, %v) = %v, %v, %v; want %v, %v", tt.res, tt.d, lo, hi, ok, tt.lo, tt.hi)
-		}
-	}
-	if _, _, ok := fortioBucket(0.000001, 2*time.Second); ok {
-		t.Error("a value past fortio's last bucket has a bucket")
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -32,56 +31,41 @@ type LoadSpec struct {
 	Resolution float64
 }
 
-// DefaultResolution is the fortio -r the issues specify.
+// DefaultResolution is fortio's -r as the zmesh issues that set the
+// benchmarks' targets specify it: 1 µs.
 const DefaultResolution = 0.000001
 
-// resolution is fortio's -r for l.
-func (l LoadSpec) resolution() float64 {
-	if l.Resolution > 0 {
-		return l.Resolution
-	}
-	return DefaultResolution
-}
-
-// resolutionArg is resolution as fortio's -r argument, in decimal.
+// resolutionArg is fortio's -r for l, in decimal.
 func (l LoadSpec) resolutionArg() string {
-	return strconv.FormatFloat(l.resolution(), 'f', -1, 64)
-}
-
-// fortioBuckets are fortio v1.66.0's histogram bucket boundaries in units
-// of -r (stats.histogramBucketValues). fortio interpolates a percentile
-// linearly inside its bucket, so the bucket around a percentile bounds
-// how precise it is.
-var fortioBuckets = []float64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 18, 20, 25, 30, 35, 40, 45, 50,
-	60, 70, 80, 90, 100, 120, 140, 160, 180, 200, 250, 300, 350, 400, 450, 500, 600, 700, 800, 900, 1000,
-	2000, 3000, 4000, 5000, 7500, 10000, 20000, 30000, 40000, 50000, 75000, 100000}
-
-// fortioBucket returns the bounds of the fortio histogram bucket that
-// holds d at resolution res (seconds); ok is false past the last bound.
-func fortioBucket(res float64, d time.Duration) (lo, hi time.Duration, ok bool) {
-	unit := math.Round(res * float64(time.Second)) // ns
-	v := float64(d.Nanoseconds()) / unit
-	for i := 1; i < len(fortioBuckets); i++ {
-		if v < fortioBuckets[i] {
-			return time.Duration(fortioBuckets[i-1] * unit), time.Duration(fortioBuckets[i] * unit), true
-		}
+	r := l.Resolution
+	if r <= 0 {
+		r = DefaultResolution
 	}
-	return 0, 0, false
+	return strconv.FormatFloat(r, 'f', -1, 64)
 }
 
 // Latency is what a fortio run measured.
 type Latency struct {
 	P50, P90, P99 time.Duration
-	QPS           float64 // achieved
-	Requests      int64
-	Errors        int64 // responses other than 200, and failed requests
+	// P99Bucket is the histogram bucket fortio interpolated P99 in (it
+	// interpolates linearly between a bucket's bounds, and the outermost
+	// buckets run to the minimum and maximum), so its width is P99's
+	// precision.
+	P99Bucket [2]time.Duration
+	QPS       float64 // achieved
+	Requests  int64
+	Errors    int64 // responses other than 200, and failed requests
 }
 
 // fortioResult is the part of fortio's JSON report the bench reads.
 type fortioResult struct {
 	ActualQPS         float64
 	DurationHistogram struct {
-		Count       int64
+		Count int64
+		Data  []struct {
+			Start, End float64 // seconds
+			Percent    float64 // cumulative, up to End
+		}
 		Percentiles []struct {
 			Percentile float64
 			Value      float64 // seconds
@@ -91,7 +75,7 @@ type fortioResult struct {
 }
 
 // runFortio runs fortio's HTTP load generator in the path's client pod
-// against the fortio echo server, with 1 µs histogram resolution.
+// against the fortio echo server, at the load's histogram resolution.
 func runFortio(ctx context.Context, c *cluster.Cluster, fortio, dir string, p *Path, s LoadSpec) (Latency, error) {
 	out := filepath.Join(dir, "fortio-"+p.Name+".json")
 	args := []string{"load", "-qps", strconv.Itoa(s.QPS), "-c", strconv.Itoa(s.Conns),
@@ -121,6 +105,8 @@ func runFortio(ctx context.Context, c *cluster.Cluster, fortio, dir string, p *P
 	return parseFortio(b)
 }
 
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
 func parseFortio(b []byte) (Latency, error) {
 	var r fortioResult
 	if err := json.Unmarshal(b, &r); err != nil {
@@ -134,7 +120,7 @@ func parseFortio(b []byte) (Latency, error) {
 	}
 	found := 0
 	for _, pc := range r.DurationHistogram.Percentiles {
-		d := time.Duration(pc.Value * float64(time.Second))
+		d := seconds(pc.Value)
 		switch pc.Percentile {
 		case 50:
 			l.P50 = d
@@ -149,6 +135,12 @@ func parseFortio(b []byte) (Latency, error) {
 	}
 	if found != 3 {
 		return l, fmt.Errorf("fortio JSON: p50/p90/p99 missing (%d requests)", l.Requests)
+	}
+	for _, b := range r.DurationHistogram.Data {
+		if b.Percent >= 99 {
+			l.P99Bucket = [2]time.Duration{seconds(b.Start), seconds(b.End)}
+			break
+		}
 	}
 	return l, nil
 }

@@ -116,7 +116,7 @@ func printReport(w io.Writer, r *Results) {
 		"   each connection a 1-byte echo round trip, at most %d or %v)\n",
 		max(1, cfg.Rounds), cfg.IperfDuration, run, cfg.Load.resolutionArg(), cfg.ConnRateWorkers, cfg.ConnRateMax, cfg.ConnRateDuration)
 	fmt.Fprintf(w, "  (HTTP arrivals: %s)\n", arrivals(cfg.Load))
-	fmt.Fprintf(w, "  (%s)\n", p99Buckets(cfg.Load, r.Paths))
+	fmt.Fprintf(w, "  (%s)\n", p99Buckets(r.Paths))
 	fmt.Fprintf(w, "  (1-byte echo: %d round trips over one connection with the path idle in between, so every process on it\n"+
 		"   sleeps and must be woken once per direction: the direct path wakes two, each proxy adds two more. It is the\n"+
 		"   machine's floor under the latency rows: a pair of proxies adds about twice the direct figure before any work)\n", cfg.PingCount)
@@ -304,15 +304,13 @@ func fmtKB(kb int64) string {
 
 // p99Buckets names the fortio histogram bucket each path's p99 fell in:
 // fortio interpolates inside it, so its width is the p99's precision.
-func p99Buckets(l LoadSpec, paths []*PathResult) string {
+func p99Buckets(paths []*PathResult) string {
 	var s []string
 	for _, p := range paths {
-		if p == nil || p.LatencyErr != nil {
+		if p == nil || p.LatencyErr != nil || p.Latency.P99Bucket[1] == 0 {
 			continue
 		}
-		if lo, hi, ok := fortioBucket(l.resolution(), p.Latency.P99); ok {
-			s = append(s, fmt.Sprintf("%s %s-%s", p.Name, fmtDur(lo), fmtDur(hi)))
-		}
+		s = append(s, fmt.Sprintf("%s %s-%s", p.Name, fmtDur(p.Latency.P99Bucket[0]), fmtDur(p.Latency.P99Bucket[1])))
 	}
 	return "p99 histogram bucket, inside which fortio interpolates linearly: " + strings.Join(s, ", ")
 }

@@ -76,7 +76,7 @@ func printWaypoint(w io.Writer, r *Results) {
 	fmt.Fprintf(w, "  (medians of %d interleaved rounds of fortio %s at -r %s; p99 µs per round: %s)\n",
 		max(1, cfg.Rounds), run, cfg.Load.resolutionArg(), strings.Join(rounds, ", "))
 	fmt.Fprintf(w, "  (HTTP arrivals: %s)\n", arrivals(cfg.Load))
-	fmt.Fprintf(w, "  (%s)\n", p99Buckets(cfg.Load, []*PathResult{base, via}))
+	fmt.Fprintf(w, "  (%s)\n", p99Buckets([]*PathResult{base, via}))
 
 	client := "unpinned"
 	if wr.ClientCPUs != "" {

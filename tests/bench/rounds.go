@@ -31,6 +31,13 @@ func (r *PathResult) summarise() {
 			l.Errors += x.Errors
 		}
 		l.P50, l.P90, l.P99 = median(p50), median(p90), median(p99)
+		// The bucket of the round whose p99 is nearest the median.
+		best := time.Duration(-1)
+		for _, x := range r.LatencyRounds {
+			if d := (x.P99 - l.P99).Abs(); best < 0 || d < best {
+				best, l.P99Bucket = d, x.P99Bucket
+			}
+		}
 		r.Latency, r.LatencyErr = l, nil
 	}
 }

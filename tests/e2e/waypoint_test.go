@@ -1005,19 +1005,22 @@ func testRuntimeSettings(t *testing.T, m *mesh, wp *cluster.Pod, metricsURL stri
 	if runtime.NumCPU() < 2 {
 		t.Skip("one CPU: GOMAXPROCS is 1 whatever the load")
 	}
-	eventually(t, "the idle waypoint runs on one P", func() bool {
+	if v, ok := os.LookupEnv("GOMAXPROCS"); ok {
+		t.Skipf("GOMAXPROCS=%s is set, and the waypoint inherits it", v)
+	}
+	waitFor(t, "the idle waypoint runs on one P", func() (bool, string) {
 		resp, err := wp.Netns.HTTPClient(3 * time.Second).Get(metricsURL)
 		if err != nil {
-			return false
+			return false, err.Error()
 		}
 		defer resp.Body.Close()
 		sc := bufio.NewScanner(resp.Body)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			if v, ok := strings.CutPrefix(sc.Text(), "go_sched_gomaxprocs_threads "); ok {
-				return v == "1"
+				return v == "1", "go_sched_gomaxprocs_threads " + v
 			}
 		}
-		return false
+		return false, "no go_sched_gomaxprocs_threads in the metrics"
 	})
 }

@@ -48,18 +48,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, "waypoint:", err)
 		os.Exit(2)
 	}
+	stopRuntime, err := rt.Apply(logger)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "waypoint:", err)
+		os.Exit(2)
+	}
+	defer stopRuntime()
 	cfg.Logger = logger
 	if accessLog {
 		cfg.AccessLog = os.Stdout
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	stopRuntime, err := rt.Apply(ctx, logger)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "waypoint:", err)
-		os.Exit(2)
-	}
-	defer stopRuntime()
 	if err := app.Run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "waypoint:", err)
 		os.Exit(1)

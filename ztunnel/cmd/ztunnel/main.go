@@ -43,15 +43,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "ztunnel:", err)
 		os.Exit(2)
 	}
-	cfg.Logger = logger
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	stopRuntime, err := rt.Apply(ctx, logger)
+	stopRuntime, err := rt.Apply(logger)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ztunnel:", err)
 		os.Exit(2)
 	}
 	defer stopRuntime()
+	cfg.Logger = logger
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if err := app.Run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "ztunnel:", err)
 		os.Exit(1)
