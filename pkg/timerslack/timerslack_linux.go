@@ -10,13 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Current returns the calling thread's timer slack.
-func Current() (time.Duration, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	return current()
-}
-
+// current returns the calling thread's timer slack; the caller has locked
+// its goroutine to the thread.
 func current() (time.Duration, error) {
 	n, err := unix.PrctlRetInt(unix.PR_GET_TIMERSLACK, 0, 0, 0, 0)
 	if err != nil {
@@ -56,17 +51,20 @@ func Ensure(slack time.Duration) error {
 	}
 	// A kernel that does not keep the value (it is clamped for real-time
 	// threads) would exec this program forever; check before the exec.
+	// Without the exec only this thread would have the new slack, and
+	// goroutines share it at random: every failure below puts it back.
+	restore := func() { _ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(cur.Nanoseconds()), 0, 0, 0) }
 	got, err := current()
 	if err != nil {
+		restore()
 		return err
 	}
 	if got != slack {
+		restore()
 		return fmt.Errorf("timerslack: the kernel kept %v, not %v", got, slack)
 	}
 	if err := syscall.Exec("/proc/self/exe", os.Args, os.Environ()); err != nil {
-		// Only this thread would have the slack, and goroutines share it
-		// at random: put it back.
-		_ = unix.Prctl(unix.PR_SET_TIMERSLACK, uintptr(cur.Nanoseconds()), 0, 0, 0)
+		restore()
 		return fmt.Errorf("timerslack: exec /proc/self/exe: %w", err)
 	}
 	return nil
