@@ -179,6 +179,8 @@ func metricSum(t *testing.T, src *cluster.Pod, url, metric string, labels ...str
 	return sumSamples(resp.Body, metric, labels...)
 }
 
+// sumSamples sums the samples of metric (with or without labels) in a
+// Prometheus text exposition that carry every one of labels.
 func sumSamples(r io.Reader, metric string, labels ...string) float64 {
 	var sum float64
 	sc := bufio.NewScanner(r)
@@ -186,7 +188,7 @@ func sumSamples(r io.Reader, metric string, labels ...string) float64 {
 lines:
 	for sc.Scan() {
 		line := sc.Text()
-		if !strings.HasPrefix(line, metric+"{") {
+		if !strings.HasPrefix(line, metric+"{") && !strings.HasPrefix(line, metric+" ") {
 			continue
 		}
 		for _, l := range labels {
@@ -1014,13 +1016,7 @@ func testRuntimeSettings(t *testing.T, m *mesh, wp *cluster.Pod, metricsURL stri
 			return false, err.Error()
 		}
 		defer resp.Body.Close()
-		sc := bufio.NewScanner(resp.Body)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), "go_sched_gomaxprocs_threads "); ok {
-				return v == "1", "go_sched_gomaxprocs_threads " + v
-			}
-		}
-		return false, "no go_sched_gomaxprocs_threads in the metrics"
+		n := sumSamples(resp.Body, "go_sched_gomaxprocs_threads")
+		return n == 1, fmt.Sprintf("go_sched_gomaxprocs_threads %v", n)
 	})
 }

@@ -84,9 +84,10 @@ type address struct {
 
 // compileAddress validates m with the workload API's shared rules
 // (workloadapi.ValidateAddress, the same ztunnel applies, so both proxies
-// refuse the same resources) and compiles it. The rules also tie name to the entry's key (workload uid or
-// "<namespace>/<hostname>"): two names for one entry would let the removal
-// of either drop it. Every error wraps workloadapi.ErrInvalid.
+// refuse the same resources) and compiles it. The rules also tie name to
+// the entry's key (workload uid or "<namespace>/<hostname>"): two names for
+// one entry would let the removal of either drop it. Every error wraps
+// workloadapi.ErrInvalid.
 func compileAddress(name string, m proto.Message) (address, error) {
 	wl, svc, err := workloadapi.ValidateAddress(name, m)
 	if err != nil {
