@@ -3,6 +3,7 @@ package timerslack
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime"
 	"syscall"
 	"time"
@@ -23,9 +24,10 @@ func current() (time.Duration, error) {
 // Ensure makes the whole process run with the given timer slack. When the
 // calling thread already has it, or slack is 0 (keep what was inherited),
 // Ensure returns nil at once. Otherwise it sets the slack on the calling
-// thread and re-executes the running binary (/proc/self/exe) with the same
-// arguments and environment; that exec does not return. The new image finds
-// the slack set and goes on, so it is executed once.
+// thread and re-executes the running binary (by its path while that still
+// names it, else /proc/self/exe) with the same arguments and environment;
+// that exec does not return. The new image finds the slack set and goes
+// on, so it is executed once.
 //
 // Call it early in main: whatever was started before is discarded by the
 // exec (descriptors opened without close-on-exec stay open). An error
@@ -63,9 +65,31 @@ func Ensure(slack time.Duration) error {
 		restore()
 		return fmt.Errorf("timerslack: the kernel kept %v, not %v", got, slack)
 	}
-	if err := syscall.Exec("/proc/self/exe", os.Args, os.Environ()); err != nil {
+	path := selfPath()
+	if err := syscall.Exec(path, os.Args, os.Environ()); err != nil {
 		restore()
-		return fmt.Errorf("timerslack: exec /proc/self/exe: %w", err)
+		return fmt.Errorf("timerslack: exec %s: %w", path, err)
 	}
 	return nil
+}
+
+// selfExe names the running binary whatever happened to its path.
+const selfExe = "/proc/self/exe"
+
+// selfPath returns the path to execute the running binary by: its own path
+// while that still names the same file, so that the new image keeps the
+// program's name (the kernel names a process after the file it executes,
+// and "exe" in ps, top and killall would hide which program it is), else
+// /proc/self/exe.
+func selfPath() string {
+	path, err := os.Readlink(selfExe)
+	if err != nil || !filepath.IsAbs(path) {
+		return selfExe
+	}
+	var running, named unix.Stat_t
+	if unix.Stat(selfExe, &running) != nil || unix.Stat(path, &named) != nil ||
+		running.Dev != named.Dev || running.Ino != named.Ino {
+		return selfExe // deleted or replaced since it started
+	}
+	return path
 }

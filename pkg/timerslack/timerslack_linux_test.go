@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,9 +19,21 @@ const childEnv = "TIMERSLACK_TEST_CHILD"
 
 const testSlack = 1500 * time.Microsecond
 
+// pathChildEnv makes the test binary print selfPath before and after it
+// deletes its own file.
+const pathChildEnv = "TIMERSLACK_TEST_PATH_CHILD"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) != "" {
 		child()
+		return
+	}
+	if os.Getenv(pathChildEnv) != "" {
+		fmt.Println(selfPath())
+		if err := os.Remove(os.Args[0]); err != nil {
+			fmt.Println("error:", err)
+		}
+		fmt.Println(selfPath())
 		return
 	}
 	os.Exit(m.Run())
@@ -51,6 +64,12 @@ func child() {
 		wg.Wait()
 	}
 	fmt.Println("slack", slacks)
+	comm, err := os.ReadFile("/proc/self/comm")
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Print("comm ", string(comm))
 	os.Exit(0)
 }
 
@@ -65,11 +84,17 @@ func runChild(t *testing.T) string {
 	return string(out)
 }
 
-func TestEnsureExecsOnceAndEveryThreadHasTheSlack(t *testing.T) {
+func TestEnsureExecsOnceKeepsTheNameAndEveryThreadHasTheSlack(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("timer slack is a Linux notion")
 	}
-	want := fmt.Sprintf("image\nimage\nslack %v\n", []time.Duration{testSlack, testSlack, testSlack, testSlack})
+	// The kernel names a process after the file it executes, cut to 15
+	// bytes: the new image keeps the test binary's name.
+	name := filepath.Base(os.Args[0])
+	if len(name) > 15 {
+		name = name[:15]
+	}
+	want := fmt.Sprintf("image\nimage\nslack %v\ncomm %s\n", []time.Duration{testSlack, testSlack, testSlack, testSlack}, name)
 	if got := runChild(t); got != want {
 		t.Errorf("child printed\n%s\nwant\n%s", got, want)
 	}
@@ -104,5 +129,28 @@ func TestEnsureArguments(t *testing.T) {
 	}
 	if err := Ensure(-time.Millisecond); err == nil {
 		t.Error("Ensure(-1ms) = nil, want an error")
+	}
+}
+
+func TestSelfPathFallsBackWhenTheBinaryIsGone(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("timer slack is a Linux notion")
+	}
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "copy.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^$")
+	cmd.Env = append(os.Environ(), pathChildEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	if want := bin + "\n" + selfExe + "\n"; string(out) != want {
+		t.Errorf("child printed\n%s\nwant\n%s", out, want)
 	}
 }
