@@ -7,8 +7,10 @@
 // non-zero only when the set-up fails.
 //
 // With -waypoint (the default) it also measures a Service bound to a
-// waypoint against one without, and the waypoint's maximum request rate on
-// one CPU against nginx's.
+// waypoint against one without, what one plaintext nginx hop adds at the
+// same load outside the mesh (the reference for the waypoint's added
+// latency), and the waypoint's maximum request rate on one CPU against
+// nginx's.
 //
 // Usage (as root, after `make build`): bench [-ztunnel bin/ztunnel] [-echo bin/echo] [-waypoint-bin bin/waypoint] [-waypoint-only] [-profile DIR]
 package main

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"strings"
@@ -65,18 +66,11 @@ func printWaypoint(w io.Writer, r *Results) {
 	if cfg.Load.Requests > 0 {
 		run = fmt.Sprintf("%d requests", cfg.Load.Requests)
 	}
-	var rounds []string
-	for _, p := range []*PathResult{base, via} {
-		var s []string
-		for _, l := range p.LatencyRounds {
-			s = append(s, fmt.Sprintf("%.0f", float64(l.P99)/float64(time.Microsecond)))
-		}
-		rounds = append(rounds, p.Name+" "+strings.Join(s, "/"))
-	}
 	fmt.Fprintf(w, "  (medians of %d interleaved rounds of fortio %s at -r %s; p99 µs per round: %s)\n",
-		max(1, cfg.Rounds), run, cfg.Load.resolutionArg(), strings.Join(rounds, ", "))
+		max(1, cfg.Rounds), run, cfg.Load.resolutionArg(), p99Rounds(base, via))
 	fmt.Fprintf(w, "  (HTTP arrivals: %s)\n", arrivals(cfg.Load))
 	fmt.Fprintf(w, "  (%s)\n", p99Buckets([]*PathResult{base, via}))
+	printNginxHop(w, wr, run)
 
 	client := "unpinned"
 	if wr.ClientCPUs != "" {
@@ -160,4 +154,64 @@ func printWaypoint(w io.Writer, r *Results) {
 	for _, e := range errs {
 		fmt.Fprintf(w, "  - %s\n", e)
 	}
+}
+
+// printNginxHop writes the reference for the added latency: what one
+// plaintext nginx hop adds at the same load, outside the mesh, next to
+// what the waypoint adds.
+func printNginxHop(w io.Writer, wr *WaypointResult, run string) {
+	via, base := wr.ViaNginx, wr.NoNginx
+	if via == nil || base == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nreference, outside the mesh: non-mesh client pod -> nginx pod (node2; plaintext HTTP/1.1, one worker, unpinned)\n")
+	fmt.Fprintf(w, "  -> non-mesh server pod, against the client straight to the server; same load, rounds interleaved likewise\n")
+	if via.LatencyErr != nil || base.LatencyErr != nil {
+		fmt.Fprintf(w, "  error: %v\n", cmp.Or(via.LatencyErr, base.LatencyErr))
+		return
+	}
+	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(t)
+	fmt.Fprintln(t, "metric\tno proxy\tvia nginx\tadded by nginx\tadded by the waypoint")
+	wpAdded := func(get func(Latency) time.Duration) string {
+		if wr.Via == nil || wr.NoWaypoint == nil || wr.Via.LatencyErr != nil || wr.NoWaypoint.LatencyErr != nil {
+			return "-"
+		}
+		return signedDur(get(wr.Via.Latency) - get(wr.NoWaypoint.Latency))
+	}
+	for _, m := range []struct {
+		name string
+		get  func(Latency) time.Duration
+	}{
+		{"HTTP p50", func(l Latency) time.Duration { return l.P50 }},
+		{"HTTP p90", func(l Latency) time.Duration { return l.P90 }},
+		{"HTTP p99", func(l Latency) time.Duration { return l.P99 }},
+	} {
+		a, b := m.get(base.Latency), m.get(via.Latency)
+		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\n", m.name, fmtDur(a), fmtDur(b), signedDur(b-a), wpAdded(m.get))
+	}
+	if via.UsageErr == nil && len(via.Usage) > 0 {
+		var u Usage
+		for _, x := range via.Usage {
+			u.CPU += x.CPU
+			u.Wall, u.Requests = x.Wall, x.Requests
+		}
+		fmt.Fprintf(t, "nginx vCPU per 1000 req/s\t\t%.3f\t\t\n", u.VCPUPer1kRPS())
+	}
+	_ = t.Flush()
+	fmt.Fprintf(w, "  (medians of %d rounds of fortio %s; p99 µs per round: %s)\n", len(via.LatencyRounds), run, p99Rounds(base, via))
+	fmt.Fprintf(w, "  (%s)\n", p99Buckets([]*PathResult{base, via}))
+}
+
+// p99Rounds lists each path's p99 per round in µs: "name 1200/1350, ...".
+func p99Rounds(paths ...*PathResult) string {
+	var rounds []string
+	for _, p := range paths {
+		var s []string
+		for _, l := range p.LatencyRounds {
+			s = append(s, fmt.Sprintf("%.0f", float64(l.P99)/float64(time.Microsecond)))
+		}
+		rounds = append(rounds, p.Name+" "+strings.Join(s, "/"))
+	}
+	return strings.Join(rounds, ", ")
 }

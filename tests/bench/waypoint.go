@@ -49,6 +49,10 @@ const (
 
 	pathViaWaypoint = "waypoint"
 	pathNoWaypoint  = "ztunnel-vip"
+	// The reference for the added latency, outside the mesh: through the
+	// nginx pod, and straight to the server.
+	pathViaNginx = "nginx"
+	pathNoNginx  = "no-proxy"
 )
 
 // addWaypoint adds the waypoint scenario's pod, Services and waypoint

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/zmesh/zmesh/tests/e2e/cluster"
 )
 
@@ -31,6 +33,11 @@ type WaypointResult struct {
 	// The rounds each of those is the median of (by requests per
 	// CPU-second).
 	MaxWaypointRounds, MaxNginxRounds, MaxNginxLocalRounds []MaxRate
+	// ViaNginx and NoNginx are the reference for the added latency: the
+	// same load from the non-mesh client pod through the nginx pod
+	// (unpinned, as the waypoint is in Via) and straight to the non-mesh
+	// server, in interleaved rounds. Nil when nginx could not run.
+	ViaNginx, NoNginx *PathResult
 }
 
 // MaxRate is one unthrottled fortio run through a proxy pinned to one
@@ -140,7 +147,42 @@ func (b *bench) measureWaypoint(ctx context.Context, via, noWP *Path, wp Proc) {
 	}
 	for _, tg := range targets {
 		*tg.summary = medianRate(*tg.rounds)
+		if tg.path.Name == nginxMaxPath {
+			b.nginxHopRounds(ctx, res, tg.procs)
+		}
 	}
+}
+
+// nginxMaxPath names the max-rate path through the nginx pod.
+const nginxMaxPath = "nginx-max-" + podNginx
+
+// nginxHopRounds measures the reference for the waypoint's added latency:
+// what one plaintext nginx hop adds at the same load on this machine. The
+// nginx worker is unpinned first, as the waypoint is during its latency
+// rounds.
+func (b *bench) nginxHopRounds(ctx context.Context, res *WaypointResult, nginx []Proc) {
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		b.warn(fmt.Errorf("nginx hop reference: %w", err))
+		return
+	}
+	for _, p := range nginx {
+		if err := setAll(p.Pid, &all, nil); err != nil {
+			b.warn(fmt.Errorf("nginx hop reference: unpin nginx: %w", err))
+			return
+		}
+	}
+	client, server := b.m.Pods[podDirectClient], b.m.Pods[podDirectServer]
+	direct := &Path{Name: pathNoNginx, Client: client, HTTP: hostPort(server.IP.String(), portFortio)}
+	via := &Path{Name: pathViaNginx, Client: client, HTTP: hostPort(b.m.Pods[podNginx].IP.String(), nginxPort),
+		Proxies: map[int][]Proc{portFortio: nginx}}
+	res.ViaNginx, res.NoNginx = &PathResult{Name: via.Name}, &PathResult{Name: direct.Name}
+	for round := range max(1, b.cfg.Rounds) {
+		b.httpRound(ctx, round, direct, res.NoNginx)
+		b.httpRound(ctx, round, via, res.ViaNginx)
+	}
+	res.ViaNginx.summarise()
+	res.NoNginx.summarise()
 }
 
 // medianRate returns the round with the median requests per CPU-second,

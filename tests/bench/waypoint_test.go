@@ -141,6 +141,7 @@ func TestPrintWaypoint(t *testing.T) {
 		rssKB     int64
 		wpQPS     float64
 		nginxErr  error
+		nginxHop  bool
 		want, not []string
 	}{
 		{name: "all met", viaP99: 1500 * time.Microsecond, cpu: 1600 * time.Millisecond, rssKB: 40 * 1024, wpQPS: 6000,
@@ -151,7 +152,10 @@ func TestPrintWaypoint(t *testing.T) {
 			want: []string{"HTTP p99|+2.50 ms", "HTTP p99|MISSED", "waypoint vCPU|0.500", "waypoint vCPU|MISSED", "waypoint peak RSS|70.0 MB",
 				"waypoint peak RSS|MISSED", "waypoint / nginx|0.40x req/s on one core (MISSED)", "waypoint / nginx|0.40x req per CPU-second (MISSED)"}},
 		{name: "nginx failed", viaP99: time.Millisecond, cpu: time.Second, rssKB: 1024, wpQPS: 1, nginxErr: errors.New("no apt"),
-			want: []string{"nginx|error", "- nginx max rate|no apt"}, not: []string{"waypoint / nginx"}},
+			want: []string{"nginx|error", "- nginx max rate|no apt"}, not: []string{"waypoint / nginx", "reference, outside the mesh"}},
+		{name: "nginx hop reference", viaP99: 1500 * time.Microsecond, cpu: time.Second, rssKB: 1024, wpQPS: 6000, nginxHop: true,
+			want: []string{"reference, outside the mesh", "HTTP p99|400 µs", "HTTP p99|1.10 ms", "HTTP p99|+700 µs", "HTTP p99|+1.00 ms",
+				"nginx vCPU per 1000 req/s|0.050", "(medians of 1 rounds|no-proxy 400, nginx 1100"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -167,6 +171,14 @@ func TestPrintWaypoint(t *testing.T) {
 			r := &Results{Config: cfg, Waypoint: &WaypointResult{Via: via, NoWaypoint: base, ProxyCPU: 1, ClientCPUs: "0",
 				MaxWaypoint: mr(tc.wpQPS), MaxNginx: mr(10000)}}
 			r.Waypoint.MaxNginx.Err = tc.nginxErr
+			if tc.nginxHop {
+				hop := &PathResult{Name: pathViaNginx, LatencyRounds: lat(time.Millisecond, 1100*time.Microsecond),
+					Usage: []Usage{{Name: "nginx master", Wall: 8 * time.Second, Requests: 8000}, {Name: "nginx worker", CPU: 400 * time.Millisecond, Wall: 8 * time.Second, Requests: 8000}}}
+				none := &PathResult{Name: pathNoNginx, LatencyRounds: lat(300*time.Microsecond, 400*time.Microsecond)}
+				hop.summarise()
+				none.summarise()
+				r.Waypoint.ViaNginx, r.Waypoint.NoNginx = hop, none
+			}
 			var out bytes.Buffer
 			printWaypoint(&out, r)
 			for _, w := range tc.want {
