@@ -24,6 +24,8 @@ import (
 // cork/uncork by the connection's writer under its write lock.
 type corkConn struct {
 	net.Conn
+	// raw, when not nil, does the socket's reads and writes (rawSocket).
+	raw *rawSocket
 
 	// Read side; no lock, see above.
 	rbuf     *[]byte
@@ -53,7 +55,28 @@ var (
 	corkWritePool = sync.Pool{New: func() any { b := make([]byte, 0, corkWriteSize); return &b }}
 )
 
-func newCorkConn(c net.Conn) *corkConn { return &corkConn{Conn: c} }
+func newCorkConn(c net.Conn) *corkConn {
+	cc := &corkConn{Conn: c}
+	if tc, ok := c.(*net.TCPConn); ok {
+		cc.raw = newRawSocket(tc)
+	}
+	return cc
+}
+
+// read and write do the socket's I/O, with raw system calls when they can.
+func (c *corkConn) read(p []byte) (int, error) {
+	if c.raw != nil {
+		return c.raw.Read(p)
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *corkConn) write(p []byte) (int, error) {
+	if c.raw != nil {
+		return c.raw.Write(p)
+	}
+	return c.Conn.Write(p)
+}
 
 // Read implements net.Conn for the TLS layer.
 func (c *corkConn) Read(p []byte) (int, error) {
@@ -72,14 +95,14 @@ func (c *corkConn) Read(p []byte) (int, error) {
 		}
 	}
 	if !c.bulkRead || len(p) >= corkReadSize {
-		n, err := c.Conn.Read(p)
+		n, err := c.read(p)
 		c.bulkRead = n >= corkReadBulk
 		return n, err
 	}
 	if c.rbuf == nil {
 		c.rbuf = corkReadPool.Get().(*[]byte)
 	}
-	n, err := c.Conn.Read(*c.rbuf)
+	n, err := c.read(*c.rbuf)
 	c.bulkRead = n >= corkReadBulk
 	c.rr, c.rw, c.rerr = 0, n, err
 	if n == 0 {
@@ -98,14 +121,14 @@ func (c *corkConn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if !c.corked {
-		return c.Conn.Write(p)
+		return c.write(p)
 	}
 	if len(*c.wbuf)+len(p) > cap(*c.wbuf) {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
 		if len(p) > cap(*c.wbuf) {
-			return c.Conn.Write(p)
+			return c.write(p)
 		}
 	}
 	*c.wbuf = append(*c.wbuf, p...)
@@ -143,6 +166,6 @@ func (c *corkConn) flushLocked() error {
 	if len(b) == 0 {
 		return nil
 	}
-	_, err := c.Conn.Write(b)
+	_, err := c.write(b)
 	return err
 }

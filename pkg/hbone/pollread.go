@@ -41,12 +41,7 @@ func copyFromTCP(dst HalfCloser, src *net.TCPConn, pool *BufferPool) (int64, err
 			small = smallBufPool.Get().(*[]byte)
 			buf = *small
 		}
-		for {
-			nr, rerr = syscall.Read(int(fd), buf)
-			if !errors.Is(rerr, syscall.EINTR) {
-				break
-			}
-		}
+		nr, rerr = rawRead(fd, buf)
 		if errors.Is(rerr, syscall.EAGAIN) {
 			// Nothing yet: give the buffer back while waiting.
 			if small != nil {
@@ -114,10 +109,7 @@ func writeNonBlocking(rc syscall.RawConn, p []byte) int {
 	n := 0
 	_ = rc.Write(func(fd uintptr) bool {
 		for len(p) > 0 {
-			m, err := syscall.Write(int(fd), p[n:])
-			if errors.Is(err, syscall.EINTR) {
-				continue
-			}
+			m, _ := rawWrite(fd, p[n:])
 			if m > 0 {
 				n += m
 				if n < len(p) {

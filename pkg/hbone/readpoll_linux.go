@@ -3,7 +3,6 @@
 package hbone
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -87,10 +86,7 @@ func (p *readPoller) loop() {
 		var werr error
 		err := p.rc.Read(func(fd uintptr) bool {
 			for {
-				n, err := syscall.EpollWait(int(fd), events, 0)
-				if errors.Is(err, syscall.EINTR) {
-					continue
-				}
+				n, err := rawEpollWait(fd, events)
 				if err != nil {
 					werr = err
 					return true
@@ -155,7 +151,7 @@ func (p *readPoller) arm(fd int, s *tcpSource) error {
 		Fd:     int32(uint32(s.pollID)),
 		Pad:    int32(uint32(s.pollID >> 32)),
 	}
-	if err := syscall.EpollCtl(p.epfd, op, fd, &ev); err != nil {
+	if err := rawEpollCtl(p.epfd, op, fd, &ev); err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	return nil

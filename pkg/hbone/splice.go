@@ -196,7 +196,9 @@ type readNotifier interface {
 // stream has, then arms the stream to start the next run when more
 // arrives. Runs never overlap, so its fields need no lock.
 type drainer struct {
-	dst    HalfCloser
+	dst HalfCloser
+	// w writes to dst: a rawSocket when dst is a TCP socket.
+	w      io.Writer
 	src    readNotifier
 	pool   *BufferPool
 	n      int64
@@ -211,7 +213,12 @@ type drainer struct {
 // from its connection's read loop, without blocking, while the drainer is
 // idle (see the streams' deliver); those bytes count towards the total.
 func drainAsync(dst HalfCloser, src readNotifier, pool *BufferPool, finish func(int64, error)) {
-	d := &drainer{dst: dst, src: src, pool: pool}
+	d := &drainer{dst: dst, w: dst, src: src, pool: pool}
+	if tc, ok := dst.(*net.TCPConn); ok {
+		if rs := newRawSocket(tc); rs != nil {
+			d.w = rs
+		}
+	}
 	d.finish = func(n int64, err error) { finish(n+src.inlineWritten(), err) }
 	if tc, ok := dst.(*net.TCPConn); ok {
 		if rc, err := tc.SyscallConn(); err == nil {
@@ -236,7 +243,7 @@ func (d *drainer) run() {
 			return
 		}
 		if nr > 0 {
-			nw, werr := d.dst.Write(buf[:nr])
+			nw, werr := d.w.Write(buf[:nr])
 			d.n += int64(nw)
 			if werr == nil && nw != nr {
 				werr = io.ErrShortWrite

@@ -102,12 +102,7 @@ func newTCPSource(dst HalfCloser, src *net.TCPConn, pool *BufferPool, p *readPol
 // readOnce reads what the socket has into s.buf (s.nr, s.rerr). It asks
 // the netpoller to wait for more only while s is hot.
 func (s *tcpSource) readOnce(fd uintptr) bool {
-	for {
-		s.nr, s.rerr = syscall.Read(int(fd), s.buf)
-		if !errors.Is(s.rerr, syscall.EINTR) {
-			break
-		}
-	}
+	s.nr, s.rerr = rawRead(fd, s.buf)
 	return !s.heated || !errors.Is(s.rerr, syscall.EAGAIN)
 }
 
