@@ -126,6 +126,15 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}
 		addWaypoint(&spec, bin)
 	}
+	// The latency tails measure the machine too: say when it is not quiet.
+	if busy, err := machineBusy(ctx, time.Second); err != nil {
+		res.warn(log, err)
+	} else if busy > quietThreshold {
+		res.warn(log, fmt.Errorf("the machine was %.0f%% busy in the second before the bench; latency tails include what other processes take", busy*100))
+	}
+	if n := runningNeighbours(); len(n) > 0 {
+		res.warn(log, fmt.Errorf("%s running (the test control plane left by `make test`? `make kube-down` stops it): idle, it still wakes every few milliseconds, which shows in latency tails", strings.Join(n, ", ")))
+	}
 	log.Info("starting the mesh", "ztunnel", cfg.ZtunnelBin)
 	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	m, err := meshenv.Start(sctx, spec)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -181,4 +182,89 @@ func (m *usageMeter) stop(requests int64) ([]Usage, error) {
 		}
 	}
 	return out, nil
+}
+
+// quietThreshold is the share of the machine's CPU time busy before the
+// bench from which it warns: its processes then compete with the proxies.
+const quietThreshold = 0.05
+
+// machineBusy returns the share of all CPUs' time spent busy over d,
+// from /proc/stat (everything but idle and iowait).
+func machineBusy(ctx context.Context, d time.Duration) (float64, error) {
+	before, err := cpuTimes()
+	if err != nil {
+		return 0, err
+	}
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(d):
+	}
+	after, err := cpuTimes()
+	if err != nil {
+		return 0, err
+	}
+	total := after.total - before.total
+	if total == 0 {
+		return 0, nil
+	}
+	return float64(total-(after.idle-before.idle)) / float64(total), nil
+}
+
+type cpuTimeSample struct{ total, idle uint64 }
+
+// cpuTimes reads the aggregate "cpu" line of /proc/stat.
+func cpuTimes() (cpuTimeSample, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimeSample{}, fmt.Errorf("machine CPU time: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return cpuTimeSample{}, fmt.Errorf("machine CPU time: unexpected /proc/stat line %q", line)
+	}
+	var s cpuTimeSample
+	for i, v := range f[1:] {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return cpuTimeSample{}, fmt.Errorf("machine CPU time: %w", err)
+		}
+		s.total += n
+		if i == 3 || i == 4 { // idle, iowait
+			s.idle += n
+		}
+	}
+	return s, nil
+}
+
+// noisyNeighbours are programs that, even idle, wake up every few
+// milliseconds: the test control plane that `make test` leaves running.
+var noisyNeighbours = []string{"kube-apiserver", "etcd", "kube-controller"}
+
+// runningNeighbours returns which of noisyNeighbours run on the machine.
+func runningNeighbours() []string {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	var found []string
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		comm, err := os.ReadFile("/proc/" + e.Name() + "/comm")
+		if err != nil {
+			continue
+		}
+		name := strings.TrimSpace(string(comm))
+		for _, n := range noisyNeighbours {
+			if strings.HasPrefix(name, n) && !seen[n] {
+				seen[n] = true
+				found = append(found, n)
+			}
+		}
+	}
+	return found
 }
