@@ -4,20 +4,19 @@ import (
 	"flag"
 	"log/slog"
 	"testing"
-	"time"
 )
 
-func TestRegisterDefaults(t *testing.T) {
+func TestRegister(t *testing.T) {
 	var f Flags
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	f.Register(fs, "proxy")
 	if err := fs.Parse(nil); err != nil {
 		t.Fatal(err)
 	}
-	if f != (Flags{TimerSlack: DefaultTimerSlack}) {
+	if f != (Flags{}) {
 		t.Errorf("defaults %+v", f)
 	}
-	if err := fs.Parse([]string{"--concurrency", "3", "--timer-slack", "0"}); err != nil {
+	if err := fs.Parse([]string{"--concurrency", "3"}); err != nil {
 		t.Fatal(err)
 	}
 	if f != (Flags{Concurrency: 3}) {
@@ -25,12 +24,10 @@ func TestRegisterDefaults(t *testing.T) {
 	}
 }
 
-// Apply with valid settings may exec the program, so only its refusals
-// are tested here; timerslack and procscale test the rest.
+// Apply's scaling is procscale's, tested there; its refusal is tested here.
 func TestApplyRefusesInvalidSettings(t *testing.T) {
-	for _, f := range []Flags{{TimerSlack: -time.Millisecond}, {Concurrency: -1}} {
-		if _, err := f.Apply(slog.New(slog.DiscardHandler)); err == nil {
-			t.Errorf("Apply(%+v) = nil error", f)
-		}
+	f := Flags{Concurrency: -1}
+	if _, err := f.Apply(slog.New(slog.DiscardHandler)); err == nil {
+		t.Errorf("Apply(%+v) = nil error", f)
 	}
 }
