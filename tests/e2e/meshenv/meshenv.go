@@ -380,14 +380,11 @@ func (m *Mesh) StartZtunnel(ctx context.Context, node string) error {
 // startZtunnelProcess runs the ztunnel binary for a node, in the root
 // netns like the in-process one, on free loopback ports.
 func (m *Mesh) startZtunnelProcess(cfg ztunnelapp.Config) error {
-	addrs := ZtunnelAddrs{}
-	for _, a := range []*string{&addrs.Admin, &addrs.Metrics, &addrs.Ready} {
-		addr, err := freeLoopbackAddr()
-		if err != nil {
-			return err
-		}
-		*a = addr
+	free, err := freeLoopbackAddrs(3)
+	if err != nil {
+		return err
 	}
+	addrs := ZtunnelAddrs{Admin: free[0], Metrics: free[1], Ready: free[2]}
 	p, err := m.Cluster.StartProcess(cluster.ProcessSpec{
 		Name: "ztunnel-" + cfg.NodeName, Path: m.ztBinary,
 		Args: []string{"--controller", cfg.ControllerAddr, "--controller-name", cfg.ControllerName,
@@ -403,23 +400,36 @@ func (m *Mesh) startZtunnelProcess(cfg ztunnelapp.Config) error {
 	return nil
 }
 
-// freeLoopbackAddr returns a loopback address, free when checked, for a
-// child process to listen on. The port is drawn below Linux's default
-// ephemeral range (32768-60999), so the outgoing connections made before
-// the child binds it cannot take it meanwhile, as they can a port that
-// listening on port 0 handed out.
-func freeLoopbackAddr() (string, error) {
-	var err error
-	for range 50 {
-		var ln net.Listener
-		ln, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12768))))
-		if err == nil {
-			addr := ln.Addr().String()
+// freeLoopbackAddrs returns n distinct loopback addresses, free when
+// checked, for a child process to listen on. The ports are drawn below
+// Linux's default ephemeral range (32768-60999), so the outgoing
+// connections made before the child binds them cannot take them meanwhile,
+// as they can a port that listening on port 0 handed out.
+func freeLoopbackAddrs(n int) ([]string, error) {
+	// Each port is held until all are picked, so that they differ.
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
 			_ = ln.Close()
-			return addr, nil
+		}
+	}()
+	var addrs []string
+	for len(addrs) < n {
+		var err error
+		for range 50 {
+			var ln net.Listener
+			ln, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(20000+rand.IntN(12768))))
+			if err == nil {
+				lns = append(lns, ln)
+				addrs = append(addrs, ln.Addr().String())
+				break
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("no free loopback port: %w", err)
 		}
 	}
-	return "", fmt.Errorf("no free loopback port: %w", err)
+	return addrs, nil
 }
 
 // StopZtunnel stops node's ztunnel (its pods stay captured).
