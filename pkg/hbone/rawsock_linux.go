@@ -93,30 +93,17 @@ func (s *rawSocket) writeReady(fd uintptr) bool {
 // rawRead is read(2) on a non-blocking descriptor without the scheduler's
 // bookkeeping for blocking system calls (see rawSocket). It retries on
 // EINTR; on failure n is 0 and err the errno.
-func rawRead(fd uintptr, p []byte) (int, error) {
-	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
-		if errno == syscall.EINTR {
-			continue
-		}
-		if errno != 0 {
-			return 0, errno
-		}
-		return int(n), nil
-	}
-}
+func rawRead(fd uintptr, p []byte) (int, error) { return rawIO(syscall.SYS_READ, fd, p) }
 
 // rawWrite is write(2) as rawRead is read(2).
-func rawWrite(fd uintptr, p []byte) (int, error) {
+func rawWrite(fd uintptr, p []byte) (int, error) { return rawIO(syscall.SYS_WRITE, fd, p) }
+
+func rawIO(trap, fd uintptr, p []byte) (int, error) {
 	for {
-		n, _, errno := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
-		if errno == syscall.EINTR {
-			continue
+		n, _, errno := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
+		if errno != syscall.EINTR {
+			return rawResult(n, errno)
 		}
-		if errno != 0 {
-			return 0, errno
-		}
-		return int(n), nil
 	}
 }
 
@@ -125,14 +112,17 @@ func rawWrite(fd uintptr, p []byte) (int, error) {
 func rawEpollWait(epfd uintptr, events []syscall.EpollEvent) (int, error) {
 	for {
 		n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
-		if errno == syscall.EINTR {
-			continue
+		if errno != syscall.EINTR {
+			return rawResult(n, errno)
 		}
-		if errno != 0 {
-			return 0, errno
-		}
-		return int(n), nil
 	}
+}
+
+func rawResult(n uintptr, errno syscall.Errno) (int, error) {
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(n), nil
 }
 
 // rawEpollCtl is epoll_ctl(2), as rawRead is read(2).
