@@ -99,6 +99,9 @@ func rawRead(fd uintptr, p []byte) (int, error) { return rawIO(syscall.SYS_READ,
 func rawWrite(fd uintptr, p []byte) (int, error) { return rawIO(syscall.SYS_WRITE, fd, p) }
 
 func rawIO(trap, fd uintptr, p []byte) (int, error) {
+	if raceBuild {
+		return syscallIO(trap, fd, p)
+	}
 	for {
 		n, _, errno := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
 		if errno != syscall.EINTR {
@@ -114,6 +117,22 @@ func rawEpollWait(epfd uintptr, events []syscall.EpollEvent) (int, error) {
 		n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
 		if errno != syscall.EINTR {
 			return rawResult(n, errno)
+		}
+	}
+}
+
+// syscallIO is rawIO through the syscall package (see raceBuild).
+func syscallIO(trap, fd uintptr, p []byte) (int, error) {
+	for {
+		var n int
+		var err error
+		if trap == syscall.SYS_READ {
+			n, err = syscall.Read(int(fd), p)
+		} else {
+			n, err = syscall.Write(int(fd), p)
+		}
+		if !errors.Is(err, syscall.EINTR) {
+			return max(n, 0), err
 		}
 	}
 }

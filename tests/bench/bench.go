@@ -65,6 +65,9 @@ type Results struct {
 	// Warnings are problems that did not stop the bench (profiling,
 	// ghostunnel set-up...).
 	Warnings []string
+	// Noisy says what else ran on the machine when the bench started: not a
+	// problem of the bench, but its latency tails carry it.
+	Noisy []string
 }
 
 // Path returns the named path's results, or nil.
@@ -127,13 +130,17 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		addWaypoint(&spec, bin)
 	}
 	// The latency tails measure the machine too: say when it is not quiet.
+	noisy := func(msg string) {
+		log.Warn(msg)
+		res.Noisy = append(res.Noisy, msg)
+	}
 	if busy, err := machineBusy(ctx, time.Second); err != nil {
 		res.warn(log, err)
 	} else if busy > quietThreshold {
-		res.warn(log, fmt.Errorf("the machine was %.0f%% busy in the second before the bench; latency tails include what other processes take", busy*100))
+		noisy(fmt.Sprintf("the machine was %.0f%% busy in the second before the bench", busy*100))
 	}
 	if n := runningNeighbours(); len(n) > 0 {
-		res.warn(log, fmt.Errorf("%s running (the test control plane left by `make test`? `make kube-down` stops it): idle, it still wakes every few milliseconds, which shows in latency tails", strings.Join(n, ", ")))
+		noisy(strings.Join(n, ", ") + " running (the test control plane left by `make test`? `make kube-down` stops it): idle, it still wakes every few milliseconds")
 	}
 	log.Info("starting the mesh", "ztunnel", cfg.ZtunnelBin)
 	sctx, cancel := context.WithTimeout(ctx, 90*time.Second)

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -46,5 +48,13 @@ func TestRunningNeighbours(t *testing.T) {
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	if got := runningNeighbours(); !slices.Contains(got, "etcd") {
 		t.Errorf("runningNeighbours() = %v, want etcd among them", got)
+	}
+}
+
+func TestNoisyMachineIsNotAProblem(t *testing.T) {
+	var out bytes.Buffer
+	printErrors(&out, &Results{Noisy: []string{"etcd running"}})
+	if s := out.String(); !strings.Contains(s, "not a quiet machine") || !strings.Contains(s, "etcd running") || strings.Contains(s, "problems:") {
+		t.Errorf("report:\n%s", s)
 	}
 }

@@ -240,6 +240,12 @@ func printErrors(w io.Writer, r *Results) {
 		}
 	}
 	lines = append(lines, r.Warnings...)
+	if len(r.Noisy) > 0 {
+		fmt.Fprintf(w, "\nnot a quiet machine (the latency tails above include what these take):\n")
+		for _, l := range r.Noisy {
+			fmt.Fprintf(w, "  - %s\n", l)
+		}
+	}
 	if len(lines) == 0 {
 		return
 	}

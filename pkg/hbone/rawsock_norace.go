@@ -1,0 +1,6 @@
+//go:build !race
+
+package hbone
+
+// raceBuild: see rawsock_race.go.
+const raceBuild = false
