@@ -7,8 +7,9 @@ import (
 	"syscall"
 )
 
-// rawSocket is Linux-only; elsewhere sockets use net.Conn's own I/O.
-type rawSocket struct{}
+// rawSocket is Linux-only; elsewhere sockets use net.Conn's own I/O and
+// newRawSocket returns nil.
+type rawSocket struct{ rc syscall.RawConn }
 
 func newRawSocket(*net.TCPConn) *rawSocket { return nil }
 

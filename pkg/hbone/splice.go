@@ -214,14 +214,12 @@ type drainer struct {
 // idle (see the streams' deliver); those bytes count towards the total.
 func drainAsync(dst HalfCloser, src readNotifier, pool *BufferPool, finish func(int64, error)) {
 	d := &drainer{dst: dst, w: dst, src: src, pool: pool}
+	d.finish = func(n int64, err error) { finish(n+src.inlineWritten(), err) }
 	if tc, ok := dst.(*net.TCPConn); ok {
 		if rs := newRawSocket(tc); rs != nil {
 			d.w = rs
-		}
-	}
-	d.finish = func(n int64, err error) { finish(n+src.inlineWritten(), err) }
-	if tc, ok := dst.(*net.TCPConn); ok {
-		if rc, err := tc.SyscallConn(); err == nil {
+			src.setSink(rs.rc)
+		} else if rc, err := tc.SyscallConn(); err == nil {
 			src.setSink(rc)
 		}
 	}
