@@ -434,7 +434,7 @@ func (b *builder) httpRuleAction(m routeMeta, ri int, rule gatewayv1.HTTPRouteRu
 		rt.Action = &routev3.Route_Redirect{Redirect: ra}
 		return nil
 	}
-	action := &routev3.RouteAction{}
+	action := &routev3.RouteAction{Timeout: noTimeout()}
 	if err := b.httpBackends(m, rule.BackendRefs, action, rt); err != nil {
 		return err
 	}
@@ -904,7 +904,7 @@ func (b *builder) grpcRuleAction(m routeMeta, ri int, rule gatewayv1.GRPCRouteRu
 		}
 		refs = append(refs, hb)
 	}
-	action := &routev3.RouteAction{}
+	action := &routev3.RouteAction{Timeout: noTimeout()}
 	if err := b.httpBackends(m, refs, action, rt); err != nil {
 		return err
 	}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 
+	"google.golang.org/protobuf/types/known/durationpb"
+
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -73,6 +75,13 @@ func typed(m proto.Message) (*anypb.Any, error) {
 	return a, nil
 }
 
+// noTimeout is the route timeout of a route whose source sets none. Istio
+// disables the request timeout unless a VirtualService (or an HTTPRoute's
+// timeouts) sets one, so routes say so explicitly: without it the
+// waypoint would apply Envoy's 15s default and cut long requests that
+// Istio lets run.
+func noTimeout() *durationpb.Duration { return durationpb.New(0) }
+
 // defaultRoute sends everything to the service port's cluster.
 func (b *builder) defaultRoute(s *service, p *svcPort) *routev3.Route {
 	return &routev3.Route{
@@ -81,6 +90,7 @@ func (b *builder) defaultRoute(s *service, p *svcPort) *routev3.Route {
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: b.ref(s, p.port, "")},
 			HashPolicy:       hashPolicies(b.policyFor(s, p.port, "")),
+			Timeout:          noTimeout(),
 		}},
 	}
 }

@@ -432,6 +432,7 @@ func (b *builder) vsAction(vs *networkingv1.VirtualService, hr *networkingapi.HT
 			action.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{Pattern: regexMatcher(rr.Match), Substitution: rr.Rewrite}
 		}
 	}
+	action.Timeout = noTimeout()
 	if hr.Timeout != nil {
 		if !nonNegative(hr.Timeout) {
 			return fmt.Errorf("timeout is invalid")
