@@ -167,8 +167,13 @@ func (rr *ResponseReader) Read(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	h, err := parseFields(head, rr.hr.ends, 1)
-	if re := (*requestError)(nil); errors.As(err, &re) {
-		return nil, fmt.Errorf("%w: %s", errMalformedResponse, re.text)
+	if err != nil {
+		// Checked only on failure: errors.As's target escapes, and would
+		// cost an allocation per response.
+		if re := (*requestError)(nil); errors.As(err, &re) {
+			return nil, fmt.Errorf("%w: %s", errMalformedResponse, re.text)
+		}
+		return nil, err
 	}
 	resp.Header = h
 	if err := rr.frame(resp, req); err != nil {

@@ -149,17 +149,28 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, st *state, chain *co
 		defer cancel()
 	}
 
-	out := r.Clone(ctx)
+	// The hash is taken from the request as it came, before the route's
+	// header changes (as Envoy's router does).
+	hash, hasHash, setCookie := hashKey(r, st, fw)
+
+	// out is a shallow copy with its own URL: it shares r's header, which
+	// the proxy owns, so the changes below are what the access log sees,
+	// as in Envoy. Its context carries the first attempt's record.
+	first := &upstream.Attempt{}
+	out := r.WithContext(upstream.WithAttempt(ctx, first))
+	u := *r.URL
+	out.URL = &u
 	out.RequestURI = ""
 	out.URL.Scheme = "http"
+	upgradeTo, te := r.Header.Get("Upgrade"), r.Header.Get("Te")
 	for _, h := range hopHeaders {
-		out.Header.Del(h)
+		delete(out.Header, h)
 	}
 	if upgrade {
 		out.Header.Set("Connection", "Upgrade")
-		out.Header.Set("Upgrade", r.Header.Get("Upgrade"))
+		out.Header.Set("Upgrade", upgradeTo)
 	}
-	if te := r.Header.Get("Te"); te == "trailers" {
+	if te == "trailers" {
 		out.Header.Set("Te", "trailers")
 	}
 
@@ -204,8 +215,7 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, st *state, chain *co
 		}
 	}
 
-	hash, hasHash, setCookie := hashKey(r, st, fw)
-	resp := p.attempts(ctx, out, st, b, fw, hash, hasHash, replayable)
+	resp := p.attempts(ctx, out, first, st, b, fw, hash, hasHash, replayable)
 	if resp == nil {
 		p.failUpstream(w, st, ctx)
 		return
@@ -258,7 +268,7 @@ func (p *Proxy) forward(w *responseWriter, r *http.Request, st *state, chain *co
 
 // attempts runs the first try and the retries. It returns nil when no
 // attempt produced a response to relay (the state's flags say why).
-func (p *Proxy) attempts(ctx context.Context, out *http.Request, st *state, b *backend, fw *route.Forward, hash uint64, hasHash, replayable bool) *http.Response {
+func (p *Proxy) attempts(ctx context.Context, out *http.Request, first *upstream.Attempt, st *state, b *backend, fw *route.Forward, hash uint64, hasHash, replayable bool) *http.Response {
 	retries := 0
 	if fw.Retry != nil && replayable {
 		retries = fw.Retry.NumRetries
@@ -298,7 +308,7 @@ func (p *Proxy) attempts(ctx context.Context, out *http.Request, st *state, b *b
 		prev = host
 		st.upAddr = host.Addr
 		st.upHost = b.byAddr[st.upAddr]
-		resp, cond := p.try(ctx, out, b, host, fw)
+		resp, cond := p.try(ctx, out, attempt, first, b, host, fw)
 		last := attempt >= retries
 		if resp != nil && (last || !retriable(fw.Retry, cond, resp.StatusCode)) {
 			return resp
@@ -324,13 +334,21 @@ func (p *Proxy) attempts(ctx context.Context, out *http.Request, st *state, b *b
 // response flag: UF (connect failure), UT (per-try timeout), UC (reset),
 // or DC when the downstream went away (ctx cancelled): that is not held
 // against the host.
-func (p *Proxy) try(ctx context.Context, out *http.Request, b *backend, host *upstream.Host, fw *route.Forward) (*http.Response, string) {
+//
+// The first attempt without a per-try timeout sends out itself, whose
+// context carries first. Any other gets a context and an Attempt of its
+// own, so that a dial an earlier try left running cannot mark it.
+func (p *Proxy) try(ctx context.Context, out *http.Request, attempt int, first *upstream.Attempt, b *backend, host *upstream.Host, fw *route.Forward) (*http.Response, string) {
 	var cancel context.CancelFunc = func() {}
-	if fw.Retry != nil && fw.Retry.PerTryTimeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, fw.Retry.PerTryTimeout)
+	perTry := fw.Retry != nil && fw.Retry.PerTryTimeout > 0
+	att, req := first, out
+	if attempt > 0 || perTry {
+		if perTry {
+			ctx, cancel = context.WithTimeout(ctx, fw.Retry.PerTryTimeout)
+		}
+		att = &upstream.Attempt{}
+		req = out.WithContext(upstream.WithAttempt(ctx, att))
 	}
-	att := &upstream.Attempt{}
-	req := out.WithContext(upstream.WithAttempt(ctx, att))
 	req.URL.Host = host.Addr
 	end := host.Begin()
 	resp, err := b.cluster.Transport(host, b.http2).RoundTrip(req)
@@ -351,7 +369,7 @@ func (p *Proxy) try(ctx context.Context, out *http.Request, b *backend, host *up
 		return nil, "UC"
 	}
 	b.cluster.Report(host, resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented)
-	resp.Body = &endBody{ReadCloser: resp.Body, end: func() { end(); cancel() }}
+	resp.Body = &endBody{ReadCloser: resp.Body, end: end, cancel: cancel}
 	return resp, ""
 }
 
@@ -416,11 +434,12 @@ func (s *state) has(f string) bool {
 	return false
 }
 
-// endBody calls end once when the body is closed.
+// endBody calls end, then cancel, once when the body is closed.
 type endBody struct {
 	io.ReadCloser
-	end  func()
-	done bool
+	end    func()
+	cancel context.CancelFunc
+	done   bool
 }
 
 func (b *endBody) Close() error {
@@ -428,6 +447,7 @@ func (b *endBody) Close() error {
 	if !b.done {
 		b.done = true
 		b.end()
+		b.cancel()
 	}
 	return err
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/zmesh/zmesh/waypoint/filter/fault"
 	"github.com/zmesh/zmesh/waypoint/route"
+	"github.com/zmesh/zmesh/waypoint/upstream"
 )
 
 // mirrorTimeout bounds a mirrored request.
@@ -29,10 +30,9 @@ func (p *Proxy) mirror(st *state, out *http.Request, m route.Mirror) {
 	default:
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(out.Context()), mirrorTimeout)
-	req := out.Clone(ctx)
-	u := *out.URL
-	req.URL = &u
+	// A fresh Attempt: the mirror's dial must not mark the main request's.
+	ctx, cancel := context.WithTimeout(upstream.WithAttempt(context.WithoutCancel(out.Context()), &upstream.Attempt{}), mirrorTimeout)
+	req := out.Clone(ctx) // its own header and URL: the main request goes on changing out's
 	if out.GetBody != nil {
 		req.Body, _ = out.GetBody()
 	}

@@ -81,6 +81,14 @@ type state struct {
 	grpc     string
 }
 
+// exchange holds a request's state and its wrappers of the response and
+// the request body, allocated together once per request.
+type exchange struct {
+	st   state
+	rw   responseWriter
+	body countingBody
+}
+
 func (s *state) flag(f string) {
 	for _, x := range s.flags {
 		if x == f {
@@ -93,15 +101,18 @@ func (s *state) flag(f string) {
 // ServeHTTP handles one request from a tunnel. The request context must
 // carry a Downstream.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	st := &state{start: time.Now(), snap: p.cfg.Store.Snapshot(), down: DownstreamFrom(r.Context()), protocol: "http"}
+	x := &exchange{
+		st:   state{start: time.Now(), snap: p.cfg.Store.Snapshot(), down: DownstreamFrom(r.Context()), protocol: "http"},
+		rw:   responseWriter{w: w},
+		body: countingBody{rc: r.Body},
+	}
+	st, rw, body := &x.st, &x.rw, &x.body
 	if st.down == nil {
 		st.down = &Downstream{}
 	}
 	if strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 		st.protocol = "grpc"
 	}
-	rw := &responseWriter{w: w}
-	body := &countingBody{rc: r.Body}
 	r.Body = body
 	st.span = telemetry.StartSpan(r.Header, p.cfg.SamplePPM)
 	if r.Header.Get("X-Request-Id") == "" {

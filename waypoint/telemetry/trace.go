@@ -19,31 +19,33 @@ type Span struct {
 // StartSpan continues the trace in h's traceparent (or starts one, sampled
 // with probability samplePPM per million) with a fresh span id, and
 // rewrites traceparent so the upstream sees this span as its parent.
-// tracestate is passed through untouched.
+// tracestate is passed through untouched. h's keys are canonical (a
+// parsed request's), so it is indexed directly: Get, Set and Del would
+// allocate to canonicalize the lower-case W3C names on every request.
 func StartSpan(h http.Header, samplePPM uint32) Span {
 	var s Span
 	if tp, ok := incomingTrace(h); ok {
 		s.TraceID, s.ParentID, s.Flags = tp.TraceID, tp.ParentID, tp.Flags
 	} else {
 		randomID(s.TraceID[:])
-		h.Del("tracestate")
+		delete(h, "Tracestate")
 		if samplePPM >= 1_000_000 || (samplePPM > 0 && mrand.Uint32N(1_000_000) < samplePPM) {
 			s.Flags = 1
 		}
 	}
 	randomID(s.SpanID[:])
-	h.Set("traceparent", s.Traceparent())
+	h["Traceparent"] = []string{s.Traceparent()}
 	return s
 }
 
 // incomingTrace is the request's valid traceparent, if it has one. (Most
 // requests have none: that case builds no parse error.)
 func incomingTrace(h http.Header) (hbone.Traceparent, bool) {
-	v := h.Get("traceparent")
-	if v == "" {
+	vs := h["Traceparent"]
+	if len(vs) == 0 || vs[0] == "" {
 		return hbone.Traceparent{}, false
 	}
-	tp, err := hbone.ParseTraceparent(v)
+	tp, err := hbone.ParseTraceparent(vs[0])
 	return tp, err == nil
 }
 

@@ -55,6 +55,8 @@ type h1Conn struct {
 	read   int64
 	idleAt time.Time
 	reused bool
+	// closeConn closes conn; made once, for each round trip's AfterFunc.
+	closeConn func()
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -166,7 +168,7 @@ func (t *h1Transport) get(ctx context.Context) (*h1Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &h1Conn{conn: conn}
+	c := &h1Conn{conn: conn, closeConn: func() { _ = conn.Close() }}
 	c.br = bufio.NewReaderSize(c, t.bufSize)
 	c.bw = bufio.NewWriterSize(conn, t.bufSize)
 	c.rr = http1.NewResponseReader(c.br, t.maxHeaderBytes)
@@ -234,7 +236,7 @@ func (t *h1Transport) CloseIdleConnections() {
 // roundTrip sends req on c and reads the response header. On error c is
 // closed.
 func (t *h1Transport) roundTrip(ctx context.Context, c *h1Conn, req *http.Request) (*http.Response, error) {
-	stop := context.AfterFunc(ctx, func() { _ = c.conn.Close() })
+	stop := context.AfterFunc(ctx, c.closeConn)
 	fail := func(err error) (*http.Response, error) {
 		stop()
 		_ = c.conn.Close()
