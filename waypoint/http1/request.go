@@ -67,6 +67,10 @@ func (hr *headReader) readBlock(limit int) error {
 // connection's life.
 const maxKeptScratch = 16 << 10
 
+// maxKeptFields bounds the response header map a connection keeps for its
+// next request: a map keeps the size it grew to.
+const maxKeptFields = 32
+
 // release drops the block buffer when a large head grew it.
 func (hr *headReader) release() {
 	if cap(hr.buf) > maxKeptScratch {

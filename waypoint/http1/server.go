@@ -110,6 +110,12 @@ type serverConn struct {
 	remoteAddr     string
 	log            *slog.Logger
 
+	// resp is the current request's response: one per connection, reset
+	// for each request (a ResponseWriter is not used after its handler
+	// returns). hdr is the header map kept from the last request that
+	// ended cleanly, cleared for reuse, or nil.
+	resp response
+	hdr  http.Header
 	// head is scratch for rendering a response's head and trailer.
 	head []byte
 	// pend backs the body a response holds before commit.
@@ -180,7 +186,13 @@ func (c *serverConn) serve(ctx context.Context, h http.Handler, parsed *http.Req
 		}
 		c.watchPeer()
 	}
-	w := &response{c: c, req: req, body: b, hdr: make(http.Header), isHEAD: req.Method == http.MethodHead, pending: c.pend[:0]}
+	hdr := c.hdr
+	c.hdr = nil
+	if hdr == nil {
+		hdr = make(http.Header)
+	}
+	c.resp = response{c: c, req: req, body: b, hdr: hdr, isHEAD: req.Method == http.MethodHead, pending: c.pend[:0]}
+	w := &c.resp
 	if !c.run(h, w, req) {
 		c.startHead() // no "100 Continue" may race with the last flush
 		return false
@@ -192,6 +204,10 @@ func (c *serverConn) serve(ctx context.Context, h http.Handler, parsed *http.Req
 	c.pend = w.pending[:0]
 	if cap(c.head) > maxKeptScratch {
 		c.head = nil // a large response head must not stay pinned
+	}
+	if len(w.hdr) <= maxKeptFields {
+		clear(w.hdr)
+		c.hdr = w.hdr
 	}
 	if err != nil {
 		return false

@@ -103,6 +103,7 @@ type Host struct {
 	// Addr is Target.Addr formatted, once, for requests and logs.
 	Addr   string
 	active atomic.Int64
+	end    func() // Begin's result, made once
 
 	// Outlier detection state, guarded by Cluster.mu.
 	consecutive  uint32
@@ -167,7 +168,7 @@ func (c *Cluster) Pick(targets []Target, hash uint64, hasHash bool, avoid *Host)
 			if h != nil {
 				h.closeIdle()
 			}
-			h = &Host{Target: t, Addr: t.Addr.String()}
+			h = newHost(t)
 			c.hosts[t.Addr] = h
 		}
 		all = append(all, h)
@@ -300,10 +301,16 @@ func (c *Cluster) closeIdle() {
 	}
 }
 
-// Begin counts a request to h until the returned func is called.
+// Begin counts a request to h until the returned func is called (once).
 func (h *Host) Begin() (end func()) {
 	h.active.Add(1)
-	return func() { h.active.Add(-1) }
+	return h.end
+}
+
+func newHost(t Target) *Host {
+	h := &Host{Target: t, Addr: t.Addr.String()}
+	h.end = func() { h.active.Add(-1) }
+	return h
 }
 
 // Transport returns the host's HTTP/1.1 or HTTP/2 transport, creating it
