@@ -280,6 +280,8 @@ type pod struct {
 type echo struct {
 	Pod, Method, Path, Host, Peer, Body, Proto string
 	Headers                                    map[string]string
+	// Trailers are the request's trailer fields, when it sent any.
+	Trailers map[string]string `json:",omitempty"`
 }
 
 // addPod starts a backend and publishes its workload. services maps a
@@ -360,6 +362,12 @@ func (p *pod) serve(ctx context.Context, req *hbone.Request, rw *hbone.ResponseW
 			Proto: r.Proto, Headers: map[string]string{}}
 		for k, v := range r.Header {
 			e.Headers[strings.ToLower(k)] = strings.Join(v, ",")
+		}
+		for k, v := range r.Trailer {
+			if e.Trailers == nil {
+				e.Trailers = map[string]string{}
+			}
+			e.Trailers[strings.ToLower(k)] = strings.Join(v, ",")
 		}
 		code := int(p.status.Load())
 		if s := r.URL.Query().Get("status"); s != "" {

@@ -2,9 +2,11 @@ package app_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -177,6 +179,38 @@ func TestTrailers(t *testing.T) {
 			_ = resp.Body.Close()
 			if got := resp.Trailer.Get("X-Trailer"); resp.StatusCode != 200 || got != tt.want {
 				t.Errorf("status %d, X-Trailer %q, want %q", resp.StatusCode, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRequestTrailers checks that a request's trailer, sent after its
+// body by an HTTP/1.1 (chunked) or HTTP/2 client, reaches an HTTP/1.1
+// backend: the upstream request shares the trailer map that the body
+// fills at its end.
+func TestRequestTrailers(t *testing.T) {
+	m := newMesh(t)
+	m.addService("reviews", reviewsVIP, &workloadapi.Port{ServicePort: 9080, TargetPort: 8080, AppProtocol: workloadapi.AppProtocol_HTTP11})
+	m.addPod("reviews-v1", "reviews", "10.244.1.1", map[string]map[uint32]uint32{reviews: {9080: 8080}})
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("h2=%v", h2), func(t *testing.T) {
+			// An unknown length: chunks, then the trailer, over HTTP/1.1.
+			req, err := http.NewRequest(http.MethodPost, "http://reviews:9080/", io.MultiReader(strings.NewReader("chunked body")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Trailer = http.Header{"X-Checksum": {"abc123"}}
+			resp, err := m.httpClient(reviewsVIP+":9080", h2).Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var e echo
+			if err := json.NewDecoder(resp.Body).Decode(&e); err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != 200 || e.Body != "chunked body" || e.Trailers["x-checksum"] != "abc123" {
+				t.Errorf("status %d, body %q, trailers %v; want the body and x-checksum: abc123", resp.StatusCode, e.Body, e.Trailers)
 			}
 		})
 	}
