@@ -273,6 +273,11 @@ func p99Verdict(direct, mesh *PathResult) string {
 		return "n/a"
 	}
 	add := mesh.Latency.P99 - direct.Latency.P99
+	if add < 0 {
+		// Two proxies cannot take latency away: the direct path's tail was
+		// the noisier one, and the run says nothing about the target.
+		return fmt.Sprintf("inconclusive (%s: direct p99 was the higher)", signedDur(add))
+	}
 	return fmt.Sprintf("%s (%s)", verdictOf(add <= targetAddedP99), signedDur(add))
 }
 
