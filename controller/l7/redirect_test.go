@@ -12,20 +12,7 @@ import (
 
 // redirectInput: reviews has two HTTP ports; an HTTPRoute on every port
 // and a VirtualService on ratings redirect in each way a port is chosen.
-const redirectInput = `apiVersion: v1
-kind: Namespace
-metadata: {name: demo, labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: waypoint, namespace: demo}
-spec:
-  gatewayClassName: istio-waypoint
-  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
-status:
-  addresses: [{type: IPAddress, value: 10.96.0.100}]
----
-apiVersion: v1
+const redirectInput = waypointNamespace + `apiVersion: v1
 kind: Service
 metadata: {name: reviews, namespace: demo}
 spec:
@@ -76,25 +63,13 @@ spec:
 // rules (the request's service port unless a scheme or port is given; a
 // scheme alone gives its well-known port) and Istio's derivePort.
 func TestRedirectPorts(t *testing.T) {
-	cfg, in, err := decodeInputs(manifesttest.Scheme(), []byte(redirectInput), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := Build(cfg, in)
-	if len(out.Problems) > 0 {
-		t.Fatalf("problems: %v", out.Problems)
-	}
 	// port of the redirect route whose prefix is given, per listener.
 	ports := map[string]map[string]uint32{}
-	for _, l := range out.Listeners {
-		var hcm hcmv3.HttpConnectionManager
-		if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
-			t.Fatalf("listener %s: %v", l.Name, err)
-		}
-		ports[l.Name] = map[string]uint32{}
-		for _, rt := range hcm.GetRouteConfig().VirtualHosts[0].Routes {
+	for name, routes := range httpRoutes(t, redirectInput) {
+		ports[name] = map[string]uint32{}
+		for _, rt := range routes {
 			if ra := rt.GetRedirect(); ra != nil {
-				ports[l.Name][pathPrefix(rt.GetMatch())] = ra.PortRedirect
+				ports[name][pathPrefix(rt.GetMatch())] = ra.PortRedirect
 			}
 		}
 	}
@@ -121,6 +96,46 @@ func TestRedirectPorts(t *testing.T) {
 			t.Errorf("%s %s: port_redirect %d, want %d", tc.listener, tc.prefix, got, tc.want)
 		}
 	}
+}
+
+// waypointNamespace starts a test input: namespace demo, in the mesh and
+// bound to its waypoint.
+const waypointNamespace = `apiVersion: v1
+kind: Namespace
+metadata: {name: demo, labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: waypoint, namespace: demo}
+spec:
+  gatewayClassName: istio-waypoint
+  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
+status:
+  addresses: [{type: IPAddress, value: 10.96.0.100}]
+---
+`
+
+// httpRoutes builds input, which must raise no problem, and returns the
+// routes of each HTTP listener by listener name.
+func httpRoutes(t *testing.T, input string) map[string][]*routev3.Route {
+	t.Helper()
+	cfg, in, err := decodeInputs(manifesttest.Scheme(), []byte(input), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := Build(cfg, in)
+	if len(out.Problems) > 0 {
+		t.Fatalf("problems: %v", out.Problems)
+	}
+	routes := map[string][]*routev3.Route{}
+	for _, l := range out.Listeners {
+		var hcm hcmv3.HttpConnectionManager
+		if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
+			continue // a TCP listener
+		}
+		routes[l.Name] = hcm.GetRouteConfig().VirtualHosts[0].Routes
+	}
+	return routes
 }
 
 // pathPrefix is the prefix a route matches, however it is expressed.

@@ -3,29 +3,12 @@ package l7
 import (
 	"testing"
 	"time"
-
-	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-
-	"github.com/zmesh/zmesh/controller/internal/manifesttest"
 )
 
 // timeoutInput: details has no route at all, reviews a VirtualService
 // with and without a timeout, ratings an HTTPRoute with and without
 // timeouts, greeter a GRPCRoute (which has no timeouts field).
-const timeoutInput = `apiVersion: v1
-kind: Namespace
-metadata: {name: demo, labels: {istio.io/dataplane-mode: ambient, istio.io/use-waypoint: waypoint}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: waypoint, namespace: demo}
-spec:
-  gatewayClassName: istio-waypoint
-  listeners: [{name: mesh, port: 15008, protocol: HBONE}]
-status:
-  addresses: [{type: IPAddress, value: 10.96.0.100}]
----
-apiVersion: v1
+const timeoutInput = waypointNamespace + `apiVersion: v1
 kind: Service
 metadata: {name: details, namespace: demo}
 spec: {selector: {app: details}, clusterIP: 10.96.0.9, ports: [{name: http, port: 9080}]}
@@ -81,32 +64,20 @@ spec:
 // request timeout is off unless configured; a route without the field
 // would get Envoy's 15s default in the waypoint.
 func TestRouteTimeouts(t *testing.T) {
-	cfg, in, err := decodeInputs(manifesttest.Scheme(), []byte(timeoutInput), true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := Build(cfg, in)
-	if len(out.Problems) > 0 {
-		t.Fatalf("problems: %v", out.Problems)
-	}
 	// timeout of each forwarding route, by listener and path prefix.
 	got := map[string]map[string]time.Duration{}
-	for _, l := range out.Listeners {
-		var hcm hcmv3.HttpConnectionManager
-		if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(&hcm); err != nil {
-			continue // a TCP listener
-		}
-		got[l.Name] = map[string]time.Duration{}
-		for _, rt := range hcm.GetRouteConfig().VirtualHosts[0].Routes {
+	for name, routes := range httpRoutes(t, timeoutInput) {
+		got[name] = map[string]time.Duration{}
+		for _, rt := range routes {
 			ra := rt.GetRoute()
 			if ra == nil {
 				continue
 			}
 			if ra.Timeout == nil {
-				t.Errorf("%s route %q: no timeout field", l.Name, rt.Name)
+				t.Errorf("%s route %q: no timeout field", name, rt.Name)
 				continue
 			}
-			got[l.Name][pathPrefix(rt.GetMatch())] = ra.Timeout.AsDuration()
+			got[name][pathPrefix(rt.GetMatch())] = ra.Timeout.AsDuration()
 		}
 	}
 	for _, tc := range []struct {
