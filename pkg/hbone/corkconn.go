@@ -46,8 +46,9 @@ const (
 	// buffered.
 	corkReadBulk = 8 << 10
 	// corkWriteSize is the write batch size; a batch that outgrows it is
-	// sent in several writes.
-	corkWriteSize = 128 << 10
+	// sent in several writes. It matches SpliceBufferSize, so that what
+	// one bulk read brings goes out in one write.
+	corkWriteSize = SpliceBufferSize
 )
 
 var (

@@ -43,7 +43,7 @@ func (r SpliceResult) Err() error { return errors.Join(r.AErr, r.BErr) }
 // stream is idle: it runs only while the stream has data, with a buffer
 // borrowed from pool for that time. So an idle TCP↔HBONE splice holds one
 // goroutine (the caller's) and no buffer; under SpliceAsync it holds none.
-// pool may be nil, in which case buffers of DefaultBufferSize are
+// pool may be nil, in which case buffers of SpliceBufferSize are
 // allocated. Splice owns a and b for its duration and closes them before
 // returning.
 func Splice(a, b HalfCloser, pool *BufferPool) SpliceResult {
@@ -326,6 +326,6 @@ func getBuffer(pool *BufferPool) *[]byte {
 	if pool != nil {
 		return pool.Get()
 	}
-	b := make([]byte, DefaultBufferSize)
+	b := make([]byte, SpliceBufferSize)
 	return &b
 }

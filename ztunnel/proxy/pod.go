@@ -60,7 +60,7 @@ func (p *Proxy) StartPod(info PodInfo, sockets Sockets) (_ *PodProxy, err error)
 		TrustDomain:     p.cfg.TrustDomain,
 		Handler:         hbone.HandlerFunc(pp.serveHBONE),
 		Logger:          pp.log,
-		BufferPool:      p.cfg.Buffers,
+		BufferPool:      p.recv,
 		HandshakeFailed: p.cfg.Metrics.handshakeFailed,
 	})
 	if err != nil {

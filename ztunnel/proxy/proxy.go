@@ -24,7 +24,7 @@ type Config struct {
 	// Metrics may be nil (nothing is counted).
 	Metrics *Metrics
 	Logger  *slog.Logger
-	// Buffers for splicing (hbone.DefaultBufferSize when nil).
+	// Buffers for splicing (hbone.SpliceBufferSize when nil).
 	Buffers *hbone.BufferPool
 }
 
@@ -32,6 +32,10 @@ type Config struct {
 type Proxy struct {
 	cfg Config
 	log *slog.Logger
+	// recv backs the inbound tunnels' receive queues: chunks of
+	// hbone.DefaultBufferSize, since a stream with any unread data holds
+	// one.
+	recv *hbone.BufferPool
 }
 
 // New validates cfg.
@@ -49,11 +53,11 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, errors.New("proxy: TrustBundle and TrustDomain are required")
 	}
 	if cfg.Buffers == nil {
-		cfg.Buffers = hbone.NewBufferPool(hbone.DefaultBufferSize)
+		cfg.Buffers = hbone.NewBufferPool(hbone.SpliceBufferSize)
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{cfg: cfg, log: log}, nil
+	return &Proxy{cfg: cfg, log: log, recv: hbone.NewBufferPool(hbone.DefaultBufferSize)}, nil
 }
