@@ -400,19 +400,24 @@ func TestKubePodIPReuse(t *testing.T) {
 	}
 
 	// Every answer from the reused IP comes from the new pod, and the
-	// client's ztunnel only ever verified the new identity for it.
-	kubetest.Eventually(t, 20*time.Second, "sleep reaches new", func() (bool, error) {
+	// client's ztunnel only ever verified the new identity for it. Until
+	// the client's ztunnel learns of the new pod, the IP is outside the
+	// mesh to it and the request passes through in plaintext (the new
+	// pod is PERMISSIVE), so the wait is for a connection to the new
+	// identity.
+	newID, oldID := m.identity("new-sa").String(), m.identity("old-sa").String()
+	var metrics string
+	kubetest.Eventually(t, 20*time.Second, "sleep reaches new over mTLS", func() (bool, error) {
 		resp, err := m.get("sleep", url)
 		if err == nil && resp.Report != nil && resp.Report.Pod != "new" {
 			t.Fatalf("traffic for %s answered by %q", ip, resp.Report.Pod)
 		}
-		return err == nil && resp.Status == 200, err
+		if err != nil || resp.Status != 200 {
+			return false, err
+		}
+		metrics = m.ztunnelMetrics(nodes[0])
+		return strings.Contains(metrics, `destination_principal="`+newID+`"`), nil
 	})
-	metrics := m.ztunnelMetrics(nodes[0])
-	newID, oldID := m.identity("new-sa").String(), m.identity("old-sa").String()
-	if !strings.Contains(metrics, `destination_principal="`+newID+`"`) {
-		t.Fatalf("client ztunnel never connected to %s:\n%s", newID, metrics)
-	}
 	for _, line := range strings.Split(metrics, "\n") {
 		if strings.Contains(line, `destination_workload="new"`) && strings.Contains(line, oldID) {
 			t.Fatalf("the new pod was reached as the old identity: %s", line)
