@@ -102,19 +102,20 @@ func rawIO(trap, fd uintptr, p []byte) (int, error) {
 	if raceBuild {
 		return syscallIO(trap, fd, p)
 	}
-	for {
-		n, _, errno := syscall.RawSyscall(trap, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)))
-		if errno != syscall.EINTR {
-			return rawResult(n, errno)
-		}
-	}
+	return rawRetry(trap, fd, uintptr(unsafe.Pointer(unsafe.SliceData(p))), uintptr(len(p)), 0)
 }
 
 // rawEpollWait collects ready events without waiting (epoll_pwait with a
 // zero timeout), as rawRead reads.
 func rawEpollWait(epfd uintptr, events []syscall.EpollEvent) (int, error) {
+	return rawRetry(syscall.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0)
+}
+
+// rawRetry makes a raw system call of up to four arguments (the rest
+// zero), again while it is interrupted (EINTR).
+func rawRetry(trap, a1, a2, a3, a4 uintptr) (int, error) {
 	for {
-		n, _, errno := syscall.RawSyscall6(syscall.SYS_EPOLL_PWAIT, epfd, uintptr(unsafe.Pointer(unsafe.SliceData(events))), uintptr(len(events)), 0, 0, 0)
+		n, _, errno := syscall.RawSyscall6(trap, a1, a2, a3, a4, 0, 0)
 		if errno != syscall.EINTR {
 			return rawResult(n, errno)
 		}

@@ -112,10 +112,9 @@ type serverConn struct {
 
 	// resp is the current request's response: one per connection, reset
 	// for each request (a ResponseWriter is not used after its handler
-	// returns). hdr is the header map kept from the last request that
-	// ended cleanly, cleared for reuse, or nil.
+	// returns). Its header map is the next request's too, cleared, unless
+	// it grew past maxKeptFields.
 	resp response
-	hdr  http.Header
 	// head is scratch for rendering a response's head and trailer.
 	head []byte
 	// pend backs the body a response holds before commit.
@@ -186,10 +185,11 @@ func (c *serverConn) serve(ctx context.Context, h http.Handler, parsed *http.Req
 		}
 		c.watchPeer()
 	}
-	hdr := c.hdr
-	c.hdr = nil
+	hdr := c.resp.hdr
 	if hdr == nil {
 		hdr = make(http.Header)
+	} else {
+		clear(hdr)
 	}
 	c.resp = response{c: c, req: req, body: b, hdr: hdr, isHEAD: req.Method == http.MethodHead, pending: c.pend[:0]}
 	w := &c.resp
@@ -205,9 +205,8 @@ func (c *serverConn) serve(ctx context.Context, h http.Handler, parsed *http.Req
 	if cap(c.head) > maxKeptScratch {
 		c.head = nil // a large response head must not stay pinned
 	}
-	if len(w.hdr) <= maxKeptFields {
-		clear(w.hdr)
-		c.hdr = w.hdr
+	if len(w.hdr) > maxKeptFields {
+		w.hdr = nil
 	}
 	if err != nil {
 		return false
