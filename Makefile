@@ -89,7 +89,8 @@ interop:
 
 # Benchmarks print numbers; targets are in the issues and compared by hand.
 # The data-plane bench (needs root) runs bin/ztunnel on two simulated nodes
-# and installs iperf3, fortio and ghostunnel when missing. It runs with the
+# and installs iperf3, fortio, ghostunnel and nginx (with its stream module,
+# for the two-nginx-mTLS-hops reference) when missing. It runs with the
 # test control plane stopped: idle, the API server, etcd and controller
 # manager still take about 3% of a CPU in frequent wake-ups, which shows in
 # the latency tails. The next kube-up starts them again.

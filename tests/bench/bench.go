@@ -57,8 +57,8 @@ type Results struct {
 	Started time.Time
 	LoadAvg string
 	Elapsed time.Duration
-	// Paths are direct, ztunnel and (when available) ghostunnel, in that
-	// order.
+	// Paths are direct, ztunnel and (when available) ghostunnel and
+	// nginx-mtls, in that order.
 	Paths []*PathResult
 	// Waypoint is the waypoint scenario (nil when disabled or skipped).
 	Waypoint *WaypointResult
@@ -110,7 +110,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}
 		*b = abs
 	}
-	tools, err := ensureTools(ctx, cfg.ToolsDir, cfg.Ghostunnel, log)
+	tools, err := ensureTools(ctx, cfg.ToolsDir, cfg.Ghostunnel, cfg.NginxTLS && !cfg.WaypointOnly, log)
 	res.Tools = tools
 	if err != nil {
 		return res, err
@@ -183,9 +183,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	return res, nil
 }
 
-// setupPaths starts the servers and the ghostunnel hops and checks that
-// every path carries a connection. The direct and ztunnel paths are
-// required; a broken ghostunnel path is dropped with a warning.
+// setupPaths starts the servers and the ghostunnel and nginx hops and
+// checks that every path carries a connection. The direct and ztunnel
+// paths are required; a broken comparison path is dropped with a warning.
 func setupPaths(ctx context.Context, m *meshenv.Mesh, tools Tools, work string, res *Results, log *slog.Logger) ([]*Path, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -217,6 +217,15 @@ func setupPaths(ctx context.Context, m *meshenv.Mesh, tools Tools, work string, 
 			res.Tools.GhostunnelErr = err
 		} else {
 			paths = append(paths, g)
+		}
+	}
+	if tools.NginxStream != "" && !res.Config.WaypointOnly {
+		n, err := nginxTLSPath(ctx, m, tools.NginxStream, filepath.Join(work, "nginx-mtls"))
+		if err != nil {
+			res.warn(log, fmt.Errorf("nginx mTLS reference skipped: %w", err))
+			res.Tools.NginxStreamErr = err
+		} else {
+			paths = append(paths, n)
 		}
 	}
 	for _, p := range paths {

@@ -60,7 +60,7 @@ func TestBenchSmoke(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := defaultToolsDir()
-	if _, err := ensureTools(ctx, dir, false, log); err != nil {
+	if _, err := ensureTools(ctx, dir, false, false, log); err != nil {
 		t.Skipf("skipping: iperf3 or fortio cannot be installed here: %v", err)
 	}
 	bin := filepath.Join(t.TempDir(), "ztunnel")
@@ -85,7 +85,10 @@ func TestBenchSmoke(t *testing.T) {
 		Waypoint: true, MaxDuration: time.Second,
 		Logger: log, MeshLogger: log,
 	}
-	_, nginxErr := ensureNginx(ctx)
+	// nginx serves the waypoint's max-rate comparison and, with its stream
+	// module, the mTLS reference path.
+	_, nginxErr := ensureNginxStream(ctx)
+	cfg.NginxTLS = nginxErr == nil
 	res, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -97,6 +100,9 @@ func TestBenchSmoke(t *testing.T) {
 	want := []string{pathDirect, pathMesh}
 	if cfg.Ghostunnel {
 		want = append(want, pathGhostunnel)
+	}
+	if cfg.NginxTLS {
+		want = append(want, pathNginxTLS)
 	}
 	if len(res.Paths) != len(want) {
 		t.Fatalf("measured %d paths, want %v", len(res.Paths), want)

@@ -36,6 +36,8 @@ type Config struct {
 	IdleSettle time.Duration
 	// Ghostunnel adds the two-ghostunnel-hops comparison path.
 	Ghostunnel bool
+	// NginxTLS adds the reference path of two nginx stream mTLS hops.
+	NginxTLS bool
 	// Waypoint adds the waypoint scenario: Load through a Service bound to
 	// a waypoint (the WaypointBin process; built when it is not an
 	// executable) against a Service without one, then MaxDuration of
@@ -74,6 +76,7 @@ func DefaultConfig() Config {
 		IdleConns:        1000,
 		IdleSettle:       time.Second,
 		Ghostunnel:       true,
+		NginxTLS:         true,
 		Waypoint:         true,
 		WaypointBin:      "bin/waypoint",
 		MaxDuration:      5 * time.Second,

@@ -28,15 +28,12 @@ import (
 //	client -> 127.0.0.1:1xxxx (ghostunnel client) =mTLS=> server-ip:2xxxx (ghostunnel server) -> 127.0.0.1:xxxx
 func ghostunnelPath(ctx context.Context, m *meshenv.Mesh, bin, dir string) (*Path, error) {
 	client, server := m.Pods[podDirectClient], m.Pods[podDirectServer]
-	certs, err := writeGhostunnelCerts(dir, server.IP.String())
+	certs, err := writeTunnelCerts(dir, server.IP.String())
 	if err != nil {
 		return nil, err
 	}
 	p := &Path{Name: pathGhostunnel, Client: client, Proxies: map[int][]Proc{}}
-	for _, t := range []struct {
-		port int
-		addr *string
-	}{{portIperf, &p.Iperf}, {portFortio, &p.HTTP}, {portEcho, &p.Echo}} {
+	for _, t := range p.portAddrs() {
 		// Ports 5201/8088/9000 map to 15201/18088/19000 (client side) and
 		// 25201/28088/29000 (server side).
 		local := hostPort("127.0.0.1", 10000+t.port%10000)
@@ -69,14 +66,19 @@ func ghostunnelPath(ctx context.Context, m *meshenv.Mesh, bin, dir string) (*Pat
 	return p, nil
 }
 
-type ghostunnelCerts struct {
+// tunnelServerName is the server certificate's DNS name, besides its IP
+// (nginx verifies a peer by DNS name only).
+const tunnelServerName = "bench-server"
+
+type tunnelCerts struct {
 	ca, serverCert, serverKey, clientCert, clientKey string
 }
 
-// writeGhostunnelCerts writes a throwaway CA, a server certificate for
-// serverIP and a client certificate (ECDSA P-256, like the mesh's).
-func writeGhostunnelCerts(dir, serverIP string) (ghostunnelCerts, error) {
-	c := ghostunnelCerts{
+// writeTunnelCerts writes a throwaway CA, a server certificate for
+// serverIP and a client certificate (ECDSA P-256, like the mesh's) for the
+// comparison tunnels.
+func writeTunnelCerts(dir, serverIP string) (tunnelCerts, error) {
+	c := tunnelCerts{
 		ca:         filepath.Join(dir, "ca.pem"),
 		serverCert: filepath.Join(dir, "server.pem"), serverKey: filepath.Join(dir, "server-key.pem"),
 		clientCert: filepath.Join(dir, "client.pem"), clientKey: filepath.Join(dir, "client-key.pem"),
@@ -105,7 +107,7 @@ func writeGhostunnelCerts(dir, serverIP string) (ghostunnelCerts, error) {
 	if err := writePEM(c.ca, "CERTIFICATE", caDER); err != nil {
 		return c, err
 	}
-	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP, certPath, keyPath string) error {
+	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage, ips []net.IP, dns []string, certPath, keyPath string) error {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return fmt.Errorf("ghostunnel cert %s: %w", cn, err)
@@ -113,7 +115,7 @@ func writeGhostunnelCerts(dir, serverIP string) (ghostunnelCerts, error) {
 		tmpl := &x509.Certificate{
 			SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips,
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips, DNSNames: dns,
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 		if err != nil {
@@ -128,10 +130,10 @@ func writeGhostunnelCerts(dir, serverIP string) (ghostunnelCerts, error) {
 		}
 		return writePEM(keyPath, "PRIVATE KEY", keyDER)
 	}
-	if err := leaf(2, "bench-server", x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP(serverIP)}, c.serverCert, c.serverKey); err != nil {
+	if err := leaf(2, tunnelServerName, x509.ExtKeyUsageServerAuth, []net.IP{net.ParseIP(serverIP)}, []string{tunnelServerName}, c.serverCert, c.serverKey); err != nil {
 		return c, err
 	}
-	if err := leaf(3, "bench-client", x509.ExtKeyUsageClientAuth, nil, c.clientCert, c.clientKey); err != nil {
+	if err := leaf(3, "bench-client", x509.ExtKeyUsageClientAuth, nil, nil, c.clientCert, c.clientKey); err != nil {
 		return c, err
 	}
 	return c, nil

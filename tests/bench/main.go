@@ -1,7 +1,8 @@
 // Command bench measures zmesh's data plane on this machine: pod -> pod
 // across two nodes, directly (pods outside the mesh) and through ztunnel
-// on both nodes (ambient pods), with two ghostunnel hops as a comparison.
-// It prints throughput (iperf3), HTTP latency (fortio), ztunnel CPU and
+// on both nodes (ambient pods), with two ghostunnel hops as a comparison
+// and two nginx stream mTLS hops (C, OpenSSL) as the reference for what
+// any pair of L4 mTLS proxies adds here. It prints throughput (iperf3), HTTP latency (fortio), ztunnel CPU and
 // memory, idle-connection memory and new-connection rate beside the
 // issue's targets. It is a measurement: it exits 0 with the numbers, and
 // non-zero only when the set-up fails.
@@ -38,6 +39,7 @@ func main() {
 	flag.BoolVar(&cfg.Load.Uniform, "uniform", cfg.Load.Uniform, "spread each connection's requests over the period (fortio -uniform) instead of fortio's lockstep bursts")
 	flag.IntVar(&cfg.IdleConns, "idle-conns", cfg.IdleConns, "idle connections held through each proxied path")
 	flag.BoolVar(&cfg.Ghostunnel, "ghostunnel", cfg.Ghostunnel, "add the two-ghostunnel-hops comparison (built once when missing)")
+	flag.BoolVar(&cfg.NginxTLS, "nginx-tls", cfg.NginxTLS, "add the reference of two nginx stream mTLS hops (C, OpenSSL; Debian's nginx installed when missing)")
 	flag.BoolVar(&cfg.Waypoint, "waypoint", cfg.Waypoint, "add the waypoint scenario (ztunnel -> waypoint -> ztunnel vs ztunnel only, and one-core max req/s vs nginx)")
 	flag.BoolVar(&cfg.WaypointOnly, "waypoint-only", cfg.WaypointOnly, "run only the waypoint scenario (no iperf3, ztunnel-only or ghostunnel measurements)")
 	flag.StringVar(&cfg.WaypointBin, "waypoint-bin", cfg.WaypointBin, "waypoint binary (built when missing)")

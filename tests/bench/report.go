@@ -121,11 +121,78 @@ func printReport(w io.Writer, r *Results) {
 		"   sleeps and must be woken once per direction: the direct path wakes two, each proxy adds two more. It is the\n"+
 		"   machine's floor under the latency rows: a pair of proxies adds about twice the direct figure before any work)\n", cfg.PingCount)
 	printRounds(w, r)
+	printNginxTLS(w, r)
 
-	printUsage(w, r, mesh, ghost)
-	printIdle(w, mesh, ghost)
+	nginx := r.Path(pathNginxTLS)
+	printUsage(w, r, mesh, ghost, nginx)
+	printIdle(w, mesh, ghost, nginx)
 	printWaypoint(w, r)
 	printErrors(w, r)
+}
+
+// printNginxTLS sets the ztunnel pair beside two nginx stream mTLS hops
+// measured in the same run: what a pair of L4 mTLS proxies written in C
+// adds in the same places on this machine.
+func printNginxTLS(w io.Writer, r *Results) {
+	direct, mesh, nginx := r.Path(pathDirect), r.Path(pathMesh), r.Path(pathNginxTLS)
+	if nginx == nil {
+		fmt.Fprintf(w, "\nnginx mTLS reference SKIPPED: %v\n", r.Tools.NginxStreamErr)
+		return
+	}
+	fmt.Fprintf(w, "\nreference: two nginx stream mTLS hops (Debian's nginx: C, OpenSSL, TLS 1.3 with the same ECDSA P-256 certificates as\n"+
+		"  ghostunnel's, one event-loop worker per hop; client hop in the source pod, server hop in the destination pod), plain\n"+
+		"  TCP relaying: what two L4 mTLS proxies in the ztunnels' places add on this machine, same rounds as above\n")
+	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(t)
+	fmt.Fprintln(t, "metric\tdirect\t2x nginx mTLS\tadded by nginx\tadded by ztunnel")
+	bps := func(p *PathResult) float64 { return p.Throughput.BitsPerSecond }
+	fmt.Fprintf(t, "throughput, iperf3 1 stream\t%s\t%s\t%s\t%s\n", fmtResult(fmtBits(bps(direct)), direct.ThroughputErr),
+		fmtResult(fmtBits(bps(nginx)), nginx.ThroughputErr), ratioOf(bps(nginx), bps(direct)), ratioOf(bps(mesh), bps(direct)))
+	lat := func(name string, get func(*PathResult) (time.Duration, error)) {
+		base, berr := get(direct)
+		v, err := get(nginx)
+		cells := []string{name, fmtResult(fmtDur(base), berr), fmtResult(fmtDur(v), err)}
+		for _, p := range []*PathResult{nginx, mesh} {
+			v, err := get(p)
+			if err != nil || berr != nil {
+				cells = append(cells, "-")
+				continue
+			}
+			cells = append(cells, signedDur(v-base))
+		}
+		fmt.Fprintln(t, strings.Join(cells, "\t"))
+	}
+	for _, q := range httpPercentiles {
+		lat(q.name, func(p *PathResult) (time.Duration, error) { return q.get(p.Latency), p.LatencyErr })
+	}
+	lat("1-byte echo p50", func(p *PathResult) (time.Duration, error) { return p.Ping.P50, p.PingErr })
+	lat("1-byte echo p99", func(p *PathResult) (time.Duration, error) { return p.Ping.P99, p.PingErr })
+	_ = t.Flush()
+}
+
+func fmtResult(s string, err error) string {
+	if err != nil {
+		return "error"
+	}
+	return s
+}
+
+// httpPercentiles are the HTTP latency rows of the reference tables.
+var httpPercentiles = []struct {
+	name string
+	get  func(Latency) time.Duration
+}{
+	{"HTTP p50", func(l Latency) time.Duration { return l.P50 }},
+	{"HTTP p90", func(l Latency) time.Duration { return l.P90 }},
+	{"HTTP p99", func(l Latency) time.Duration { return l.P99 }},
+}
+
+// ratioOf is v/base as a ratio ("-" without a base).
+func ratioOf(v, base float64) string {
+	if base <= 0 || v <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", v/base)
 }
 
 // printRounds shows every round behind the medians.
@@ -197,7 +264,8 @@ func printUsage(w io.Writer, r *Results, paths ...*PathResult) {
 		}
 	}
 	if len(calls) > 0 {
-		fmt.Fprintf(w, "  read+write syscalls (iperf3 per MB, HTTP per request): %s\n", strings.Join(calls, "; "))
+		fmt.Fprintf(w, "  read+write syscalls (iperf3 per MB, HTTP per request; /proc/<pid>/io, which counts read and write but not the\n"+
+			"   recv and send nginx uses on plain sockets): %s\n", strings.Join(calls, "; "))
 	}
 }
 

@@ -179,14 +179,7 @@ func printNginxHop(w io.Writer, wr *WaypointResult, run string) {
 		}
 		return signedDur(get(wr.Via.Latency) - get(wr.NoWaypoint.Latency))
 	}
-	for _, m := range []struct {
-		name string
-		get  func(Latency) time.Duration
-	}{
-		{"HTTP p50", func(l Latency) time.Duration { return l.P50 }},
-		{"HTTP p90", func(l Latency) time.Duration { return l.P90 }},
-		{"HTTP p99", func(l Latency) time.Duration { return l.P99 }},
-	} {
+	for _, m := range httpPercentiles {
 		a, b := m.get(base.Latency), m.get(via.Latency)
 		fmt.Fprintf(t, "%s\t%s\t%s\t%s\t%s\n", m.name, fmtDur(a), fmtDur(b), signedDur(b-a), wpAdded(m.get))
 	}

@@ -32,6 +32,10 @@ type Tools struct {
 	// why.
 	Ghostunnel    string
 	GhostunnelErr error
+	// NginxStream is nginx with its stream module, for the nginx mTLS
+	// reference; empty when unavailable, and NginxStreamErr says why.
+	NginxStream    string
+	NginxStreamErr error
 }
 
 // defaultToolsDir is ~/.cache/zmesh-tools, shared with the Makefile.
@@ -44,28 +48,39 @@ func defaultToolsDir() string {
 }
 
 // ensureIperf3 returns iperf3's path, installing the Debian package when it
-// is missing (apt-get update only when the first attempt fails).
+// is missing.
 func ensureIperf3(ctx context.Context, log *slog.Logger) (string, error) {
 	if p, err := exec.LookPath("iperf3"); err == nil {
 		return p, nil
 	}
 	log.Info("installing iperf3 with apt-get")
-	install := func() error {
-		return runQuiet(ctx, nil, "", "apt-get", "install", "-y", "iperf3")
-	}
-	if err := install(); err != nil {
-		if uerr := runQuiet(ctx, nil, "", "apt-get", "update"); uerr != nil {
-			return "", fmt.Errorf("install iperf3: %w (apt-get update: %w)", err, uerr)
-		}
-		if err := install(); err != nil {
-			return "", fmt.Errorf("install iperf3: %w", err)
-		}
+	if err := aptInstall(ctx, "iperf3"); err != nil {
+		return "", err
 	}
 	p, err := exec.LookPath("iperf3")
 	if err != nil {
 		return "", fmt.Errorf("iperf3 installed but not found: %w", err)
 	}
 	return p, nil
+}
+
+// aptInstall installs Debian packages, running apt-get update only when
+// the first attempt fails. RUNLEVEL=1 keeps the packages' scripts from
+// starting system services (nginx's).
+func aptInstall(ctx context.Context, pkgs ...string) error {
+	env := []string{"RUNLEVEL=1", "DEBIAN_FRONTEND=noninteractive"}
+	install := func() error {
+		return runQuiet(ctx, env, "", "apt-get", append([]string{"install", "-y", "--no-install-recommends"}, pkgs...)...)
+	}
+	if err := install(); err != nil {
+		if uerr := runQuiet(ctx, env, "", "apt-get", "update"); uerr != nil {
+			return fmt.Errorf("install %s: %w (apt-get update: %w)", strings.Join(pkgs, " "), err, uerr)
+		}
+		if err := install(); err != nil {
+			return fmt.Errorf("install %s: %w", strings.Join(pkgs, " "), err)
+		}
+	}
+	return nil
 }
 
 // ensureFortio returns fortio's path under dir, installing it with
@@ -198,8 +213,9 @@ func exitDetail(err error) error {
 }
 
 // ensureTools finds or installs every tool. iperf3 and fortio are required;
-// ghostunnel is optional (its comparison row is skipped without it).
-func ensureTools(ctx context.Context, dir string, withGhostunnel bool, log *slog.Logger) (Tools, error) {
+// ghostunnel and nginx's stream module are optional (their comparison rows
+// are skipped without them).
+func ensureTools(ctx context.Context, dir string, withGhostunnel, withNginx bool, log *slog.Logger) (Tools, error) {
 	var t Tools
 	var err error
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -213,14 +229,21 @@ func ensureTools(ctx context.Context, dir string, withGhostunnel bool, log *slog
 	if t.Fortio, err = ensureFortio(ictx, dir, log); err != nil {
 		return t, err
 	}
-	if !withGhostunnel {
-		t.GhostunnelErr = errors.New("disabled")
-		return t, nil
+	t.NginxStreamErr = errors.New("disabled")
+	if withNginx {
+		nctx, ncancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer ncancel()
+		if t.NginxStream, t.NginxStreamErr = ensureNginxStream(nctx); t.NginxStreamErr != nil {
+			log.Warn("nginx's stream module unavailable; the nginx mTLS reference is skipped", "err", t.NginxStreamErr)
+		}
 	}
-	gctx, gcancel := context.WithTimeout(ctx, 4*time.Minute)
-	defer gcancel()
-	if t.Ghostunnel, t.GhostunnelErr = ensureGhostunnel(gctx, dir, log); t.GhostunnelErr != nil {
-		log.Warn("ghostunnel unavailable; its comparison rows are skipped", "err", t.GhostunnelErr)
+	t.GhostunnelErr = errors.New("disabled")
+	if withGhostunnel {
+		gctx, gcancel := context.WithTimeout(ctx, 4*time.Minute)
+		defer gcancel()
+		if t.Ghostunnel, t.GhostunnelErr = ensureGhostunnel(gctx, dir, log); t.GhostunnelErr != nil {
+			log.Warn("ghostunnel unavailable; its comparison rows are skipped", "err", t.GhostunnelErr)
+		}
 	}
 	return t, nil
 }

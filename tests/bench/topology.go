@@ -40,6 +40,7 @@ const (
 	pathDirect     = "direct"
 	pathMesh       = "ztunnel"
 	pathGhostunnel = "ghostunnel"
+	pathNginxTLS   = "nginx-mtls"
 )
 
 func meshSpec(prefix, echoBin string, echoEnv []string, ztunnelBin string, log *slog.Logger) meshenv.Spec {
@@ -73,6 +74,18 @@ type Path struct {
 	// Proxies are the processes that carry the path to each server port
 	// (none for direct).
 	Proxies map[int][]Proc
+}
+
+// portAddr is a server port and the Path field with the address the
+// client dials for it.
+type portAddr struct {
+	port int
+	addr *string
+}
+
+// portAddrs returns p's server ports with their address fields.
+func (p *Path) portAddrs() []portAddr {
+	return []portAddr{{portIperf, &p.Iperf}, {portFortio, &p.HTTP}, {portEcho, &p.Echo}}
 }
 
 func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }

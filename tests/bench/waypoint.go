@@ -204,8 +204,7 @@ func waypointRequests(ctx context.Context, m *meshenv.Mesh) (float64, error) {
 }
 
 // ensureNginx returns nginx's path, installing the Debian package when it
-// is missing (RUNLEVEL=1 keeps the package's scripts from starting the
-// system nginx).
+// is missing.
 func ensureNginx(ctx context.Context) (string, error) {
 	find := func() (string, error) {
 		if p, err := exec.LookPath("nginx"); err == nil {
@@ -219,17 +218,8 @@ func ensureNginx(ctx context.Context) (string, error) {
 	if p, err := find(); err == nil {
 		return p, nil
 	}
-	env := []string{"RUNLEVEL=1", "DEBIAN_FRONTEND=noninteractive"}
-	install := func() error {
-		return runQuiet(ctx, env, "", "apt-get", "install", "-y", "--no-install-recommends", "nginx")
-	}
-	if err := install(); err != nil {
-		if uerr := runQuiet(ctx, env, "", "apt-get", "update"); uerr != nil {
-			return "", fmt.Errorf("install nginx: %w (apt-get update: %w)", err, uerr)
-		}
-		if err := install(); err != nil {
-			return "", fmt.Errorf("install nginx: %w", err)
-		}
+	if err := aptInstall(ctx, "nginx"); err != nil {
+		return "", err
 	}
 	return find()
 }
@@ -274,14 +264,9 @@ http {
   }
 }
 `, strings.Repeat("0", cpu), filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "error.log"), tmp, tmp, tmp, tmp, tmp, upstream, nginxPort)
-	cf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
-		return nil, fmt.Errorf("nginx: %w", err)
-	}
-	proc, err := m.Cluster.StartProcess(cluster.ProcessSpec{Name: "nginx-" + pod.Name, Netns: pod.Netns, Path: bin,
-		Args: []string{"-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", cf}})
+	proc, err := runNginx(m, bin, dir, "nginx-"+pod.Name, pod, conf)
 	if err != nil {
-		return nil, fmt.Errorf("nginx: %w", err)
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
@@ -298,20 +283,44 @@ http {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	procs := []Proc{{Name: "nginx master", Pid: proc.Pid()}}
+	worker, err := nginxWorker(proc)
+	if err != nil {
+		return nil, err
+	}
+	return []Proc{{Name: "nginx master", Pid: proc.Pid()}, {Name: "nginx worker", Pid: worker}}, nil
+}
+
+// runNginx starts nginx in pod with conf as its configuration, its files
+// under dir.
+func runNginx(m *meshenv.Mesh, bin, dir, name string, pod *cluster.Pod, conf string) (*cluster.Process, error) {
+	cf := filepath.Join(dir, "nginx.conf")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := os.WriteFile(cf, []byte(conf), 0o644); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	proc, err := m.Cluster.StartProcess(cluster.ProcessSpec{Name: name, Netns: pod.Netns, Path: bin,
+		Args: []string{"-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", cf}})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return proc, nil
+}
+
+// nginxWorker returns the pid of the one worker of nginx's master proc.
+func nginxWorker(proc *cluster.Process) (int, error) {
 	kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", proc.Pid(), proc.Pid()))
 	if err != nil {
-		return nil, fmt.Errorf("nginx workers: %w", err)
+		return 0, fmt.Errorf("%s workers: %w", proc.Name(), err)
 	}
-	for _, f := range strings.Fields(string(kids)) {
-		pid, err := strconv.Atoi(f)
-		if err != nil {
-			return nil, fmt.Errorf("nginx workers: %w", err)
-		}
-		procs = append(procs, Proc{Name: "nginx worker", Pid: pid})
+	f := strings.Fields(string(kids))
+	if len(f) != 1 {
+		return 0, fmt.Errorf("%s: want one worker, found %d", proc.Name(), len(f))
 	}
-	if len(procs) != 2 {
-		return nil, fmt.Errorf("nginx: want one worker, found %d", len(procs)-1)
+	pid, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0, fmt.Errorf("%s workers: %w", proc.Name(), err)
 	}
-	return procs, nil
+	return pid, nil
 }
