@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -28,6 +27,10 @@ const (
 	DefaultTokenCacheTTL = 30 * time.Second
 	// MaxTokenCacheTTL caps TokenReviewOptions.CacheTTL.
 	MaxTokenCacheTTL = time.Minute
+	// DefaultTokenRefusalCacheTTL is how long a token the API server
+	// refused is refused again without asking it (as the API server's own
+	// webhook token authenticator caches failures).
+	DefaultTokenRefusalCacheTTL = 10 * time.Second
 	// DefaultTokenReviewTimeout bounds one TokenReview call.
 	DefaultTokenReviewTimeout = 5 * time.Second
 	// MaxConcurrentTokenReviews bounds the TokenReview calls in flight:
@@ -37,6 +40,10 @@ const (
 	MaxConcurrentTokenReviews = 16
 	// defaultTokenCacheSize bounds the number of cached reviews.
 	defaultTokenCacheSize = 10000
+	// defaultRefusalCacheSize bounds the number of cached refusals. It is
+	// kept apart from the reviews, so a caller sending many bad tokens
+	// cannot push out the good ones.
+	defaultRefusalCacheSize = 1000
 	// deletedPodLeeway is how long after its deletion timestamp a pod's
 	// token stays valid (the API server's JWT leeway).
 	deletedPodLeeway = time.Minute
@@ -77,6 +84,12 @@ type TokenReviewOptions struct {
 	// disables caching). A cached review never outlives the token's own
 	// expiry.
 	CacheTTL time.Duration
+	// RefusalCacheTTL is how long a token the API server refused (not
+	// authenticated, or not a service account of this mesh) is refused
+	// without another review (DefaultTokenRefusalCacheTTL when zero, at
+	// most MaxTokenCacheTTL, negative disables it). A review that failed
+	// (API server unreachable, timeout) is never cached.
+	RefusalCacheTTL time.Duration
 	// Timeout bounds one TokenReview call (DefaultTokenReviewTimeout when
 	// zero).
 	Timeout time.Duration
@@ -101,21 +114,24 @@ type TokenReviewOptions struct {
 //
 // Successful reviews are cached by SHA-256 of the token for CacheTTL (never
 // past the token's exp claim); the pod is checked against PodLookup on every
-// call, so a deleted pod's token is refused at once. Failures are not
-// cached; at most MaxConcurrentTokenReviews calls are in flight, and further
-// callers wait. It is safe for concurrent use.
+// call, so a deleted pod's token is refused at once. Tokens the API server
+// refused are refused for RefusalCacheTTL without another review, so a
+// client retrying a stale token does not cost a review per attempt; reviews
+// that failed are not cached. At most MaxConcurrentTokenReviews calls are in
+// flight, and further callers wait. It is safe for concurrent use.
 type TokenReview struct {
 	client    kubernetes.Interface
 	td        spiffeid.TrustDomain
 	pods      PodLookup
 	audiences []string
 	ttl       time.Duration
+	refuseTTL time.Duration
 	timeout   time.Duration
 	now       func() time.Time
 	log       *slog.Logger
 
-	mu    sync.Mutex // guards cache
-	cache map[[sha256.Size]byte]reviewEntry
+	reviews  *tokenCache[review]
+	refusals *tokenCache[error]
 
 	// inflight holds a token per TokenReview call in flight (capacity
 	// MaxConcurrentTokenReviews).
@@ -131,11 +147,6 @@ type review struct {
 	podUID  types.UID
 	// nodeName is the token's node-name claim ("" when absent).
 	nodeName string
-}
-
-type reviewEntry struct {
-	review  review
-	expires time.Time
 }
 
 // NewTokenReview validates the options and returns the authenticator.
@@ -158,15 +169,8 @@ func NewTokenReview(opts TokenReviewOptions) (*TokenReview, error) {
 			return nil, errors.New("auth: token review: empty audience")
 		}
 	}
-	ttl := opts.CacheTTL
-	switch {
-	case ttl == 0:
-		ttl = DefaultTokenCacheTTL
-	case ttl > MaxTokenCacheTTL:
-		ttl = MaxTokenCacheTTL
-	case ttl < 0:
-		ttl = 0
-	}
+	ttl := cacheTTL(opts.CacheTTL, DefaultTokenCacheTTL)
+	refuseTTL := cacheTTL(opts.RefusalCacheTTL, DefaultTokenRefusalCacheTTL)
 	timeout := opts.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTokenReviewTimeout
@@ -185,10 +189,12 @@ func NewTokenReview(opts TokenReviewOptions) (*TokenReview, error) {
 		pods:      opts.Pods,
 		audiences: aud,
 		ttl:       ttl,
+		refuseTTL: refuseTTL,
 		timeout:   timeout,
 		now:       now,
 		log:       logger,
-		cache:     map[[sha256.Size]byte]reviewEntry{},
+		reviews:   newTokenCache[review](defaultTokenCacheSize),
+		refusals:  newTokenCache[error](defaultRefusalCacheSize),
 		inflight:  make(chan struct{}, MaxConcurrentTokenReviews),
 	}, nil
 }
@@ -209,10 +215,18 @@ func (t *TokenReview) Authenticate(ctx context.Context) (Caller, error) {
 
 func (t *TokenReview) authenticateToken(ctx context.Context, token string) (Caller, error) {
 	key := sha256.Sum256([]byte(token))
-	r, ok := t.cached(key)
+	r, ok := t.reviews.get(key, t.now())
 	if !ok {
-		var err error
-		if r, err = t.review(ctx, token); err != nil {
+		if err, ok := t.refusals.get(key, t.now()); ok {
+			return Caller{}, err
+		}
+		st, err := t.review(ctx, token)
+		if err != nil {
+			return Caller{}, err
+		}
+		if r, err = t.checkStatus(st); err != nil {
+			now := t.now()
+			t.refusals.put(key, err, now, now.Add(t.refuseTTL))
 			return Caller{}, err
 		}
 		t.store(key, r, token)
@@ -224,23 +238,23 @@ func (t *TokenReview) authenticateToken(ctx context.Context, token string) (Call
 	return Caller{Identity: r.id.String(), Node: node}, nil
 }
 
-// review asks the API server about token and checks the answer.
-func (t *TokenReview) review(ctx context.Context, token string) (review, error) {
+// review asks the API server about token.
+func (t *TokenReview) review(ctx context.Context, token string) (authnv1.TokenReviewStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	select {
 	case t.inflight <- struct{}{}:
 		defer func() { <-t.inflight }()
 	case <-ctx.Done():
-		return review{}, fmt.Errorf("auth: token review: waiting for a free slot: %w", ctx.Err())
+		return authnv1.TokenReviewStatus{}, fmt.Errorf("auth: token review: waiting for a free slot: %w", ctx.Err())
 	}
 	res, err := t.client.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
 		Spec: authnv1.TokenReviewSpec{Token: token, Audiences: t.audiences},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		return review{}, fmt.Errorf("auth: token review: %w", err)
+		return authnv1.TokenReviewStatus{}, fmt.Errorf("auth: token review: %w", err)
 	}
-	return t.checkStatus(res.Status)
+	return res.Status, nil
 }
 
 // checkStatus turns a TokenReview status into a review, or an error saying
@@ -331,48 +345,27 @@ func podServiceAccount(pod *corev1.Pod) string {
 	return "default"
 }
 
-func (t *TokenReview) cached(key [sha256.Size]byte) (review, bool) {
-	if t.ttl == 0 {
-		return review{}, false
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, ok := t.cache[key]
-	if !ok {
-		return review{}, false
-	}
-	if !t.now().Before(e.expires) {
-		delete(t.cache, key)
-		return review{}, false
-	}
-	return e.review, true
-}
-
-func (t *TokenReview) store(key [sha256.Size]byte, r review, token string) {
-	if t.ttl == 0 {
-		return
-	}
+// store caches r for token until the cache TTL or the token's expiry,
+// whichever comes first.
+func (t *TokenReview) store(key tokenKey, r review, token string) {
 	now := t.now()
 	expires := now.Add(t.ttl)
 	if exp, ok := TokenExpiry(token); ok && exp.Before(expires) {
 		expires = exp
 	}
-	if !now.Before(expires) {
-		return
+	t.reviews.put(key, r, now, expires)
+}
+
+// cacheTTL applies the defaults and bounds of a cache TTL option: zero is
+// def, negative is no caching, and at most MaxTokenCacheTTL.
+func cacheTTL(ttl, def time.Duration) time.Duration {
+	switch {
+	case ttl == 0:
+		return def
+	case ttl < 0:
+		return 0
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if len(t.cache) >= defaultTokenCacheSize {
-		for k, e := range t.cache {
-			if !now.Before(e.expires) {
-				delete(t.cache, k)
-			}
-		}
-		if len(t.cache) >= defaultTokenCacheSize {
-			clear(t.cache)
-		}
-	}
-	t.cache[key] = reviewEntry{review: r, expires: expires}
+	return min(ttl, MaxTokenCacheTTL)
 }
 
 // ParseServiceAccountUser splits a Kubernetes service-account user name,

@@ -31,6 +31,8 @@ import (
 type reviewServer struct {
 	mu       sync.Mutex
 	statuses map[string]authnv1.TokenReviewStatus
+	// failing tokens get a 500 instead of a review.
+	failing  map[string]bool
 	calls    atomic.Int64
 	lastSpec authnv1.TokenReviewSpec
 	// gate, when set, holds every review until it is closed; inflight and
@@ -41,7 +43,7 @@ type reviewServer struct {
 
 func newReviewServer(t *testing.T) (*reviewServer, kubernetes.Interface) {
 	t.Helper()
-	rs := &reviewServer{statuses: map[string]authnv1.TokenReviewStatus{}}
+	rs := &reviewServer{statuses: map[string]authnv1.TokenReviewStatus{}, failing: map[string]bool{}}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || r.URL.Path != "/apis/authentication.k8s.io/v1/tokenreviews" {
 			http.NotFound(w, r)
@@ -63,7 +65,12 @@ func newReviewServer(t *testing.T) (*reviewServer, kubernetes.Interface) {
 		rs.mu.Lock()
 		rs.lastSpec = tr.Spec
 		tr.Status = rs.statuses[tr.Spec.Token]
+		failing := rs.failing[tr.Spec.Token]
 		rs.mu.Unlock()
+		if failing {
+			http.Error(w, "etcd unavailable", http.StatusInternalServerError)
+			return
+		}
 		tr.APIVersion, tr.Kind = "authentication.k8s.io/v1", "TokenReview"
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(&tr)
@@ -82,6 +89,12 @@ func (rs *reviewServer) set(token string, st authnv1.TokenReviewStatus) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	rs.statuses[token] = st
+}
+
+func (rs *reviewServer) setFailing(token string, failing bool) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	rs.failing[token] = failing
 }
 
 // podTable is a PodLookup over a mutable map.
@@ -229,22 +242,39 @@ func jwt(claims string) string {
 	return enc.EncodeToString([]byte(`{"alg":"none"}`)) + "." + enc.EncodeToString([]byte(claims)) + ".sig"
 }
 
+// testClock is a clock the test moves by hand, from testClockStart.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+var testClockStart = time.Unix(1_000_000, 0)
+
+func newTestClock() *testClock { return &testClock{t: testClockStart} }
+
+func (c *testClock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+func (c *testClock) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = testClockStart
+}
+
 func TestTokenReviewCache(t *testing.T) {
 	rs, client := newReviewServer(t)
 	pods := &podTable{pods: map[string]*corev1.Pod{}}
 	pods.put(testPod("app", "a-1", "uid-1", "app", "node-1", corev1.PodRunning))
-	var mu sync.Mutex
-	now := time.Unix(1_000_000, 0)
-	clock := func() time.Time {
-		mu.Lock()
-		defer mu.Unlock()
-		return now
-	}
-	advance := func(d time.Duration) {
-		mu.Lock()
-		defer mu.Unlock()
-		now = now.Add(d)
-	}
+	clk := newTestClock()
 	st := saStatus("app", "app", podExtra("a-1", "uid-1", "node-1"))
 	longLived := jwt(`{"exp":2000000}`)
 	shortLived := jwt(`{"exp":1000010}`)
@@ -274,18 +304,16 @@ func TestTokenReviewCache(t *testing.T) {
 				TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
 				Pods:        pods,
 				CacheTTL:    tt.ttl,
-				Now:         clock,
+				Now:         clk.now,
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
-			mu.Lock()
-			now = time.Unix(1_000_000, 0)
-			mu.Unlock()
+			clk.reset()
 			base := rs.calls.Load()
 			steps := []time.Duration{0, 5 * time.Second, 15 * time.Second, 20 * time.Second, 40 * time.Second}
 			for i, d := range steps {
-				advance(d)
+				clk.advance(d)
 				if _, err := a.Authenticate(bearer(tt.token)); err != nil {
 					t.Fatalf("call %d: %v", i, err)
 				}
@@ -301,7 +329,7 @@ func TestTokenReviewCache(t *testing.T) {
 			Client:      client,
 			TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
 			Pods:        pods,
-			Now:         clock,
+			Now:         clk.now,
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -316,6 +344,102 @@ func TestTokenReviewCache(t *testing.T) {
 		}
 		if rs.calls.Load() != base {
 			t.Fatal("cache hit made a TokenReview")
+		}
+	})
+}
+
+// TestTokenReviewRefusalCache checks that a refused token is refused
+// without another review for the refusal TTL, that a review that failed is
+// not cached, and that refusals never push out cached reviews.
+func TestTokenReviewRefusalCache(t *testing.T) {
+	rs, client := newReviewServer(t)
+	pods := &podTable{pods: map[string]*corev1.Pod{}}
+	pods.put(testPod("app", "a-1", "uid-1", "app", "node-1", corev1.PodRunning))
+	clk := newTestClock()
+	newAuth := func(t *testing.T, refusalTTL time.Duration) *auth.TokenReview {
+		t.Helper()
+		a, err := auth.NewTokenReview(auth.TokenReviewOptions{
+			Client: client, TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
+			Pods: pods, RefusalCacheTTL: refusalTTL, Now: clk.now,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	good := saStatus("app", "app", podExtra("a-1", "uid-1", "node-1"))
+	rs.set("revoked", authnv1.TokenReviewStatus{Error: "token has been invalidated"})
+	rs.set("wrong-audience", saStatus("app", "app", nil, "other"))
+	rs.set("good", good)
+
+	// Calls at 0, 5, 10, 15, 25 and 65 s.
+	steps := []time.Duration{0, 5 * time.Second, 5 * time.Second, 5 * time.Second, 10 * time.Second, 40 * time.Second}
+	for _, tt := range []struct {
+		name  string
+		ttl   time.Duration
+		token string
+		// reviews is the number of TokenReviews after each of steps.
+		reviews []int64
+	}{
+		{name: "not authenticated, default ttl", token: "revoked", reviews: []int64{1, 1, 2, 2, 3, 4}},
+		{name: "wrong audience, default ttl", token: "wrong-audience", reviews: []int64{1, 1, 2, 2, 3, 4}},
+		{name: "ttl capped at a minute", ttl: time.Hour, token: "revoked", reviews: []int64{1, 1, 1, 1, 1, 2}},
+		{name: "refusal cache disabled", ttl: -1, token: "revoked", reviews: []int64{1, 2, 3, 4, 5, 6}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			a := newAuth(t, tt.ttl)
+			base := rs.calls.Load()
+			var first error
+			for i, d := range steps {
+				clk.advance(d)
+				_, err := a.Authenticate(bearer(tt.token))
+				if err == nil {
+					t.Fatalf("call %d: refused token accepted", i)
+				}
+				if first == nil {
+					first = err
+				} else if err.Error() != first.Error() {
+					t.Errorf("call %d: error %q, first call's was %q", i, err, first)
+				}
+				if got := rs.calls.Load() - base; got != tt.reviews[i] {
+					t.Fatalf("after call %d: %d reviews, want %d", i, got, tt.reviews[i])
+				}
+			}
+		})
+	}
+
+	t.Run("a failed review is not cached", func(t *testing.T) {
+		a := newAuth(t, 0)
+		rs.setFailing("good", true)
+		base := rs.calls.Load()
+		if _, err := a.Authenticate(bearer("good")); err == nil {
+			t.Fatal("accepted while the API server fails")
+		}
+		rs.setFailing("good", false)
+		if _, err := a.Authenticate(bearer("good")); err != nil {
+			t.Fatalf("after the API server recovered: %v", err)
+		}
+		if got := rs.calls.Load() - base; got < 2 {
+			t.Fatalf("%d reviews, want a second one after the failure", got)
+		}
+	})
+
+	t.Run("refusals do not push out reviews", func(t *testing.T) {
+		a := newAuth(t, 0)
+		if _, err := a.Authenticate(bearer("good")); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 1100 {
+			if _, err := a.Authenticate(bearer(fmt.Sprintf("random-%d", i))); err == nil {
+				t.Fatal("unknown token accepted")
+			}
+		}
+		base := rs.calls.Load()
+		if _, err := a.Authenticate(bearer("good")); err != nil {
+			t.Fatal(err)
+		}
+		if rs.calls.Load() != base {
+			t.Fatal("the good token's cached review was dropped by refusals of other tokens")
 		}
 	})
 }
