@@ -28,8 +28,9 @@ const (
 	// MaxTokenCacheTTL caps TokenReviewOptions.CacheTTL.
 	MaxTokenCacheTTL = time.Minute
 	// DefaultTokenRefusalCacheTTL is how long a token the API server
-	// refused is refused again without asking it (as the API server's own
-	// webhook token authenticator caches failures).
+	// refused is refused again without asking it: long enough that a
+	// client retrying a stale token costs a review every 10 s at most,
+	// short compared with the reviews' own TTL.
 	DefaultTokenRefusalCacheTTL = 10 * time.Second
 	// DefaultTokenReviewTimeout bounds one TokenReview call.
 	DefaultTokenReviewTimeout = 5 * time.Second
