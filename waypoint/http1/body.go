@@ -103,31 +103,7 @@ func (b *body) ended() {
 // readTrailer reads the trailer section after the last chunk into the
 // request's Trailer.
 func (b *body) readTrailer() error {
-	if err := b.c.hr.readBlock(b.c.maxHeaderBytes); err != nil {
-		if errors.Is(err, io.EOF) {
-			return io.ErrUnexpectedEOF
-		}
-		return err
-	}
-	if len(b.c.hr.ends) == 0 {
-		return nil
-	}
-	trailer := string(b.c.hr.buf)
-	b.c.hr.release()
-	t, err := parseFields(trailer, b.c.hr.ends, 0)
-	if err != nil {
-		return err
-	}
-	for k, vs := range t {
-		if !trailerName(k) {
-			continue
-		}
-		if b.req.Trailer == nil {
-			b.req.Trailer = make(http.Header, len(t))
-		}
-		b.req.Trailer[k] = vs
-	}
-	return nil
+	return b.c.hr.readTrailer(b.c.maxHeaderBytes, &b.req.Trailer)
 }
 
 // Close stops the handler's reads; the server reads past the rest.

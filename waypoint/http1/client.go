@@ -305,30 +305,15 @@ func (b *chunkedResponseBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// readTrailer reads the trailer into the response's Trailer and returns
+// io.EOF, the body's end, when it is well formed.
 func (b *chunkedResponseBody) readTrailer() error {
-	hr := &b.rr.hr
-	if err := hr.readBlock(b.rr.maxHeaderBytes); err != nil {
-		if errors.Is(err, io.EOF) {
-			return io.ErrUnexpectedEOF
-		}
-		return err
-	}
-	if len(hr.ends) == 0 {
-		return io.EOF
-	}
-	trailer := string(hr.buf)
-	hr.release()
-	t, err := parseFields(trailer, hr.ends, 0)
-	if err != nil {
+	err := b.rr.hr.readTrailer(b.rr.maxHeaderBytes, &b.resp.Trailer)
+	if re := (*requestError)(nil); errors.As(err, &re) {
 		return fmt.Errorf("%w: trailer", errMalformedResponse)
 	}
-	if b.resp.Trailer == nil {
-		b.resp.Trailer = make(http.Header, len(t))
-	}
-	for k, vs := range t {
-		if trailerName(k) {
-			b.resp.Trailer[k] = vs
-		}
+	if err != nil {
+		return err
 	}
 	return io.EOF
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"net/http"
 	"net/textproto"
@@ -60,6 +61,38 @@ func (hr *headReader) readBlock(limit int) error {
 		hr.buf = append(hr.buf, line...)
 		hr.ends = append(hr.ends, len(hr.buf))
 	}
+}
+
+// readTrailer reads the trailer section that follows a chunked body's
+// last chunk, at most limit bytes, into *dst (made when a field is kept).
+// Fields that may not be trailers are dropped. A malformed section is a
+// *requestError; a connection that ends first, io.ErrUnexpectedEOF.
+func (hr *headReader) readTrailer(limit int, dst *http.Header) error {
+	if err := hr.readBlock(limit); err != nil {
+		if errors.Is(err, io.EOF) {
+			return io.ErrUnexpectedEOF
+		}
+		return err
+	}
+	if len(hr.ends) == 0 {
+		return nil
+	}
+	trailer := string(hr.buf)
+	hr.release()
+	t, err := parseFields(trailer, hr.ends, 0)
+	if err != nil {
+		return err
+	}
+	for k, vs := range t {
+		if !trailerName(k) {
+			continue
+		}
+		if *dst == nil {
+			*dst = make(http.Header, len(t))
+		}
+		(*dst)[k] = vs
+	}
+	return nil
 }
 
 // maxKeptScratch bounds the scratch buffers a connection keeps between
