@@ -58,28 +58,14 @@ func nginxTLSPath(ctx context.Context, m *meshenv.Mesh, bin, dir string) (*Path,
 		*t.addr = local
 	}
 	sdir, cdir := filepath.Join(dir, "server"), filepath.Join(dir, "client")
-	srv, err := runNginx(m, bin, sdir, "nginx-tls-server", server, nginxStreamConf(sdir, `
-    ssl_protocols TLSv1.3;
-    ssl_certificate `+certs.serverCert+`;
-    ssl_certificate_key `+certs.serverKey+`;
-    ssl_client_certificate `+certs.ca+`;
-    ssl_verify_client on;
-`, serverServers))
+	srv, err := runNginx(m, bin, sdir, "nginx-tls-server", server, nginxStreamConf(sdir, tunnelServerTLS(certs), serverServers))
 	if err != nil {
 		return nil, err
 	}
 	if err := client.Netns.WaitDial(ctx, hostPort(server.IP.String(), 40000+portEcho%10000)); err != nil {
 		return nil, fmt.Errorf("nginx mTLS server: %w: %s", err, nginxErrors(sdir))
 	}
-	cli, err := runNginx(m, bin, cdir, "nginx-tls-client", client, nginxStreamConf(cdir, `
-    proxy_ssl on;
-    proxy_ssl_protocols TLSv1.3;
-    proxy_ssl_certificate `+certs.clientCert+`;
-    proxy_ssl_certificate_key `+certs.clientKey+`;
-    proxy_ssl_trusted_certificate `+certs.ca+`;
-    proxy_ssl_verify on;
-    proxy_ssl_name `+tunnelServerName+`;
-`, clientServers))
+	cli, err := runNginx(m, bin, cdir, "nginx-tls-client", client, nginxStreamConf(cdir, "    proxy_ssl on;\n"+tunnelClientTLS(certs), clientServers))
 	if err != nil {
 		return nil, err
 	}
@@ -131,4 +117,116 @@ stream {
     %s
 }
 `, nginxStreamModule, filepath.Join(dir, "nginx.pid"), filepath.Join(dir, "error.log"), common, strings.Join(servers, "\n    "))
+}
+
+// Ports of the waypoint scenario's C reference (nginxMTLSHopPaths).
+const (
+	// mtlsHopDirectPort and mtlsHopViaPort are the client-side stream
+	// hop's listeners on loopback: straight to the server-side hop, and
+	// to the L7 nginx.
+	mtlsHopDirectPort = 31088
+	mtlsHopViaPort    = 32088
+	// mtlsHopServerPort is the server-side stream hop on the server pod's
+	// IP; mtlsHopL7Port the L7 nginx on the nginx pod's IP.
+	mtlsHopServerPort = 41088
+	mtlsHopL7Port     = 8443
+)
+
+// nginxMTLSHopPaths builds the waypoint scenario's reference in C: an
+// nginx HTTP/1.1 reverse proxy with mTLS on both legs (one worker, in the
+// nginx pod on the waypoint's node) between two nginx stream mTLS hops in
+// the client and server pods, against the two hops alone. It mirrors
+// ztunnel -> waypoint -> ztunnel against ztunnel -> ztunnel:
+//
+//	via:  client -> stream hop =mTLS=> nginx L7 =mTLS=> stream hop -> fortio server
+//	base: client -> stream hop =mTLS=> stream hop -> fortio server
+//
+// The via path's Proxies are the L7 nginx's worker.
+func nginxMTLSHopPaths(ctx context.Context, m *meshenv.Mesh, bin, dir string) (via, base *Path, err error) {
+	client, server, proxy := m.Pods[podDirectClient], m.Pods[podDirectServer], m.Pods[podNginx]
+	certs, err := writeTunnelCerts(dir, server.IP.String())
+	if err != nil {
+		return nil, nil, err
+	}
+	serverHop := hostPort(server.IP.String(), mtlsHopServerPort)
+	l7 := hostPort(proxy.IP.String(), mtlsHopL7Port)
+	sdir, pdir, cdir := filepath.Join(dir, "server"), filepath.Join(dir, "l7"), filepath.Join(dir, "client")
+	if _, err := runNginx(m, bin, sdir, "nginx-mtls-hop-server", server, nginxStreamConf(sdir, tunnelServerTLS(certs),
+		[]string{fmt.Sprintf("server { listen %s ssl; proxy_pass %s; }", serverHop, hostPort("127.0.0.1", portFortio))})); err != nil {
+		return nil, nil, err
+	}
+	l7Proc, err := runNginx(m, bin, pdir, "nginx-mtls-hop-l7", proxy, fmt.Sprintf(`user root;
+daemon off;
+worker_processes 1;
+pid %s;
+error_log %s warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path %s;
+  proxy_temp_path %s;
+  upstream backend {
+    server %s;
+    keepalive 64;
+  }
+  server {
+    listen %s ssl;
+%s
+    location / {
+      proxy_pass https://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+%s
+      proxy_ssl_session_reuse on;
+    }
+  }
+}
+`, filepath.Join(pdir, "nginx.pid"), filepath.Join(pdir, "error.log"), filepath.Join(pdir, "body"), filepath.Join(pdir, "proxy"),
+		serverHop, l7, tunnelServerTLS(certs), tunnelClientTLS(certs)))
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := runNginx(m, bin, cdir, "nginx-mtls-hop-client", client, nginxStreamConf(cdir, "    proxy_ssl on;\n"+tunnelClientTLS(certs), []string{
+		fmt.Sprintf("server { listen %s; proxy_pass %s; }", hostPort("127.0.0.1", mtlsHopDirectPort), serverHop),
+		fmt.Sprintf("server { listen %s; proxy_pass %s; }", hostPort("127.0.0.1", mtlsHopViaPort), l7),
+	})); err != nil {
+		return nil, nil, err
+	}
+	base = &Path{Name: pathNoNginxMTLS, Client: client, HTTP: hostPort("127.0.0.1", mtlsHopDirectPort)}
+	via = &Path{Name: pathViaNginxMTLS, Client: client, HTTP: hostPort("127.0.0.1", mtlsHopViaPort)}
+	hc := client.Netns.HTTPClient(3 * time.Second)
+	for _, p := range []*Path{base, via} {
+		if err := waitGet(ctx, hc, "http://"+p.HTTP+"/"); err != nil {
+			return nil, nil, fmt.Errorf("nginx mTLS hop %s: %w: client: %s; L7: %s; server: %s", p.Name, err,
+				nginxErrors(cdir), nginxErrors(pdir), nginxErrors(sdir))
+		}
+	}
+	worker, err := nginxWorker(l7Proc)
+	if err != nil {
+		return nil, nil, err
+	}
+	via.Proxies = map[int][]Proc{portFortio: {{Name: "nginx mTLS L7 worker", Pid: worker}}}
+	return via, base, nil
+}
+
+// tunnelServerTLS is the nginx directives of an mTLS server with certs
+// (TLS 1.3, client certificates required); tunnelClientTLS those of an
+// mTLS client that verifies the server by tunnelServerName.
+func tunnelServerTLS(certs tunnelCerts) string {
+	return `    ssl_protocols TLSv1.3;
+    ssl_certificate ` + certs.serverCert + `;
+    ssl_certificate_key ` + certs.serverKey + `;
+    ssl_client_certificate ` + certs.ca + `;
+    ssl_verify_client on;
+`
+}
+
+func tunnelClientTLS(certs tunnelCerts) string {
+	return `    proxy_ssl_protocols TLSv1.3;
+    proxy_ssl_certificate ` + certs.clientCert + `;
+    proxy_ssl_certificate_key ` + certs.clientKey + `;
+    proxy_ssl_trusted_certificate ` + certs.ca + `;
+    proxy_ssl_verify on;
+    proxy_ssl_name ` + tunnelServerName + `;
+`
 }

@@ -70,7 +70,16 @@ func printWaypoint(w io.Writer, r *Results) {
 		max(1, cfg.Rounds), run, cfg.Load.resolutionArg(), p99Rounds(base, via))
 	fmt.Fprintf(w, "  (HTTP arrivals: %s)\n", arrivals(cfg.Load))
 	fmt.Fprintf(w, "  (%s)\n", p99Buckets([]*PathResult{base, via}))
-	printNginxHop(w, wr, run)
+	printNginxHop(w, wr, wr.ViaNginx, wr.NoNginx, "nginx", run,
+		"reference, outside the mesh: non-mesh client pod -> nginx pod (node2; plaintext HTTP/1.1, one worker, unpinned)\n"+
+			"  -> non-mesh server pod, against the client straight to the server; same load, rounds interleaved likewise")
+	if wr.NginxMTLSErr != nil {
+		fmt.Fprintf(w, "\nreference in C with the waypoint's legs SKIPPED: %v\n", wr.NginxMTLSErr)
+	}
+	printNginxHop(w, wr, wr.ViaNginxMTLS, wr.NoNginxMTLS, "nginx L7", run,
+		"reference in C with the waypoint's legs, outside the mesh: client pod -> nginx stream hop =mTLS=> nginx L7 in the nginx\n"+
+			"  pod (node2; HTTP/1.1, one worker, unpinned) =mTLS=> nginx stream hop in the server pod -> server, against the two\n"+
+			"  stream hops alone (as ztunnel -> waypoint -> ztunnel against ztunnel -> ztunnel); same load, rounds interleaved likewise")
 
 	client := "unpinned"
 	if wr.ClientCPUs != "" {
@@ -156,23 +165,21 @@ func printWaypoint(w io.Writer, r *Results) {
 	}
 }
 
-// printNginxHop writes the reference for the added latency: what one
-// plaintext nginx hop adds at the same load, outside the mesh, next to
-// what the waypoint adds.
-func printNginxHop(w io.Writer, wr *WaypointResult, run string) {
-	via, base := wr.ViaNginx, wr.NoNginx
+// printNginxHop writes a reference for the added latency, described by
+// intro: what an nginx hop (named proxy) adds at the same load, outside
+// the mesh, next to what the waypoint adds.
+func printNginxHop(w io.Writer, wr *WaypointResult, via, base *PathResult, proxy, run, intro string) {
 	if via == nil || base == nil {
 		return
 	}
-	fmt.Fprintf(w, "\nreference, outside the mesh: non-mesh client pod -> nginx pod (node2; plaintext HTTP/1.1, one worker, unpinned)\n")
-	fmt.Fprintf(w, "  -> non-mesh server pod, against the client straight to the server; same load, rounds interleaved likewise\n")
+	fmt.Fprintf(w, "\n%s\n", intro)
 	if via.LatencyErr != nil || base.LatencyErr != nil {
 		fmt.Fprintf(w, "  error: %v\n", cmp.Or(via.LatencyErr, base.LatencyErr))
 		return
 	}
 	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(t)
-	fmt.Fprintln(t, "metric\tno proxy\tvia nginx\tadded by nginx\tadded by the waypoint")
+	fmt.Fprintf(t, "metric\t%s\tvia %s\tadded by %s\tadded by the waypoint\n", base.Name, proxy, proxy)
 	wpAdded := func(get func(Latency) time.Duration) string {
 		if wr.Via == nil || wr.NoWaypoint == nil || wr.Via.LatencyErr != nil || wr.NoWaypoint.LatencyErr != nil {
 			return "-"
@@ -189,7 +196,7 @@ func printNginxHop(w io.Writer, wr *WaypointResult, run string) {
 			u.CPU += x.CPU
 			u.Wall, u.Requests = x.Wall, x.Requests
 		}
-		fmt.Fprintf(t, "nginx vCPU per 1000 req/s\t\t%.3f\t\t\n", u.VCPUPer1kRPS())
+		fmt.Fprintf(t, "%s vCPU per 1000 req/s\t\t%.3f\t\t\n", proxy, u.VCPUPer1kRPS())
 	}
 	_ = t.Flush()
 	fmt.Fprintf(w, "  (medians of %d rounds of fortio %s; p99 µs per round: %s)\n", len(via.LatencyRounds), run, p99Rounds(base, via))

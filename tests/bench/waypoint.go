@@ -53,6 +53,11 @@ const (
 	// nginx pod, and straight to the server.
 	pathViaNginx = "nginx"
 	pathNoNginx  = "no-proxy"
+	// The reference in C, mirroring the waypoint's legs: an L7 nginx
+	// with mTLS on both legs between two nginx stream mTLS hops, and the
+	// two hops alone (nginxMTLSHopPaths).
+	pathViaNginxMTLS = "nginx-l7-mtls"
+	pathNoNginxMTLS  = "nginx-mtls-hops"
 )
 
 // addWaypoint adds the waypoint scenario's pod, Services and waypoint
@@ -170,6 +175,23 @@ func get(ctx context.Context, hc *http.Client, url string) error {
 	return nil
 }
 
+// waitGet retries get for up to 20 s, until it succeeds.
+func waitGet(ctx context.Context, hc *http.Client, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for {
+		err := get(ctx, hc, url)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not serving %s: %w", url, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // waypointRequests is the waypoint's istio_requests_total for echo-wp
 // with status 200.
 func waypointRequests(ctx context.Context, m *meshenv.Mesh) (float64, error) {
@@ -268,20 +290,9 @@ http {
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
 	hc := m.Pods[podDirectClient].Netns.HTTPClient(3 * time.Second)
-	url := "http://" + hostPort(pod.IP.String(), nginxPort) + "/"
-	for {
-		err := get(ctx, hc, url)
-		if err == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("nginx not serving %s: %w: %s", url, err, cluster.LastLines(proc.Log(), 3))
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := waitGet(ctx, hc, "http://"+hostPort(pod.IP.String(), nginxPort)+"/"); err != nil {
+		return nil, fmt.Errorf("nginx: %w: %s", err, nginxErrors(dir))
 	}
 	worker, err := nginxWorker(proc)
 	if err != nil {

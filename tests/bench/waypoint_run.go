@@ -38,6 +38,12 @@ type WaypointResult struct {
 	// (unpinned, as the waypoint is in Via) and straight to the non-mesh
 	// server, in interleaved rounds. Nil when nginx could not run.
 	ViaNginx, NoNginx *PathResult
+	// ViaNginxMTLS and NoNginxMTLS are the same reference in C with the
+	// waypoint's legs: an L7 nginx with mTLS on both legs between two
+	// nginx stream mTLS hops, and the two hops alone (nginxMTLSHopPaths).
+	// Nil when they could not run; NginxMTLSErr says why.
+	ViaNginxMTLS, NoNginxMTLS *PathResult
+	NginxMTLSErr              error
 }
 
 // MaxRate is one unthrottled fortio run through a proxy pinned to one
@@ -61,17 +67,12 @@ func (r MaxRate) PerCPUSecond() float64 {
 // configured load through the waypoint and through ztunnel only, then the
 // one-core maximum of the waypoint and of nginx.
 func (b *bench) measureWaypoint(ctx context.Context, via, noWP *Path, wp Proc) {
-	res := &WaypointResult{Via: &PathResult{Name: via.Name}, NoWaypoint: &PathResult{Name: noWP.Name}}
+	res := &WaypointResult{}
 	b.res.Waypoint = res
 	if b.prof != nil {
 		b.prof.waypoint = adminEndpoint{addr: waypointAdminAddr, client: b.m.Pods[podWaypoint].Netns.HTTPClient(0)}
 	}
-	for round := range max(1, b.cfg.Rounds) {
-		b.httpRound(ctx, round, noWP, res.NoWaypoint)
-		b.httpRound(ctx, round, via, res.Via)
-	}
-	res.Via.summarise()
-	res.NoWaypoint.summarise()
+	res.NoWaypoint, res.Via = b.interleaved(ctx, noWP, via)
 
 	n := runtime.NumCPU()
 	res.ProxyCPU = n - 1
@@ -151,6 +152,28 @@ func (b *bench) measureWaypoint(ctx context.Context, via, noWP *Path, wp Proc) {
 			b.nginxHopRounds(ctx, res, tg.procs)
 		}
 	}
+	b.nginxMTLSHopRounds(ctx, res)
+}
+
+// nginxMTLSHopRounds measures the reference in C for the waypoint's added
+// latency: what an L7 nginx with mTLS on both legs adds between two nginx
+// stream mTLS hops, at the same load, in interleaved rounds.
+func (b *bench) nginxMTLSHopRounds(ctx context.Context, res *WaypointResult) {
+	nctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	bin, err := ensureNginxStream(nctx)
+	cancel()
+	if err == nil {
+		sctx, scancel := context.WithTimeout(ctx, time.Minute)
+		var via, base *Path
+		via, base, err = nginxMTLSHopPaths(sctx, b.m, bin, filepath.Join(b.work, "nginx-mtls-hop"))
+		scancel()
+		if err == nil {
+			res.NoNginxMTLS, res.ViaNginxMTLS = b.interleaved(ctx, base, via)
+			return
+		}
+	}
+	res.NginxMTLSErr = err
+	b.warn(fmt.Errorf("nginx mTLS hop reference skipped: %w", err))
 }
 
 // nginxMaxPath names the max-rate path through the nginx pod.
@@ -176,13 +199,21 @@ func (b *bench) nginxHopRounds(ctx context.Context, res *WaypointResult, nginx [
 	direct := &Path{Name: pathNoNginx, Client: client, HTTP: hostPort(server.IP.String(), portFortio)}
 	via := &Path{Name: pathViaNginx, Client: client, HTTP: hostPort(b.m.Pods[podNginx].IP.String(), nginxPort),
 		Proxies: map[int][]Proc{portFortio: nginx}}
-	res.ViaNginx, res.NoNginx = &PathResult{Name: via.Name}, &PathResult{Name: direct.Name}
+	res.NoNginx, res.ViaNginx = b.interleaved(ctx, direct, via)
+}
+
+// interleaved runs the HTTP load over base and via in alternating rounds,
+// so both see the same moments of the shared machine, and returns their
+// summarised results.
+func (b *bench) interleaved(ctx context.Context, base, via *Path) (baseRes, viaRes *PathResult) {
+	baseRes, viaRes = &PathResult{Name: base.Name}, &PathResult{Name: via.Name}
 	for round := range max(1, b.cfg.Rounds) {
-		b.httpRound(ctx, round, direct, res.NoNginx)
-		b.httpRound(ctx, round, via, res.ViaNginx)
+		b.httpRound(ctx, round, base, baseRes)
+		b.httpRound(ctx, round, via, viaRes)
 	}
-	res.ViaNginx.summarise()
-	res.NoNginx.summarise()
+	baseRes.summarise()
+	viaRes.summarise()
+	return baseRes, viaRes
 }
 
 // medianRate returns the round with the median requests per CPU-second,

@@ -50,6 +50,30 @@ func checkWaypointSmoke(t *testing.T, res *Results, nginxErr error) {
 			t.Errorf("%s max rate: empty or failed: %+v %+v", name, m.Latency, m.Usage)
 		}
 	}
+	if nginxErr != nil {
+		return
+	}
+	// The latency references, plaintext and in C with the waypoint's
+	// legs; only the L7 hops have proxies measured.
+	for _, r := range []struct {
+		via, base *PathResult
+		err       error
+	}{{wr.ViaNginx, wr.NoNginx, nil}, {wr.ViaNginxMTLS, wr.NoNginxMTLS, wr.NginxMTLSErr}} {
+		if r.err != nil || r.via == nil || r.base == nil {
+			t.Errorf("nginx latency reference missing: %v", r.err)
+			continue
+		}
+		for _, p := range []*PathResult{r.via, r.base} {
+			if p.LatencyErr != nil || p.Latency.Requests == 0 || p.Latency.Errors != 0 {
+				t.Errorf("%s: empty or failed measurement: %v %+v", p.Name, p.LatencyErr, p.Latency)
+			}
+		}
+		// 100 requests may take less CPU than one clock tick: the usage
+		// is checked by its memory reading.
+		if len(r.via.Usage) == 0 || r.via.Usage[0].PeakRSSKB <= 0 {
+			t.Errorf("%s usage: %+v", r.via.Name, r.via.Usage)
+		}
+	}
 }
 
 // TestPinThreads pins a multi-threaded child to one CPU and back.
