@@ -216,9 +216,10 @@ func (t *TokenReview) Authenticate(ctx context.Context) (Caller, error) {
 
 func (t *TokenReview) authenticateToken(ctx context.Context, token string) (Caller, error) {
 	key := sha256.Sum256([]byte(token))
-	r, ok := t.reviews.get(key, t.now())
+	now := t.now()
+	r, ok := t.reviews.get(key, now)
 	if !ok {
-		if err, ok := t.refusals.get(key, t.now()); ok {
+		if err, ok := t.refusals.get(key, now); ok {
 			return Caller{}, err
 		}
 		st, err := t.review(ctx, token)
@@ -226,7 +227,7 @@ func (t *TokenReview) authenticateToken(ctx context.Context, token string) (Call
 			return Caller{}, err
 		}
 		if r, err = t.checkStatus(st); err != nil {
-			now := t.now()
+			now = t.now() // the review took time
 			t.refusals.put(key, err, now, now.Add(t.refuseTTL))
 			return Caller{}, err
 		}

@@ -110,7 +110,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}
 		*b = abs
 	}
-	tools, err := ensureTools(ctx, cfg.ToolsDir, cfg.Ghostunnel, cfg.NginxTLS && !cfg.WaypointOnly, log)
+	// nginx's stream module serves the nginx mTLS path and the waypoint
+	// scenario's reference in C.
+	tools, err := ensureTools(ctx, cfg.ToolsDir, cfg.Ghostunnel, cfg.Waypoint || cfg.NginxTLS && !cfg.WaypointOnly, log)
 	res.Tools = tools
 	if err != nil {
 		return res, err
@@ -219,7 +221,7 @@ func setupPaths(ctx context.Context, m *meshenv.Mesh, tools Tools, work string, 
 			paths = append(paths, g)
 		}
 	}
-	if tools.NginxStream != "" && !res.Config.WaypointOnly {
+	if tools.NginxStream != "" && res.Config.NginxTLS && !res.Config.WaypointOnly {
 		n, err := nginxTLSPath(ctx, m, tools.NginxStream, filepath.Join(work, "nginx-mtls"))
 		if err != nil {
 			res.warn(log, fmt.Errorf("nginx mTLS reference skipped: %w", err))

@@ -85,8 +85,8 @@ func nginxTLSPath(ctx context.Context, m *meshenv.Mesh, bin, dir string) (*Path,
 		return nil, err
 	}
 	procs := []Proc{{Name: "nginx mTLS client", Pid: cw}, {Name: "nginx mTLS server", Pid: sw}}
-	for _, port := range []int{portIperf, portFortio, portEcho} {
-		p.Proxies[port] = procs
+	for _, t := range p.portAddrs() {
+		p.Proxies[t.port] = procs
 	}
 	return p, nil
 }

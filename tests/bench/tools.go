@@ -234,7 +234,7 @@ func ensureTools(ctx context.Context, dir string, withGhostunnel, withNginx bool
 		nctx, ncancel := context.WithTimeout(ctx, 3*time.Minute)
 		defer ncancel()
 		if t.NginxStream, t.NginxStreamErr = ensureNginxStream(nctx); t.NginxStreamErr != nil {
-			log.Warn("nginx's stream module unavailable; the nginx mTLS reference is skipped", "err", t.NginxStreamErr)
+			log.Warn("nginx's stream module unavailable; the nginx mTLS references are skipped", "err", t.NginxStreamErr)
 		}
 	}
 	t.GhostunnelErr = errors.New("disabled")

@@ -159,14 +159,12 @@ func (b *bench) measureWaypoint(ctx context.Context, via, noWP *Path, wp Proc) {
 // latency: what an L7 nginx with mTLS on both legs adds between two nginx
 // stream mTLS hops, at the same load, in interleaved rounds.
 func (b *bench) nginxMTLSHopRounds(ctx context.Context, res *WaypointResult) {
-	nctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	bin, err := ensureNginxStream(nctx)
-	cancel()
+	err := b.tools.NginxStreamErr
 	if err == nil {
-		sctx, scancel := context.WithTimeout(ctx, time.Minute)
+		sctx, cancel := context.WithTimeout(ctx, time.Minute)
 		var via, base *Path
-		via, base, err = nginxMTLSHopPaths(sctx, b.m, bin, filepath.Join(b.work, "nginx-mtls-hop"))
-		scancel()
+		via, base, err = nginxMTLSHopPaths(sctx, b.m, b.tools.NginxStream, filepath.Join(b.work, "nginx-mtls-hop"))
+		cancel()
 		if err == nil {
 			res.NoNginxMTLS, res.ViaNginxMTLS = b.interleaved(ctx, base, via)
 			return
