@@ -94,7 +94,7 @@ interop:
 # test control plane stopped: idle, the API server, etcd and controller
 # manager still take about 3% of a CPU in frequent wake-ups, which shows in
 # the latency tails. The next kube-up starts them again.
-bench: build kube-up
+bench: packages build kube-up
 	@echo "== index: full build, 10,000 pods / 1,000 services (target <= 1 s, <= 300 MB), and a one-pod change through index.Builder"
 	$(GO) test -run '^$$' -bench 'BenchmarkBuild$$|BenchmarkBuilderPodChange' -benchmem ./controller/index/
 	@echo "== publish: one-pod change -> index, allow-from-waypoint, L7, xDS diff (10,000 pods, no clients)"

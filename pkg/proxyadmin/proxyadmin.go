@@ -53,6 +53,7 @@ func Start(cfg Config) (*Servers, error) {
 	admin.HandleFunc("/healthz/ready", s.serveReady)
 	admin.HandleFunc("/debug/pprof/", pprof.Index)
 	admin.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	admin.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	metrics := http.NewServeMux()
 	for _, p := range cfg.MetricsPaths {
 		metrics.Handle(p, promhttp.HandlerFor(cfg.Gatherer, promhttp.HandlerOpts{}))

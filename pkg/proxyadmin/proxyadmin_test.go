@@ -75,6 +75,13 @@ func TestEndpoints(t *testing.T) {
 			t.Errorf("%s: %d %q", p, code, body)
 		}
 	}
+	// The bench's -profile reads execution traces from the admin port only.
+	if code, body := get(t, admin+"/debug/pprof/trace?seconds=0.05"); code != http.StatusOK || !strings.HasPrefix(body, "go 1.") {
+		t.Errorf("execution trace: %d, %d bytes", code, len(body))
+	}
+	if code, _ := get(t, metrics+"/debug/pprof/trace?seconds=0.05"); code != http.StatusNotFound {
+		t.Errorf("execution trace on the metrics port: %d", code)
+	}
 	if code, _ := get(t, ready+"/config_dump"); code != http.StatusNotFound {
 		t.Errorf("config dump on the readiness port: %d", code)
 	}

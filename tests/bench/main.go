@@ -44,7 +44,7 @@ func main() {
 	flag.BoolVar(&cfg.WaypointOnly, "waypoint-only", cfg.WaypointOnly, "run only the waypoint scenario (no iperf3, ztunnel-only or ghostunnel measurements)")
 	flag.StringVar(&cfg.WaypointBin, "waypoint-bin", cfg.WaypointBin, "waypoint binary (built when missing)")
 	flag.DurationVar(&cfg.MaxDuration, "max-time", cfg.MaxDuration, "length of the waypoint's and nginx's max req/s runs")
-	flag.StringVar(&cfg.ProfileDir, "profile", "", "write CPU profiles of each ztunnel (and of the waypoint) during the proxied runs here")
+	flag.StringVar(&cfg.ProfileDir, "profile", "", "write CPU profiles of each ztunnel (and of the waypoint, with its allocations and a 2 s execution trace) during the proxied runs here")
 	verbose := flag.Bool("v", false, "print the mesh components' logs")
 	flag.Parse()
 	if cfg.WaypointOnly {

@@ -46,12 +46,24 @@ func (p *profiler) during(ctx context.Context, label string, d time.Duration, wa
 
 // duringWaypoint profiles the waypoint's CPU for d while fn runs, writing
 // <dir>/<label>-waypoint.pprof, and then saves its allocations since it
-// started as <dir>/<label>-waypoint.allocs.pprof.
+// started as <dir>/<label>-waypoint.allocs.pprof; it also saves a 2 s
+// execution trace as <dir>/<label>-waypoint.trace.
 func (p *profiler) duringWaypoint(ctx context.Context, label string, d time.Duration, warn func(error), fn func() error) error {
 	if p == nil || p.waypoint.addr == "" {
 		return fn()
 	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		// An execution trace shows where a burst's requests wait: on the
+		// network, runnable behind other goroutines, or off CPU.
+		secs := min(2, max(1, int(d/time.Second)))
+		path := filepath.Join(p.dir, label+"-waypoint.trace")
+		if err := fetch(ctx, p.waypoint, fmt.Sprintf("/debug/pprof/trace?seconds=%d", secs), d+30*time.Second, path); err != nil {
+			warn(fmt.Errorf("execution trace of the waypoint during %s: %w", label, err))
+		}
+	})
 	err := p.profile(ctx, label, d, map[string]adminEndpoint{"waypoint": p.waypoint}, warn, fn)
+	wg.Wait()
 	path := filepath.Join(p.dir, label+"-waypoint.allocs.pprof")
 	if aerr := fetch(ctx, p.waypoint, "/debug/pprof/allocs", 30*time.Second, path); aerr != nil {
 		warn(fmt.Errorf("allocs profile of the waypoint after %s: %w", label, aerr))
