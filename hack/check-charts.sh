@@ -74,6 +74,7 @@ meshConfig:
   trustDomain: example.org
   clusterID: east
   rootNamespace: mesh-root
+  accessLogFile: /dev/stdout
 controller:
   image: registry.example.com/other/controller:custom
   replicas: 3

@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/zmesh/zmesh/controller/index"
 	"github.com/zmesh/zmesh/pkg/kube"
@@ -105,6 +108,11 @@ type KubeConfig struct {
 	// default).
 	WaypointOTLPEndpoint  string
 	WaypointTraceSampling float64
+	// WaypointAccessLogFile, when set, makes every waypoint append a JSON
+	// access log line per request to this path in its container, as
+	// Istio's meshConfig.accessLogFile does (typically /dev/stdout).
+	// Empty, Istio's default, leaves access logs off.
+	WaypointAccessLogFile string
 	// DiscoverySelectors are Istio's discoverySelectors, in label-selector
 	// syntax ("istio-discovery=enabled", "team in (a,b)"): when set, only
 	// namespaces matching at least one are served, get waypoints and get
@@ -140,6 +148,9 @@ func (k KubeConfig) withDefaults() (KubeConfig, error) {
 	}
 	if k.WaypointTraceSampling < 0 || k.WaypointTraceSampling > 100 {
 		return k, fmt.Errorf("waypoint trace sampling %v%% is not within [0, 100]", k.WaypointTraceSampling)
+	}
+	if f := k.WaypointAccessLogFile; f != "" && (!path.IsAbs(f) || strings.ContainsFunc(f, unicode.IsControl)) {
+		return k, fmt.Errorf("waypoint access log file %q is not an absolute path", f)
 	}
 	return k, nil
 }

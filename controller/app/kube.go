@@ -135,5 +135,8 @@ func (a *App) waypointArgs() []string {
 			args = append(args, "--trace-sampling="+strconv.FormatFloat(p, 'f', -1, 64))
 		}
 	}
+	if f := a.cfg.Kube.WaypointAccessLogFile; f != "" {
+		args = append(args, "--access-log-file="+f)
+	}
 	return args
 }

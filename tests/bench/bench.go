@@ -129,7 +129,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		if err != nil {
 			return res, err
 		}
-		addWaypoint(&spec, bin)
+		addWaypoint(&spec, bin, cfg.WaypointArgs)
 	}
 	// The latency tails measure the machine too: say when it is not quiet.
 	noisy := func(msg string) {

@@ -45,6 +45,9 @@ type Config struct {
 	// to one CPU.
 	Waypoint    bool
 	WaypointBin string
+	// WaypointArgs are extra flags for the waypoint process, e.g.
+	// --access-log-file=/dev/null to measure it with an access log.
+	WaypointArgs []string
 	// WaypointOnly skips the direct/ztunnel/ghostunnel measurements and
 	// runs only the waypoint scenario (implies Waypoint).
 	WaypointOnly bool

@@ -43,6 +43,10 @@ func main() {
 	flag.BoolVar(&cfg.Waypoint, "waypoint", cfg.Waypoint, "add the waypoint scenario (ztunnel -> waypoint -> ztunnel vs ztunnel only, and one-core max req/s vs nginx)")
 	flag.BoolVar(&cfg.WaypointOnly, "waypoint-only", cfg.WaypointOnly, "run only the waypoint scenario (no iperf3, ztunnel-only or ghostunnel measurements)")
 	flag.StringVar(&cfg.WaypointBin, "waypoint-bin", cfg.WaypointBin, "waypoint binary (built when missing)")
+	flag.Func("waypoint-arg", "an extra flag for the waypoint process, e.g. -waypoint-arg=--access-log-file=/dev/null (repeatable)", func(v string) error {
+		cfg.WaypointArgs = append(cfg.WaypointArgs, v)
+		return nil
+	})
 	flag.DurationVar(&cfg.MaxDuration, "max-time", cfg.MaxDuration, "length of the waypoint's and nginx's max req/s runs")
 	flag.StringVar(&cfg.ProfileDir, "profile", "", "write CPU profiles of each ztunnel (and of the waypoint, with its allocations and a 2 s execution trace) during the proxied runs here")
 	verbose := flag.Bool("v", false, "print the mesh components' logs")

@@ -27,6 +27,9 @@ func printWaypoint(w io.Writer, r *Results) {
 	via, base := wr.Via, wr.NoWaypoint
 	fmt.Fprintf(w, "\nwaypoint: mesh-client -> ztunnel node1 -> waypoint (node2) -> ztunnel node2 -> mesh-server, against\n")
 	fmt.Fprintf(w, "  ztunnel only (node1 -> node2), both to a Service VIP in front of the same server pod\n")
+	if len(cfg.WaypointArgs) > 0 {
+		fmt.Fprintf(w, "  the waypoint runs with the extra flags %s\n", strings.Join(cfg.WaypointArgs, " "))
+	}
 	t := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(t)
 	fmt.Fprintln(t, "metric\tztunnel only\tvia waypoint\tadded\ttarget\tverdict")
@@ -89,7 +92,7 @@ func printWaypoint(w io.Writer, r *Results) {
 		cfg.Load.Conns, cfg.Load.BodyBytes, cfg.MaxDuration, wr.ProxyCPU, client)
 	fmt.Fprintf(w, "  %d interleaved rounds per proxy, each proxy's median round (by req per proxy CPU-second) shown\n", max(1, cfg.Rounds))
 	fmt.Fprintf(w, "  waypoint = the mesh path above: per request it decrypts and parses HBONE (mTLS, HTTP/2) from ztunnel node1,\n")
-	fmt.Fprintf(w, "    parses HTTP/1.1, routes, records metrics and a JSON access log line (buffered), and sends HTTP/1.1 in HBONE\n")
+	fmt.Fprintf(w, "    parses HTTP/1.1, routes, records metrics (no access log, as Istio by default), and sends HTTP/1.1 in HBONE\n")
 	fmt.Fprintf(w, "    (mTLS, HTTP/2, pooled keep-alive streams) to ztunnel node2; the two ztunnels and the fortio server are in\n")
 	fmt.Fprintf(w, "    the loop, unpinned (they may run on the proxy's CPU too)\n")
 	fmt.Fprintf(w, "  nginx = one worker reverse proxy in its own non-mesh pod on node2 (where the waypoint runs): plaintext HTTP/1.1\n")

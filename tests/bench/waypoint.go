@@ -63,7 +63,7 @@ const (
 // addWaypoint adds the waypoint scenario's pod, Services and waypoint
 // process to spec (the Gateway is written once the mesh runs: see
 // waitWaypoint).
-func addWaypoint(spec *meshenv.Spec, waypointBin string) {
+func addWaypoint(spec *meshenv.Spec, waypointBin string, args []string) {
 	httpPorts := []cluster.ServicePort{{Name: "http", Port: portVIP, TargetPort: intstr.FromInt32(portFortio)}}
 	server := map[string]string{"app": podMeshServer}
 	gw := map[string]string{"gateway.networking.k8s.io/gateway-name": gatewayWaypoint}
@@ -81,6 +81,7 @@ func addWaypoint(spec *meshenv.Spec, waypointBin string) {
 		Labels: map[string]string{"app": podNginx}})
 	spec.Waypoints = append(spec.Waypoints, podWaypoint)
 	spec.WaypointBinary = waypointBin
+	spec.WaypointArgs = args
 }
 
 // waypointGatewayYAML is the waypoint's Gateway as Istio's deployer leaves

@@ -27,6 +27,7 @@ func main() {
 	flag.StringVar(&cfg.Kube.WaypointImage, "waypoint-image", "", "image of the waypoint Deployments the controller creates")
 	flag.StringVar(&cfg.Kube.ControllerAddress, "waypoint-controller-address", "", "controller address waypoints dial (default istiod.<system-namespace>.svc:15012)")
 	flag.StringVar(&cfg.Kube.WaypointOTLPEndpoint, "waypoint-otlp-endpoint", "", "OTLP/HTTP traces endpoint deployed waypoints export spans to, e.g. http://collector.observability:4318/v1/traces (empty: no export)")
+	flag.StringVar(&cfg.Kube.WaypointAccessLogFile, "waypoint-access-log-file", "", "file in the container deployed waypoints append JSON access log lines to, e.g. /dev/stdout (Istio's meshConfig.accessLogFile; empty: no access log)")
 	flag.Float64Var(&cfg.Kube.WaypointTraceSampling, "waypoint-trace-sampling", 0, "percent of new traces deployed waypoints sample (0: the waypoint's default)")
 	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "address for xDS and the CA (TLS)")
 	flag.StringVar(&cfg.MonitoringAddr, "monitoring-addr", ":15014", `address for /metrics, /healthz/ready and /debug/config_dump (loopback callers only) ("-" disables)`)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,7 +20,7 @@ func main() {
 	var cfg app.Config
 	var logLevel string
 	var rt runtimeflags.Flags
-	var accessLog bool
+	var accessLogFile string
 	flag.StringVar(&cfg.ControllerAddr, "controller", "istiod.istio-system.svc:15012", "controller gRPC address (xDS and CA)")
 	flag.StringVar(&cfg.ControllerName, "controller-name", "istiod.istio-system.svc", "DNS name in the controller's certificate")
 	flag.StringVar(&cfg.RootCertFile, "root-cert", "/var/run/secrets/istio/root-cert.pem", "mesh root certificate (PEM)")
@@ -37,7 +38,7 @@ func main() {
 	flag.StringVar(&cfg.HBONEAddr, "hbone-addr", ":15008", "HBONE listen address")
 	flag.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces (empty: no export)")
 	flag.Float64Var(&cfg.TraceSamplingPercent, "trace-sampling", 1, "percent of new traces sampled")
-	flag.BoolVar(&accessLog, "access-log", true, "write JSON access log lines to stdout")
+	flag.StringVar(&accessLogFile, "access-log-file", "", "file to append JSON access log lines to, e.g. /dev/stdout (Istio's meshConfig.accessLogFile; empty: no access log)")
 	flag.DurationVar(&cfg.AccessLogFlushInterval, "access-log-flush-interval", time.Second, "buffer access log lines and write them at this interval (0: write each line at once)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	rt.Register(flag.CommandLine, "waypoint")
@@ -55,13 +56,37 @@ func main() {
 	}
 	defer stopRuntime()
 	cfg.Logger = logger
-	if accessLog {
-		cfg.AccessLog = os.Stdout
+	accessLog, closeAccessLog, err := openAccessLog(accessLogFile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "waypoint:", err)
+		os.Exit(2)
 	}
+	defer closeAccessLog()
+	cfg.AccessLog = accessLog
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := app.Run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "waypoint:", err)
 		os.Exit(1)
 	}
+}
+
+// openAccessLog opens where access log lines go: nothing for an empty
+// path, the process's own stdout or stderr for /dev/stdout and /dev/stderr,
+// else the file, appended to (created 0644 if missing). The returned
+// function closes what was opened.
+func openAccessLog(path string) (io.Writer, func(), error) {
+	switch path {
+	case "":
+		return nil, func() {}, nil
+	case "/dev/stdout":
+		return os.Stdout, func() {}, nil
+	case "/dev/stderr":
+		return os.Stderr, func() {}, nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, nil, fmt.Errorf("access log: %w", err)
+	}
+	return f, func() { _ = f.Close() }, nil
 }
