@@ -10,6 +10,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"github.com/zmesh/zmesh/waypoint/app"
 	"github.com/zmesh/zmesh/waypoint/config"
 )
 
@@ -19,9 +20,10 @@ const (
 	reviewsHost = "reviews.demo.svc.cluster.local"
 )
 
-// reviewsMesh has a reviews service (HTTP on 9080 → 8080) with pods v1 and v2.
-func reviewsMesh(t testing.TB) (*mesh, *pod, *pod) {
-	m := newMesh(t)
+// reviewsMesh has a reviews service (HTTP on 9080 → 8080) with pods v1 and
+// v2; opts adjust the waypoint's configuration.
+func reviewsMesh(t testing.TB, opts ...func(*app.Config)) (*mesh, *pod, *pod) {
+	m := newMesh(t, opts...)
 	m.addService("reviews", reviewsVIP, httpPort(9080, 8080))
 	v1 := m.addPod("reviews-v1", "reviews", "10.244.1.1", map[string]map[uint32]uint32{reviews: {9080: 8080}})
 	v2 := m.addPod("reviews-v2", "reviews", "10.244.1.2", map[string]map[uint32]uint32{reviews: {9080: 8080}})

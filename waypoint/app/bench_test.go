@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/zmesh/zmesh/pkg/hbone"
+	"github.com/zmesh/zmesh/waypoint/app"
 )
 
 // benchRequests measures sequential keep-alive requests and reports p50/p99.
@@ -40,15 +41,20 @@ func benchRequests(b *testing.B, c *http.Client, url string) {
 	b.ReportMetric(float64(durs[len(durs)*99/100].Microseconds()), "p99-µs")
 }
 
+// noAccessLog runs the waypoint as deployed by default, without an access
+// log; the tests' log buffer would otherwise grow through a whole
+// benchmark, and its copying would be measured.
+func noAccessLog(c *app.Config) { c.AccessLog = nil }
+
 // BenchmarkThroughWaypoint: client → HBONE → waypoint (L7) → HBONE → backend.
 func BenchmarkThroughWaypoint(b *testing.B) {
-	m, _, _ := reviewsMesh(b)
+	m, _, _ := reviewsMesh(b, noAccessLog)
 	benchRequests(b, m.httpClient(reviewsVIP+":9080", false), "http://reviews:9080/")
 }
 
 // BenchmarkDirect is the baseline: client → HBONE → backend.
 func BenchmarkDirect(b *testing.B) {
-	m, v1, _ := reviewsMesh(b)
+	m, v1, _ := reviewsMesh(b, noAccessLog)
 	t := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return m.client.Dial(ctx, &hbone.DialRequest{NextHop: netip.MustParseAddrPort(v1.ln.Addr().String()), Authority: netip.MustParseAddrPort("10.244.1.1:8080"),
 			SourceID: clientID, Certificate: func() (*tls.Certificate, error) { return m.clientC.TLSCertificate(), nil }, ExpectedIDs: []spiffeid.ID{v1.id}})
@@ -61,7 +67,7 @@ func BenchmarkDirect(b *testing.B) {
 // keep-alive connections (the bench's load shape), reporting requests per
 // second of the whole in-process path.
 func BenchmarkThroughWaypointParallel(b *testing.B) {
-	m, _, _ := reviewsMesh(b)
+	m, _, _ := reviewsMesh(b, noAccessLog)
 	c := m.httpClient(reviewsVIP+":9080", false)
 	c.Transport.(*http.Transport).MaxIdleConnsPerHost = 16
 	b.SetParallelism(8) // 8 x GOMAXPROCS(2) = 16 goroutines
