@@ -49,6 +49,13 @@ type run struct {
 	deploys  appslisters.DeploymentLister
 	services corelisters.ServiceLister
 	accounts corelisters.ServiceAccountLister
+
+	// mu guards written.
+	mu sync.Mutex
+	// written holds, per Gateway key, the status last applied and the
+	// resourceVersion of the Gateway it was computed from (see
+	// writeGatewayStatus).
+	written map[string]statusWrite
 }
 
 // Run ensures the istio-waypoint GatewayClass, then reconciles waypoint
@@ -94,7 +101,8 @@ func (d *Deployer) Run(ctx context.Context) error {
 	gf := gwinformers.NewSharedInformerFactoryWithOptions(d.opts.Clients.Gateway, 0, gwOpts...)
 
 	r := &run{
-		d: d,
+		d:       d,
+		written: map[string]statusWrite{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
 			workqueue.TypedRateLimitingQueueConfig[string]{Name: "waypoints"}),
 	}
@@ -202,6 +210,7 @@ func (r *run) reconcile(ctx context.Context, key string) error {
 	gw, err := r.gateways.Gateways(ns).Get(name)
 	if apierrors.IsNotFound(err) {
 		// Deleted: the garbage collector removes what it owned.
+		r.forgetStatus(key)
 		return nil
 	}
 	if err != nil {
@@ -219,19 +228,19 @@ func (r *run) reconcile(ctx context.Context, key string) error {
 		if err := r.deleteOwned(ctx, gw); err != nil {
 			return err
 		}
-		return r.d.writeGatewayStatus(ctx, gw, v, nil, "")
+		return r.writeGatewayStatus(ctx, gw, v, nil, "")
 	}
 	svc, err := r.d.apply(ctx, gw)
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
 		}
-		if serr := r.d.writeGatewayStatus(ctx, gw, v, nil, "failed to deploy the waypoint: "+err.Error()); serr != nil {
+		if serr := r.writeGatewayStatus(ctx, gw, v, nil, "failed to deploy the waypoint: "+err.Error()); serr != nil {
 			r.d.log.Warn("gateway status write failed", "gateway", key, "error", serr)
 		}
 		return err
 	}
-	return r.d.writeGatewayStatus(ctx, gw, v, svc, "")
+	return r.writeGatewayStatus(ctx, gw, v, svc, "")
 }
 
 // apply server-side-applies the ServiceAccount, Deployment and Service of

@@ -4,14 +4,19 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/retry"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/zmesh/zmesh/controller/waypoints"
@@ -260,11 +265,16 @@ func TestDeployerKube(t *testing.T) {
 
 // A valid waypoint edited into an invalid one loses what was deployed and
 // its address.
+//
+// Each change is one status write: events of the deployed objects queue
+// the Gateway again before the deployer's own write reaches its cache, and
+// that stale copy must not be written again.
 func TestDeployerInvalidatedGatewayKube(t *testing.T) {
 	c := kubetest.Clients(t)
 	ctx := context.Background()
 	ns := kubetest.Namespace(t, c, "wp-invalid", nil)
-	startDeployer(t, c, ns)
+	var writes atomic.Int32
+	startDeployer(t, countingClients(t, c, "/namespaces/"+ns+"/gateways/wp/status", &writes), ns)
 	createGateway(t, c, ns, "wp")
 	kubetest.Eventually(t, waitFor, "gateway programmed", func() (bool, error) {
 		g, err := c.Gateway.GatewayV1().Gateways(ns).Get(ctx, "wp", metav1.GetOptions{})
@@ -273,12 +283,31 @@ func TestDeployerInvalidatedGatewayKube(t *testing.T) {
 		}
 		return len(g.Status.Addresses) == 1, fmt.Errorf("addresses %+v", g.Status.Addresses)
 	})
-	g, err := c.Gateway.GatewayV1().Gateways(ns).Get(ctx, "wp", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	ownedGone := func() (bool, error) {
+		_, e1 := c.Kube.AppsV1().Deployments(ns).Get(ctx, "wp", metav1.GetOptions{})
+		_, e2 := c.Kube.CoreV1().Services(ns).Get(ctx, "wp", metav1.GetOptions{})
+		_, e3 := c.Kube.CoreV1().ServiceAccounts(ns).Get(ctx, "wp", metav1.GetOptions{})
+		return apierrors.IsNotFound(e1) && apierrors.IsNotFound(e2) && apierrors.IsNotFound(e3),
+			fmt.Errorf("deployment %w, service %w, service account %w", e1, e2, e3)
 	}
-	g.Spec.Listeners[0].Port = 15009
-	if _, err := c.Gateway.GatewayV1().Gateways(ns).Update(ctx, g, metav1.UpdateOptions{}); err != nil {
+	// The deployed objects' events have reached the deployer once their
+	// owned fields are in place; give its queue a moment to drain.
+	settle := func() { time.Sleep(500 * time.Millisecond) }
+	settle()
+	if n := writes.Load(); n != 1 {
+		t.Errorf("%d status writes for the new gateway, want 1", n)
+	}
+	// The deployer may still be writing the Gateway's status: edit the
+	// latest version, as any client racing a controller must.
+	if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		g, err := c.Gateway.GatewayV1().Gateways(ns).Get(ctx, "wp", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		g.Spec.Listeners[0].Port = 15009
+		_, err = c.Gateway.GatewayV1().Gateways(ns).Update(ctx, g, metav1.UpdateOptions{})
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
 	kubetest.Eventually(t, waitFor, "invalidated gateway cleaned up", func() (bool, error) {
@@ -290,7 +319,35 @@ func TestDeployerInvalidatedGatewayKube(t *testing.T) {
 		if a == nil || a.Status != metav1.ConditionFalse || len(g.Status.Addresses) != 0 {
 			return false, fmt.Errorf("Accepted %+v, addresses %+v", a, g.Status.Addresses)
 		}
-		_, err = c.Kube.AppsV1().Deployments(ns).Get(ctx, "wp", metav1.GetOptions{})
-		return apierrors.IsNotFound(err), fmt.Errorf("deployment still there: %w", err)
+		return ownedGone()
 	})
+	settle()
+	if n := writes.Load(); n != 2 {
+		t.Errorf("%d status writes in all, want 2: one when deployed, one when invalidated", n)
+	}
 }
+
+// countingClients returns clients like c whose PATCH requests to a path
+// ending in suffix are counted in n.
+func countingClients(t *testing.T, c *kube.Clients, suffix string, n *atomic.Int32) *kube.Clients {
+	t.Helper()
+	cfg := rest.CopyConfig(c.Config)
+	cfg.Wrap(func(next http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			resp, err := next.RoundTrip(req)
+			if err == nil && req.Method == http.MethodPatch && strings.HasSuffix(req.URL.Path, suffix) {
+				n.Add(1)
+			}
+			return resp, err
+		})
+	})
+	cc, err := kube.NewClients(cfg, "zmesh-test-counting")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cc
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }

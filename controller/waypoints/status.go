@@ -92,13 +92,60 @@ func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
 	return nil
 }
 
-// writeGatewayStatus applies the desired status of gw unless it is
-// already there.
-func (d *Deployer) writeGatewayStatus(ctx context.Context, gw *gatewayv1.Gateway, v verdict, svc *corev1.Service, deployErr string) error {
-	want := d.desiredGatewayStatus(gw, v, svc, deployErr)
+// equal reports whether s and o carry the same conditions (ignoring
+// lastTransitionTime) and addresses.
+func (s gatewayStatus) equal(o gatewayStatus) bool {
+	return slices.Equal(s.addresses, o.addresses) &&
+		slices.EqualFunc(s.conditions, o.conditions, func(a, b metav1.Condition) bool {
+			return a.Type == b.Type && a.Status == b.Status && a.Reason == b.Reason &&
+				a.Message == b.Message && a.ObservedGeneration == b.ObservedGeneration
+		})
+}
+
+// statusWrite is a status the run applied, and the resourceVersion of the
+// Gateway it was computed from.
+type statusWrite struct {
+	from   string
+	status gatewayStatus
+}
+
+// writeGatewayStatus applies the desired status of gw unless gw already
+// carries it, or the run already applied it to this very version of gw.
+// The second case is the informer cache lagging behind the run's own
+// write (events of the deployed objects queue the Gateway again before its
+// new status arrives): writing again would be a redundant update, and
+// would move lastTransitionTime of conditions the stale copy lacks.
+func (r *run) writeGatewayStatus(ctx context.Context, gw *gatewayv1.Gateway, v verdict, svc *corev1.Service, deployErr string) error {
+	want := r.d.desiredGatewayStatus(gw, v, svc, deployErr)
 	if statusCurrent(gw, want) {
 		return nil
 	}
+	key := gw.Namespace + "/" + gw.Name
+	r.mu.Lock()
+	last, ok := r.written[key]
+	r.mu.Unlock()
+	if ok && last.from == gw.ResourceVersion && last.status.equal(want) {
+		return nil
+	}
+	if err := r.d.applyGatewayStatus(ctx, gw, want); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.written[key] = statusWrite{from: gw.ResourceVersion, status: want}
+	r.mu.Unlock()
+	return nil
+}
+
+// forgetStatus drops what writeGatewayStatus remembers of a deleted Gateway.
+func (r *run) forgetStatus(key string) {
+	r.mu.Lock()
+	delete(r.written, key)
+	r.mu.Unlock()
+}
+
+// applyGatewayStatus server-side-applies want as gw's status, keeping the
+// lastTransitionTime of conditions whose status did not change.
+func (d *Deployer) applyGatewayStatus(ctx context.Context, gw *gatewayv1.Gateway, want gatewayStatus) error {
 	now := metav1.NewTime(time.Now().Truncate(time.Second))
 	status := gwac.GatewayStatus()
 	for _, c := range want.conditions {
