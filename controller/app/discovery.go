@@ -70,6 +70,7 @@ func (d *discovery) filter(in *index.Inputs) (*index.Inputs, map[string]bool) {
 	out.VirtualServices = keep(in.VirtualServices, selected)
 	out.DestinationRules = keep(in.DestinationRules, selected)
 	out.RequestAuthentications = keep(in.RequestAuthentications, selected)
+	out.Telemetries = keep(in.Telemetries, selected)
 	return out, selected
 }
 

@@ -10,6 +10,7 @@ package index
 import (
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -40,6 +41,7 @@ type Inputs struct {
 	VirtualServices        []*networkingv1.VirtualService
 	DestinationRules       []*networkingv1.DestinationRule
 	RequestAuthentications []*securityv1.RequestAuthentication
+	Telemetries            []*telemetryv1.Telemetry
 }
 
 // Config holds the mesh-wide settings that shape resources.
@@ -211,6 +213,8 @@ func (in *Inputs) Add(obj runtime.Object) bool {
 		in.DestinationRules = append(in.DestinationRules, o)
 	case *securityv1.RequestAuthentication:
 		in.RequestAuthentications = append(in.RequestAuthentications, o)
+	case *telemetryv1.Telemetry:
+		in.Telemetries = append(in.Telemetries, o)
 	default:
 		return false
 	}

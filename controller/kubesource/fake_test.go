@@ -37,6 +37,7 @@ var (
 	allIstioSecurity   = resourceList("security.istio.io/v1", "authorizationpolicies", "peerauthentications", "requestauthentications")
 	allIstioNetworking = resourceList("networking.istio.io/v1", "serviceentries", "workloadentries", "virtualservices", "destinationrules")
 	allGateway         = resourceList("gateway.networking.k8s.io/v1", "gateways", "httproutes", "grpcroutes", "tcproutes")
+	allIstioTelemetry  = resourceList("telemetry.istio.io/v1", "telemetries")
 )
 
 func kindNames(ks []kind) map[string]bool {
@@ -55,15 +56,17 @@ func TestServedKinds(t *testing.T) {
 		missing   []string
 		wantErr   bool
 	}{
-		{name: "everything served", resources: []*metav1.APIResourceList{allIstioSecurity, allIstioNetworking, allGateway}},
-		{name: "no gateway API", resources: []*metav1.APIResourceList{allIstioSecurity, allIstioNetworking},
+		{name: "everything served", resources: []*metav1.APIResourceList{allIstioSecurity, allIstioNetworking, allIstioTelemetry, allGateway}},
+		{name: "no gateway API", resources: []*metav1.APIResourceList{allIstioSecurity, allIstioNetworking, allIstioTelemetry},
 			missing: []string{"Gateway", "HTTPRoute", "GRPCRoute", "TCPRoute"}},
-		{name: "gateway API without TCPRoute v1", resources: []*metav1.APIResourceList{allIstioSecurity, allIstioNetworking,
+		{name: "gateway API without TCPRoute v1", resources: []*metav1.APIResourceList{allIstioSecurity, allIstioNetworking, allIstioTelemetry,
 			resourceList("gateway.networking.k8s.io/v1", "gateways", "httproutes", "grpcroutes")},
 			missing: []string{"TCPRoute"}},
+		{name: "no telemetry API", resources: []*metav1.APIResourceList{allIstioSecurity, allIstioNetworking, allGateway},
+			missing: []string{"Telemetry"}},
 		{name: "nothing but built-ins",
 			missing: []string{"AuthorizationPolicy", "PeerAuthentication", "RequestAuthentication", "ServiceEntry",
-				"WorkloadEntry", "VirtualService", "DestinationRule", "Gateway", "HTTPRoute", "GRPCRoute", "TCPRoute"}},
+				"WorkloadEntry", "VirtualService", "DestinationRule", "Telemetry", "Gateway", "HTTPRoute", "GRPCRoute", "TCPRoute"}},
 		{name: "discovery broken", fail: errors.New("connection refused"), wantErr: true},
 	}
 	for _, tt := range tests {

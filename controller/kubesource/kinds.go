@@ -71,6 +71,10 @@ var kinds = []kind{
 		informer: func(f *factories) cache.SharedIndexInformer {
 			return f.istio.Networking().V1().DestinationRules().Informer()
 		}},
+	{name: "Telemetry", gvr: gvr("telemetry.istio.io", "v1", "telemetries"), crd: true,
+		informer: func(f *factories) cache.SharedIndexInformer {
+			return f.istio.Telemetry().V1().Telemetries().Informer()
+		}},
 	{name: "Gateway", gvr: gvr("gateway.networking.k8s.io", "v1", "gateways"), crd: true,
 		informer: func(f *factories) cache.SharedIndexInformer {
 			return f.gateway.Gateway().V1().Gateways().Informer()

@@ -48,6 +48,7 @@ var manifests = []struct {
 	{"VirtualService", gvr("networking.istio.io", "v1", "virtualservices"),
 		`spec: {hosts: ["NAME"], http: [{route: [{destination: {host: "NAME"}}]}]}`},
 	{"DestinationRule", gvr("networking.istio.io", "v1", "destinationrules"), `spec: {host: "NAME"}`},
+	{"Telemetry", gvr("telemetry.istio.io", "v1", "telemetries"), `spec: {accessLogging: [{providers: [{name: envoy}]}]}`},
 	{"Gateway", gvr("gateway.networking.k8s.io", "v1", "gateways"),
 		`spec: {gatewayClassName: zmesh-test-other, listeners: [{name: http, port: 80, protocol: HTTP}]}`},
 	{"HTTPRoute", gvr("gateway.networking.k8s.io", "v1", "httproutes"),

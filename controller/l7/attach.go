@@ -25,6 +25,10 @@ type attachments struct {
 	// service or its waypoint, in namespace/name order.
 	policies []*securityv1.AuthorizationPolicy
 	reqAuthn []*securityv1.RequestAuthentication
+
+	// accessLog is set when a Telemetry turns on the waypoint's access log
+	// for the service.
+	accessLog bool
 }
 
 // rankedRoute is one Envoy route made from one match of one Gateway API

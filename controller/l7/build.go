@@ -9,6 +9,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -74,6 +75,7 @@ const (
 	kindRequestAuthentication = "RequestAuthentication"
 	kindGateway               = "Gateway"
 	kindPod                   = "Pod"
+	kindTelemetry             = "Telemetry"
 )
 
 // Build computes every waypoint Listener and Cluster from one snapshot.
@@ -90,6 +92,7 @@ func Build(cfg Config, in *index.Inputs) *Output {
 	b.attachVirtualServices()
 	b.attachRequestAuthentications()
 	b.attachAuthorizationPolicies()
+	b.attachTelemetry()
 	b.buildListeners()
 	b.buildClusters()
 	return b.finish()
@@ -115,6 +118,9 @@ type builder struct {
 	drs        []*networkingv1.DestinationRule
 	authz      []*securityv1.AuthorizationPolicy
 	reqAuthn   []*securityv1.RequestAuthentication
+	// telemetries are the Telemetry resources that configure access
+	// logging.
+	telemetries []*telemetryv1.Telemetry
 
 	nsLabels map[string]map[string]string
 	// waypoints by "<ns>/<name>".
@@ -163,6 +169,7 @@ func newBuilder(cfg Config, in *index.Inputs) *builder {
 	b.vss = accept(b, kindVirtualService, in.VirtualServices, nil)
 	b.drs = accept(b, kindDestinationRule, in.DestinationRules, nil)
 	b.reqAuthn = accept(b, kindRequestAuthentication, in.RequestAuthentications, nil)
+	b.telemetries = accept(b, kindTelemetry, in.Telemetries, nil)
 	for _, ns := range b.namespaces {
 		b.nsLabels[ns.Name] = ns.Labels
 	}

@@ -67,6 +67,7 @@ func shuffled(r *rand.Rand, in *index.Inputs) *index.Inputs {
 		VirtualServices:        shuffle(r, in.VirtualServices),
 		DestinationRules:       shuffle(r, in.DestinationRules),
 		RequestAuthentications: shuffle(r, in.RequestAuthentications),
+		Telemetries:            shuffle(r, in.Telemetries),
 	}
 }
 

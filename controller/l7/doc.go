@@ -1,8 +1,9 @@
 // Package l7 translates the mesh's L7 configuration — Gateway API routes
 // attached to Services (the GAMMA model), Istio VirtualServices,
-// DestinationRules, RequestAuthentications and waypoint-attached
-// AuthorizationPolicies — into the Envoy Listener and Cluster resources a
-// waypoint consumes (see the waypoint L7 contract).
+// DestinationRules, RequestAuthentications, waypoint-attached
+// AuthorizationPolicies and Telemetry access logging — into the Envoy
+// Listener and Cluster resources a waypoint consumes (see the waypoint L7
+// contract).
 //
 // Build is a pure function of an index.Inputs snapshot, like index.Build:
 // the same inputs in any order give byte-identical resources, and an object
@@ -30,6 +31,10 @@
 //     Gateway, a Service or ServiceEntry, or the istio-waypoint GatewayClass
 //     from the root namespace). What a waypoint cannot check is dropped
 //     from ALLOW rules (the rule is left out) and widened in DENY rules.
+//   - Telemetry access logging for a service is decided by the most
+//     specific Telemetry that configures it (telemetry.go): targetRefs to
+//     the service, to its waypoint, the waypoint namespace's, the root
+//     namespace's to the GatewayClass, then the mesh default.
 //
 // AllowFromWaypoints (waypointallow.go) is a separate post-processing step
 // on index.Build's output: it adds Istio's implicit L4 policies that let a

@@ -168,6 +168,12 @@ func (b *builder) httpListener(s *service, p *svcPort) (*listenerv3.Listener, er
 		}},
 		HttpFilters: filters,
 	}
+	if s.att.accessLog {
+		var err error
+		if hcm.AccessLog, err = fileAccessLog(); err != nil {
+			return nil, err
+		}
+	}
 	a, err := typed(hcm)
 	if err != nil {
 		return nil, err
@@ -230,6 +236,12 @@ func (b *builder) tcpListener(s *service, p *svcPort) (*listenerv3.Listener, err
 			wc.Clusters = append(wc.Clusters, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: c.name, Weight: c.weight})
 		}
 		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
+	}
+	if s.att.accessLog {
+		var err error
+		if tp.AccessLog, err = fileAccessLog(); err != nil {
+			return nil, err
+		}
 	}
 	if err := add(TCPProxyName, tp); err != nil {
 		return nil, err

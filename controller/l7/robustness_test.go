@@ -7,9 +7,11 @@ import (
 
 	networkingapi "istio.io/api/networking/v1alpha3"
 	securityapi "istio.io/api/security/v1beta1"
+	telemetryapi "istio.io/api/telemetry/v1alpha1"
 	typeapi "istio.io/api/type/v1beta1"
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -50,6 +52,7 @@ var robustCases = func() []robustCase {
 			in.DestinationRules = append(in.DestinationRules, nil)
 			in.AuthorizationPolicies = append(in.AuthorizationPolicies, nil)
 			in.RequestAuthentications = append(in.RequestAuthentications, nil)
+			in.Telemetries = append(in.Telemetries, nil)
 			in.Pods = append(in.Pods, nil)
 			in.Services = append(in.Services, nil)
 			in.Gateways = append(in.Gateways, nil)
@@ -149,6 +152,13 @@ var robustCases = func() []robustCase {
 				Spec: securityapi.RequestAuthentication{
 					TargetRefs: []*typeapi.PolicyTargetReference{{Kind: "Service", Name: "svc"}},
 					JwtRules:   []*securityapi.JWTRule{nil, {Issuer: "i", Jwks: "{", FromHeaders: []*securityapi.JWTHeader{nil}}},
+				},
+			})
+			in.Telemetries = append(in.Telemetries, &telemetryv1.Telemetry{
+				ObjectMeta: meta("tm"),
+				Spec: telemetryapi.Telemetry{
+					TargetRefs:    []*typeapi.PolicyTargetReference{nil, {Kind: "Service", Name: "svc"}, {Kind: "Pod", Name: "x"}},
+					AccessLogging: []*telemetryapi.AccessLogging{nil, {Providers: []*telemetryapi.ProviderRef{nil}}, {Filter: &telemetryapi.AccessLogging_Filter{}}},
 				},
 			})
 		}},

@@ -135,6 +135,7 @@ func l7Objects(in *index.Inputs, podNamespaces []string) index.ObjectSet {
 	index.AddObjects(&s, in.VirtualServices)
 	index.AddObjects(&s, in.DestinationRules)
 	index.AddObjects(&s, in.RequestAuthentications)
+	index.AddObjects(&s, in.Telemetries)
 	if len(podNamespaces) > 0 {
 		var pods []*corev1.Pod
 		for _, pod := range in.Pods {

@@ -7,7 +7,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/proto"
+	telemetryapi "istio.io/api/telemetry/v1alpha1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/zmesh/zmesh/controller/auth"
 	"github.com/zmesh/zmesh/controller/index"
@@ -211,5 +214,19 @@ func TestL7ReusedUnlessItsObjectsChange(t *testing.T) {
 		if rebuilt := res.L7 != before; rebuilt != tc.rebuilt {
 			t.Errorf("pod of %s changed: L7 rebuilt %v, want %v", tc.ns, rebuilt, tc.rebuilt)
 		}
+	}
+	// A new Telemetry (mesh-wide access logging) is an L7 input too.
+	before := p.l7out
+	withTelemetry := *in
+	withTelemetry.Telemetries = []*telemetryv1.Telemetry{{
+		ObjectMeta: metav1.ObjectMeta{Name: "mesh-default", Namespace: "istio-system", UID: "t1", ResourceVersion: "1"},
+		Spec:       telemetryapi.Telemetry{AccessLogging: []*telemetryapi.AccessLogging{{}}},
+	}}
+	res, err := p.Publish(&withTelemetry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.L7 == before {
+		t.Error("Telemetry added: L7 not rebuilt")
 	}
 }

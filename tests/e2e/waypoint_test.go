@@ -62,8 +62,9 @@ func buildWaypoint(t *testing.T) string {
 // the service reviews, which uses the waypoint wp (its pod wp-0 on node2,
 // outside the mesh as Istio's waypoints are); the pod ratings-0 (node1)
 // uses wp itself; details (the v1 pod too) uses wp-down, a waypoint whose
-// Service has no pod. The waypoint appends its access log to accessLog.
-func waypointMesh(t *testing.T, accessLog string) meshSpec {
+// Service has no pod. The waypoint runs as deployed by default, without
+// a mesh-wide access log: Telemetry resources turn it on.
+func waypointMesh(t *testing.T) meshSpec {
 	ambient := map[string]string{"istio.io/dataplane-mode": "ambient"}
 	http := []cluster.ServicePort{{Name: "http", Port: 9080, TargetPort: intOrPort(8080)}}
 	httpAndGRPC := append(http, cluster.ServicePort{Name: "grpc", Port: grpcPort, AppProtocol: "grpc"})
@@ -103,7 +104,7 @@ func waypointMesh(t *testing.T, accessLog string) meshSpec {
 		Waypoints:      []string{"wp-0"},
 		WaypointBinary: buildWaypoint(t),
 		// The OTLP collector runs in tools-0 (see TestWaypoint/TraceContext).
-		WaypointArgs: []string{"--otlp-endpoint", fmt.Sprintf("http://%s:%d/v1/traces", toolsIP, collectorPort), "--access-log-file", accessLog},
+		WaypointArgs: []string{"--otlp-endpoint", fmt.Sprintf("http://%s:%d/v1/traces", toolsIP, collectorPort)},
 	}
 }
 
@@ -252,8 +253,7 @@ func (m *mesh) ztunnelMetric(node, metric string, labels ...string) float64 {
 // routing and policy; waypoint-only policy; a waypoint without pods fails
 // closed.
 func TestWaypoint(t *testing.T) {
-	accessLog := filepath.Join(t.TempDir(), "wp-access.log")
-	m := startMesh(t, waypointMesh(t, accessLog))
+	m := startMesh(t, waypointMesh(t))
 	tl := startTools(t, m)
 	sleep, wp := m.pods["sleep-0"], m.pods["wp-0"]
 	wpMetrics := fmt.Sprintf("http://%s:15020/metrics", wp.IP)
@@ -725,6 +725,16 @@ spec:
 	// request at most; concurrent slow requests beyond that overflow
 	// with 503 and flag UO.
 	t.Run("DestinationRuleConnectionPool", func(t *testing.T) {
+		// The Telemetry API turns on the waypoint's access log (Istio's
+		// built-in envoy provider: the waypoint's stdout) for the
+		// namespace's waypoint services.
+		m.writeConfig("telemetry.yaml", `apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: access-logs, namespace: demo}
+spec:
+  accessLogging: [{providers: [{name: envoy}]}]
+`)
+		defer m.removeConfig("telemetry.yaml")
 		m.writeConfig("dr-pool.yaml", `apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {name: reviews-pool, namespace: demo}
@@ -772,27 +782,24 @@ spec:
 		if got := uo() - before; got < 3 {
 			t.Errorf("waypoint counted %v overflowed requests with flag UO, want >= 3", got)
 		}
-		// The access log (--access-log-file, flushed every second) has
-		// them too: one JSON object per line, with the response flag.
+		// The access log (the waypoint's stdout, flushed every second)
+		// has them too: one JSON object per line, with the response flag.
 		waitFor(t, "the access log has an overflowed request", func() (bool, string) {
-			b, err := os.ReadFile(accessLog)
-			if err != nil {
-				return false, err.Error()
-			}
-			for line := range strings.Lines(string(b)) {
+			out := m.WaypointProcs["wp-0"].Log()
+			for line := range strings.Lines(out) {
 				var e struct {
 					Path  string `json:"path"`
 					Code  int    `json:"response_code"`
 					Flags string `json:"response_flags"`
 				}
 				if err := json.Unmarshal([]byte(line), &e); err != nil {
-					return false, fmt.Sprintf("line %q: %v", line, err)
+					continue // the waypoint's own log lines, on stderr
 				}
 				if strings.HasPrefix(e.Path, "/pool") && e.Code == http.StatusServiceUnavailable && e.Flags == "UO" {
 					return true, ""
 				}
 			}
-			return false, fmt.Sprintf("%d bytes, no 503 UO line for /pool", len(b))
+			return false, fmt.Sprintf("%d bytes of output, no 503 UO access log line for /pool", len(out))
 		})
 		m.removeConfig("dr-pool.yaml")
 		eventually(t, "DestinationRule removed: no overflow", func() bool {

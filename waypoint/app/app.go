@@ -54,11 +54,13 @@ type App struct {
 	proxy     *proxy.Proxy
 	hbone     *hbone.Server
 	tracer    *telemetry.Exporter
-	accessLog *telemetry.AccessLog
-	hboneAddr net.Addr
-	http      *proxyadmin.Servers // admin, metrics and readiness endpoints
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	// accessLogs are the mesh's access log (nil when off) and the
+	// listeners' logs to standard output and error.
+	accessLogs []*telemetry.AccessLog
+	hboneAddr  net.Addr
+	http       *proxyadmin.Servers // admin, metrics and readiness endpoints
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 }
 
 // New validates cfg. It performs no I/O.
@@ -167,9 +169,14 @@ func (a *App) Start(ctx context.Context) (err error) {
 		a.tracer.Start()
 	}
 	bufs := hbone.NewBufferPool(0)
-	a.accessLog = telemetry.NewBufferedAccessLog(a.cfg.AccessLog, a.cfg.AccessLogFlushInterval)
+	meshLog := telemetry.NewBufferedAccessLog(a.cfg.AccessLog, a.cfg.AccessLogFlushInterval)
+	listenerLogs := map[string]*telemetry.AccessLog{
+		config.AccessLogStdout: telemetry.NewBufferedAccessLog(a.cfg.Stdout, a.cfg.AccessLogFlushInterval),
+		config.AccessLogStderr: telemetry.NewBufferedAccessLog(a.cfg.Stderr, a.cfg.AccessLogFlushInterval),
+	}
+	a.accessLogs = []*telemetry.AccessLog{meshLog, listenerLogs[config.AccessLogStdout], listenerLogs[config.AccessLogStderr]}
 	a.proxy, err = proxy.New(proxy.Config{Store: a.store, Upstreams: a.upstreams, Metrics: m,
-		AccessLog: a.accessLog, Tracer: a.tracer, SamplePPM: uint32(a.cfg.TraceSamplingPercent * 10_000),
+		AccessLog: meshLog, ListenerLogs: listenerLogs, Tracer: a.tracer, SamplePPM: uint32(a.cfg.TraceSamplingPercent * 10_000),
 		BufferPool: bufs, Logger: a.log.With("component", "proxy")})
 	if err != nil {
 		return err
@@ -238,7 +245,9 @@ func (a *App) Stop() {
 	if a.proxy != nil {
 		a.proxy.Wait()
 	}
-	a.accessLog.Flush()
+	for _, l := range a.accessLogs {
+		l.Flush()
+	}
 	if a.upstreams != nil {
 		a.upstreams.Close()
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"time"
 
 	"google.golang.org/grpc"
@@ -43,8 +44,14 @@ type Config struct {
 	ReadyAddr string
 	// HBONEAddr is where tunnels are terminated (default :15008).
 	HBONEAddr string
-	// AccessLog receives JSON access log lines; nil disables them.
+	// AccessLog receives the JSON access log lines of every request and
+	// connection (the mesh's access log file); nil leaves logging to the
+	// listeners' configuration (Telemetry resources), which logs to Stdout
+	// or Stderr.
 	AccessLog io.Writer
+	// Stdout and Stderr receive the access log lines of listeners that log
+	// to /dev/stdout and /dev/stderr. Default: the process's own.
+	Stdout, Stderr io.Writer
 	// AccessLogFlushInterval, when positive, buffers access log lines and
 	// writes them at this interval (or once 64 KiB are pending), as Envoy
 	// does; zero writes each line as its request ends.
@@ -100,6 +107,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.Stdout == nil {
+		c.Stdout = os.Stdout
+	}
+	if c.Stderr == nil {
+		c.Stderr = os.Stderr
 	}
 	return c, nil
 }

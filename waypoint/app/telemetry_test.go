@@ -10,10 +10,16 @@ import (
 	"testing"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/zmesh/zmesh/pkg/workloadapi"
 	"github.com/zmesh/zmesh/waypoint/app"
 	"github.com/zmesh/zmesh/waypoint/config"
 )
@@ -166,5 +172,94 @@ func TestSpansExportedOverOTLP(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no span exported")
+	}
+}
+
+// withAccessLog returns l with a file access log to path on its last
+// network filter (the HTTP connection manager or tcp_proxy), as the
+// controller renders a Telemetry's accessLogging.
+func withAccessLog(t *testing.T, l *listenerv3.Listener, path string) *listenerv3.Listener {
+	t.Helper()
+	l = proto.Clone(l).(*listenerv3.Listener)
+	fs := l.FilterChains[0].Filters
+	f := fs[len(fs)-1]
+	msg, err := f.GetTypedConfig().UnmarshalNew()
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.file",
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: mustAny(&filev3.FileAccessLog{Path: path})}}}
+	switch m := msg.(type) {
+	case *hcmv3.HttpConnectionManager:
+		m.AccessLog = logs
+	case *tcpproxyv3.TcpProxy:
+		m.AccessLog = logs
+	default:
+		t.Fatalf("last filter is %T", msg)
+	}
+	f.ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(msg)}
+	return l
+}
+
+// Listeners whose access_log names /dev/stdout or /dev/stderr (Telemetry
+// accessLogging) are logged there, and only those; the mesh-wide access
+// log, when set, logs everything once.
+func TestListenerAccessLog(t *testing.T) {
+	stdout, stderr := &syncBuffer{}, &syncBuffer{}
+	m, _, _ := reviewsMesh(t, noAccessLog, func(c *app.Config) { c.Stdout, c.Stderr = stdout, stderr })
+	m.addService("db", dbVIP, &workloadapi.Port{ServicePort: 5432, TargetPort: 9432, AppProtocol: workloadapi.AppProtocol_TCP})
+	m.addPod("db-0", "db", "10.244.2.1", map[string]map[uint32]uint32{dbKey: {5432: 9432}})
+	const reviewsCluster, dbCluster = "outbound|9080||reviews.demo.svc.cluster.local", "outbound|5432||db.demo.svc.cluster.local"
+	m.push(config.ClusterTypeURL, cluster(reviewsCluster, clusterv3.Cluster_ROUND_ROBIN), cluster(dbCluster, clusterv3.Cluster_ROUND_ROBIN))
+	httpL := httpListener(reviews+":9080", []*routev3.Route{routeTo("all", prefix("/"), reviewsCluster)})
+	tcpL := tcpListener(dbKey+":5432", nil, &tcpproxyv3.TcpProxy{StatPrefix: "db", ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: dbCluster}})
+	c := m.httpClient(reviewsVIP+":9080", false)
+	traffic := func() {
+		t.Helper()
+		if r := m.get(c, "http://reviews:9080/logged", nil); r.code != 200 {
+			t.Fatalf("status %d", r.code)
+		}
+		if got := m.tcpEcho(dbVIP+":5432", "x"); got != "db-0:x" {
+			t.Fatalf("tcp echo %q", got)
+		}
+	}
+
+	m.push(config.ListenerTypeURL, httpL, tcpL)
+	traffic()
+	if stdout.String() != "" || stderr.String() != "" {
+		t.Fatalf("listeners without access_log logged: stdout %q, stderr %q", stdout, stderr)
+	}
+
+	m.push(config.ListenerTypeURL, withAccessLog(t, httpL, config.AccessLogStdout), withAccessLog(t, tcpL, config.AccessLogStderr))
+	traffic()
+	out, errs := accessLines(t, stdout.String()), accessLines(t, stderr.String())
+	if len(out) != 1 || out[0]["path"] != "/logged" || out[0]["upstream_cluster"] != reviewsCluster {
+		t.Fatalf("stdout access log %v, want the one HTTP request", out)
+	}
+	if len(errs) != 1 || errs[0]["protocol"] != "tcp" || errs[0]["upstream_cluster"] != dbCluster {
+		t.Fatalf("stderr access log %v, want the one TCP connection", errs)
+	}
+
+	// Turned off again: nothing more.
+	m.push(config.ListenerTypeURL, httpL, tcpL)
+	traffic()
+	if n, e := len(accessLines(t, stdout.String())), len(accessLines(t, stderr.String())); n != 1 || e != 1 {
+		t.Fatalf("%d and %d lines after access logging was turned off, want 1 and 1", n, e)
+	}
+}
+
+// With the mesh-wide access log on, a listener's own access log does not
+// log its requests a second time.
+func TestMeshAccessLogWithListenerAccessLog(t *testing.T) {
+	stdout := &syncBuffer{}
+	m, _, _ := reviewsMesh(t, func(c *app.Config) { c.Stdout = stdout })
+	const reviewsCluster = "outbound|9080||reviews.demo.svc.cluster.local"
+	m.push(config.ClusterTypeURL, cluster(reviewsCluster, clusterv3.Cluster_ROUND_ROBIN))
+	m.push(config.ListenerTypeURL, withAccessLog(t, httpListener(reviews+":9080", []*routev3.Route{routeTo("all", prefix("/"), reviewsCluster)}), config.AccessLogStdout))
+	if r := m.get(m.httpClient(reviewsVIP+":9080", false), "http://reviews:9080/once", nil); r.code != 200 {
+		t.Fatalf("status %d", r.code)
+	}
+	if n := len(accessLines(t, m.logBuf.String())); n != 1 || stdout.String() != "" {
+		t.Fatalf("%d mesh access log lines and stdout %q, want 1 line and nothing", n, stdout)
 	}
 }

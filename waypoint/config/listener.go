@@ -6,7 +6,9 @@ import (
 	"strconv"
 	"strings"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
@@ -39,7 +41,17 @@ type Listener struct {
 type HTTPChain struct {
 	Routes  *route.Table
 	Filters []HTTPFilter
+	// AccessLog is where the chain's requests are logged: "" (not
+	// logged), AccessLogStdout or AccessLogStderr.
+	AccessLog string
 }
+
+// Paths a listener's file access log may name: the waypoint's own
+// standard output and error (Istio's "envoy" access log provider).
+const (
+	AccessLogStdout = "/dev/stdout"
+	AccessLogStderr = "/dev/stderr"
+)
 
 // HTTPFilter is one http_filters entry; exactly one field is set.
 type HTTPFilter struct {
@@ -57,7 +69,10 @@ type FaultFilter struct{ Default *fault.Fault }
 type TCPChain struct {
 	RBAC     []*rbac.Engine
 	Clusters []route.WeightedCluster
-	total    uint32
+	// AccessLog is where the chain's connections are logged, as
+	// HTTPChain.AccessLog.
+	AccessLog string
+	total     uint32
 }
 
 // Pick chooses a TCP backend by weight; rnd is uniform in [0, 1).
@@ -176,6 +191,9 @@ func compileListener(l *listenerv3.Listener, jwks *jwt.Fetcher) (*Listener, erro
 			default:
 				return nil, fmt.Errorf("filter %q: tcp_proxy needs cluster or weighted_clusters", f.GetName())
 			}
+			if tc.AccessLog, err = compileAccessLog(m.GetAccessLog()); err != nil {
+				return nil, fmt.Errorf("filter %q: %w", f.GetName(), err)
+			}
 			out.TCP = tc
 		default:
 			return nil, fmt.Errorf("filter %q: unsupported network filter %s", f.GetName(), cfg.GetTypeUrl())
@@ -197,6 +215,9 @@ func compileHCM(m *hcmv3.HttpConnectionManager, jwks *jwt.Fetcher) (*HTTPChain, 
 		return nil, err
 	}
 	ch := &HTTPChain{Routes: table}
+	if ch.AccessLog, err = compileAccessLog(m.GetAccessLog()); err != nil {
+		return nil, err
+	}
 	sawRouter := false
 	for _, hf := range m.GetHttpFilters() {
 		if sawRouter {
@@ -255,4 +276,37 @@ func compileHCM(m *hcmv3.HttpConnectionManager, jwks *jwt.Fetcher) (*HTTPChain, 
 		return nil, errors.New("http_filters must end with envoy.filters.http.router")
 	}
 	return ch, nil
+}
+
+// compileAccessLog reads an access_log list: file access logs to the
+// waypoint's standard output or error, all to the same one. Lines are
+// always the waypoint's JSON, whatever log_format says.
+func compileAccessLog(logs []*accesslogv3.AccessLog) (string, error) {
+	path := ""
+	for _, l := range logs {
+		cfg := l.GetTypedConfig()
+		if cfg == nil {
+			return "", fmt.Errorf("access log %q: typed_config is required", l.GetName())
+		}
+		if l.GetFilter() != nil {
+			return "", fmt.Errorf("access log %q: filters are not supported", l.GetName())
+		}
+		msg, err := anypb.UnmarshalNew(cfg, proto.UnmarshalOptions{})
+		if err != nil {
+			return "", fmt.Errorf("access log %q: %w", l.GetName(), err)
+		}
+		f, ok := msg.(*filev3.FileAccessLog)
+		if !ok {
+			return "", fmt.Errorf("access log %q: unsupported type %s", l.GetName(), cfg.GetTypeUrl())
+		}
+		switch p := f.GetPath(); {
+		case p != AccessLogStdout && p != AccessLogStderr:
+			return "", fmt.Errorf("access log %q: path %q: only %s and %s are supported", l.GetName(), p, AccessLogStdout, AccessLogStderr)
+		case path != "" && p != path:
+			return "", fmt.Errorf("access log %q: logs to both %s and %s", l.GetName(), path, p)
+		default:
+			path = p
+		}
+	}
+	return path, nil
 }

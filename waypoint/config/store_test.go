@@ -6,8 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/proto"
@@ -188,5 +190,51 @@ func TestAddressIndex(t *testing.T) {
 	if rej := h.HandleDelta(xds.Delta{Upserts: []xds.Upsert{{Name: "x", Message: &listenerv3.Listener{}}}}); len(rej) != 1 ||
 		!strings.Contains(rej[0].Err.Error(), "want *workloadapi.Address") {
 		t.Fatalf("wrong message type: rejections %v", rej)
+	}
+}
+
+func TestCompileAccessLog(t *testing.T) {
+	file := func(path string) *accesslogv3.AccessLog {
+		return &accesslogv3.AccessLog{Name: "envoy.access_loggers.file",
+			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: anyOf(&filev3.FileAccessLog{Path: path})}}
+	}
+	filtered := file(AccessLogStdout)
+	filtered.Filter = &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_NotHealthCheckFilter{}}
+	for _, tc := range []struct {
+		name string
+		logs []*accesslogv3.AccessLog
+		want string // the path; an error's text when err is set
+		err  bool
+	}{
+		{name: "none"},
+		{name: "stdout", logs: []*accesslogv3.AccessLog{file(AccessLogStdout)}, want: AccessLogStdout},
+		{name: "stderr twice", logs: []*accesslogv3.AccessLog{file(AccessLogStderr), file(AccessLogStderr)}, want: AccessLogStderr},
+		{name: "a file", logs: []*accesslogv3.AccessLog{file("/var/log/x")}, want: `path "/var/log/x"`, err: true},
+		{name: "two streams", logs: []*accesslogv3.AccessLog{file(AccessLogStdout), file(AccessLogStderr)}, want: "both", err: true},
+		{name: "filter", logs: []*accesslogv3.AccessLog{filtered}, want: "filters are not supported", err: true},
+		{name: "another logger", logs: []*accesslogv3.AccessLog{{Name: "otel",
+			ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: anyOf(&structpb.Struct{})}}}, want: "unsupported type", err: true},
+		{name: "no config", logs: []*accesslogv3.AccessLog{{Name: "x"}}, want: "typed_config is required", err: true},
+	} {
+		got, err := compileAccessLog(tc.logs)
+		switch {
+		case tc.err && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: error %v, want one containing %q", tc.name, err, tc.want)
+		case !tc.err && (err != nil || got != tc.want):
+			t.Errorf("%s: %q, %v; want %q", tc.name, got, err, tc.want)
+		}
+	}
+	// Through the store: a listener with a bad access log is rejected.
+	s := NewStore(nil, nil)
+	const name = "ns/svc.ns.svc.cluster.local:80"
+	l := hcmListener(name, router())
+	hcm := &hcmv3.HttpConnectionManager{}
+	if err := l.FilterChains[0].Filters[0].GetTypedConfig().UnmarshalTo(hcm); err != nil {
+		t.Fatal(err)
+	}
+	hcm.AccessLog = []*accesslogv3.AccessLog{file("/etc/passwd")}
+	l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: anyOf(hcm)}
+	if rej := handler(s, ListenerTypeURL).HandleDelta(xds.Delta{Upserts: []xds.Upsert{{Name: name, Message: l}}}); len(rej) != 1 {
+		t.Fatalf("rejections %v, want the listener", rej)
 	}
 }

@@ -23,9 +23,14 @@ type Config struct {
 	// Upstreams holds cluster runtime state and dials endpoints. Required.
 	Upstreams *upstream.Manager
 	// Metrics, AccessLog and Tracer may be nil.
-	Metrics   *telemetry.Metrics
+	Metrics *telemetry.Metrics
+	// AccessLog, when set, logs every request and connection (the mesh's
+	// access log file); ListenerLogs then go unused.
 	AccessLog *telemetry.AccessLog
-	Tracer    *telemetry.Exporter
+	// ListenerLogs, by path (config.AccessLogStdout, ...), log the requests
+	// and connections of the listeners whose access_log names that path.
+	ListenerLogs map[string]*telemetry.AccessLog
+	Tracer       *telemetry.Exporter
 	// SamplePPM is the sampling rate, per million, of traces this waypoint
 	// starts; a caller's sampling decision is always kept.
 	SamplePPM uint32
@@ -62,6 +67,15 @@ func New(cfg Config) (*Proxy, error) {
 	return &Proxy{cfg: cfg, log: log, mirrors: make(chan struct{}, 64)}, nil
 }
 
+// accessLogFor returns the log of a chain whose access log path is path,
+// nil when its requests are not logged.
+func (p *Proxy) accessLogFor(path string) *telemetry.AccessLog {
+	if p.cfg.AccessLog != nil || path == "" {
+		return p.cfg.AccessLog
+	}
+	return p.cfg.ListenerLogs[path]
+}
+
 // Wait waits for background work (mirrored requests) to finish.
 func (p *Proxy) Wait() { p.wg.Wait() }
 
@@ -79,6 +93,8 @@ type state struct {
 	reqBytes int64
 	protocol string // "http" or "grpc"
 	grpc     string
+	// accessLog is the access log path of the chain serving the request.
+	accessLog string
 }
 
 // exchange holds a request's state and its wrappers of the response and
@@ -127,6 +143,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (p *Proxy) serve(w *responseWriter, r *http.Request, st *state) {
 	chain := p.chainFor(st)
+	st.accessLog = chain.AccessLog
 	rt := chain.Routes.Match(r)
 	if rt == nil {
 		st.flag("NR")

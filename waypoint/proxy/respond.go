@@ -124,7 +124,7 @@ func (p *Proxy) record(r *http.Request, w *responseWriter, st *state) {
 				"upstream_cluster": st.cluster, "response_flags": orDash(flags), "request_id": r.Header.Get("X-Request-Id"),
 				"istio.canonical_service": m.Destination.CanonicalService, "peer.address": st.down.Source.String()}})
 	}
-	if p.cfg.AccessLog != nil {
+	if log := p.accessLogFor(st.accessLog); log != nil {
 		e := &telemetry.Entry{Start: st.start, Method: r.Method, Path: r.URL.RequestURI(), Protocol: r.Proto, Authority: r.Host,
 			UserAgent: r.UserAgent(), RequestID: r.Header.Get("X-Request-Id"), Code: code, Flags: flags, Duration: dur,
 			BytesReceived: st.reqBytes, BytesSent: w.bytes, UpstreamCluster: st.cluster, UpstreamHost: st.upAddr,
@@ -135,7 +135,7 @@ func (p *Proxy) record(r *http.Request, w *responseWriter, st *state) {
 		if st.route != nil {
 			e.RouteName = st.route.Name
 		}
-		p.cfg.AccessLog.Log(e)
+		log.Log(e)
 	}
 }
 

@@ -26,6 +26,7 @@ func (p *Proxy) ServeTCP(ctx context.Context, conn hbone.HalfCloser, d *Downstre
 		if l := st.snap.Listener(d.Service, d.Port.Port); l != nil && l.TCP != nil {
 			clusterName = l.TCP.Pick(rand.Float64())
 			rules = l.TCP.RBAC
+			st.accessLog = l.TCP.AccessLog
 		}
 	}
 	tm := &telemetry.TCP{Source: sourcePeer(d)}
@@ -36,7 +37,7 @@ func (p *Proxy) ServeTCP(ctx context.Context, conn hbone.HalfCloser, d *Downstre
 	defer func() {
 		tm.Flags = joinFlags(st.flags)
 		p.cfg.Metrics.TCPClosed(tm, sent, received)
-		p.cfg.AccessLog.Log(&telemetry.Entry{Start: st.start, Protocol: "tcp", Authority: d.Authority.String(), Flags: tm.Flags,
+		p.accessLogFor(st.accessLog).Log(&telemetry.Entry{Start: st.start, Protocol: "tcp", Authority: d.Authority.String(), Flags: tm.Flags,
 			Duration: time.Since(st.start), BytesReceived: received, BytesSent: sent, UpstreamCluster: st.cluster,
 			UpstreamHost: st.upAddr, SourceAddress: d.Source.String(), SourcePrincipal: principal(d), DestinationService: tm.DestinationService})
 	}()

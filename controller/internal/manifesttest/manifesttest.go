@@ -12,6 +12,7 @@ import (
 
 	networkingv1 "istio.io/client-go/pkg/apis/networking/v1"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
+	telemetryv1 "istio.io/client-go/pkg/apis/telemetry/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,7 +27,7 @@ func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		corev1.AddToScheme, discoveryv1.AddToScheme,
-		securityv1.AddToScheme, networkingv1.AddToScheme, gatewayv1.Install,
+		securityv1.AddToScheme, networkingv1.AddToScheme, telemetryv1.AddToScheme, gatewayv1.Install,
 	} {
 		if err := add(s); err != nil {
 			panic(err)

@@ -38,7 +38,7 @@ func main() {
 	flag.StringVar(&cfg.HBONEAddr, "hbone-addr", ":15008", "HBONE listen address")
 	flag.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces (empty: no export)")
 	flag.Float64Var(&cfg.TraceSamplingPercent, "trace-sampling", 1, "percent of new traces sampled")
-	flag.StringVar(&accessLogFile, "access-log-file", "", "file to append JSON access log lines to, e.g. /dev/stdout (Istio's meshConfig.accessLogFile; empty: no access log)")
+	flag.StringVar(&accessLogFile, "access-log-file", "", "file to append every request's JSON access log line to, e.g. /dev/stdout (Istio's meshConfig.accessLogFile; empty: only the listeners whose configuration asks for it, from Telemetry resources, are logged, to stdout)")
 	flag.DurationVar(&cfg.AccessLogFlushInterval, "access-log-flush-interval", time.Second, "buffer access log lines and write them at this interval (0: write each line at once)")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	rt.Register(flag.CommandLine, "waypoint")
