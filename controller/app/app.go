@@ -51,15 +51,17 @@ type App struct {
 	writers   kubeWriters     // Kubernetes mode only
 	authority *ca.Authority
 	serving   *ca.ServingCert
-	xds       *xdsserver.Server
-	publisher *publish.Publisher // used by apply only
-	source    Source
-	grpc      *grpc.Server
-	grpcLis   net.Listener
-	mon       *http.Server
-	monLis    net.Listener
-	wg        sync.WaitGroup
-	stopOnce  sync.Once
+	// stopReload ends the plugged-in CA's Reloader (nil when not running).
+	stopReload context.CancelFunc
+	xds        *xdsserver.Server
+	publisher  *publish.Publisher // used by apply only
+	source     Source
+	grpc       *grpc.Server
+	grpcLis    net.Listener
+	mon        *http.Server
+	monLis     net.Listener
+	wg         sync.WaitGroup
+	stopOnce   sync.Once
 
 	discovery *discovery
 	// selected holds the namespaces the discovery selectors chose in the
@@ -172,6 +174,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if err := a.startCAReload(ctx); err != nil {
+		return err
+	}
 	a.log.Info("controller started", "grpc", a.grpcLis.Addr().String(), "configDir", a.cfg.ConfigDir)
 	return nil
 }
@@ -234,6 +239,43 @@ func (a *App) startCA(ctx context.Context) error {
 		return fmt.Errorf("serving certificate: %w", err)
 	}
 	return nil
+}
+
+// startCAReload follows a plugged-in CA's files or Secret, as istiod
+// does: a new version signs every later certificate, the serving
+// certificate is reissued with it and its trust bundle is published.
+func (a *App) startCAReload(ctx context.Context) error {
+	if !a.authority.Material().Plugged {
+		return nil // a self-signed root is the controller's own
+	}
+	load := ca.PluggedDirLoader(a.cfg.CADir)
+	if a.kubeMode() {
+		load = ca.PluggedSecretLoader(a.kube.Kube, a.cfg.Kube.SystemNamespace)
+	}
+	r, err := ca.NewReloader(ca.ReloaderOptions{
+		Load:      load,
+		Authority: a.authority,
+		OnChange:  a.caReloaded,
+		Interval:  a.cfg.CAReloadInterval,
+		Logger:    a.log.With("component", "ca"),
+	})
+	if err != nil {
+		return err
+	}
+	ctx, a.stopReload = context.WithCancel(ctx)
+	a.wg.Go(func() { r.Run(ctx) })
+	return nil
+}
+
+// caReloaded reissues the serving certificate and publishes the new trust
+// bundle after the plugged-in CA changed.
+func (a *App) caReloaded(m *ca.SigningMaterial) {
+	a.serving.Renew()
+	if a.writers.rootCM != nil {
+		if err := a.writers.rootCM.SetRoot(mtls.EncodeCertificatesPEM(m.Anchors()...)); err != nil {
+			a.log.Error("publishing the new trust bundle failed", "error", err)
+		}
+	}
 }
 
 // authenticator accepts static tokens (when configured), Kubernetes
@@ -303,6 +345,9 @@ func (a *App) Stop() {
 }
 
 func (a *App) stop() {
+	if a.stopReload != nil {
+		a.stopReload()
+	}
 	if a.elector != nil {
 		a.elector.Stop() // writers first: they act on what the source saw
 	}
@@ -337,8 +382,9 @@ func (a *App) MonitoringAddr() net.Addr {
 	return a.monLis.Addr()
 }
 
-// RootPEM is the mesh root certificate in PEM, for clients to trust.
-func (a *App) RootPEM() []byte { return mtls.EncodeCertificatesPEM(a.authority.Root()) }
+// RootPEM is the mesh's trust bundle in PEM (the root, or the old and new
+// roots while a plugged-in root is rotated), for clients to trust.
+func (a *App) RootPEM() []byte { return mtls.EncodeCertificatesPEM(a.authority.Roots()...) }
 
 // Run starts the controller and serves until ctx is done.
 func Run(ctx context.Context, cfg Config) error {

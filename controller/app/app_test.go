@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/zmesh/zmesh/controller/ca"
 	"github.com/zmesh/zmesh/controller/index"
 	"github.com/zmesh/zmesh/pkg/caclient"
 	"github.com/zmesh/zmesh/pkg/mtls"
@@ -39,12 +41,18 @@ sleep-token spiffe://cluster.local/ns/demo/sa/sleep
 type testMesh struct {
 	dir, caDir, tokens string
 	grpcAddr           string
+	caReload           time.Duration
 	app                *App
 }
 
-func newTestMesh(t *testing.T) *testMesh {
+// newTestMesh starts a controller; prepare, when given, may fill caDir
+// and set caReload first.
+func newTestMesh(t *testing.T, prepare ...func(*testMesh)) *testMesh {
 	t.Helper()
 	m := &testMesh{dir: t.TempDir(), caDir: t.TempDir()}
+	for _, p := range prepare {
+		p(m)
+	}
 	entries, err := os.ReadDir("../../examples/mesh")
 	if err != nil {
 		t.Fatal(err)
@@ -72,14 +80,15 @@ func newTestMesh(t *testing.T) *testMesh {
 func (m *testMesh) start(t *testing.T) {
 	t.Helper()
 	a, err := New(Config{
-		ConfigDir:      m.dir,
-		CADir:          m.caDir,
-		TokensFile:     m.tokens,
-		GRPCAddr:       m.grpcAddr,
-		MonitoringAddr: "127.0.0.1:0",
-		Index:          index.Config{AssumeCaptured: true},
-		DebounceQuiet:  10 * time.Millisecond,
-		DebounceMax:    100 * time.Millisecond,
+		ConfigDir:        m.dir,
+		CADir:            m.caDir,
+		CAReloadInterval: m.caReload,
+		TokensFile:       m.tokens,
+		GRPCAddr:         m.grpcAddr,
+		MonitoringAddr:   "127.0.0.1:0",
+		Index:            index.Config{AssumeCaptured: true},
+		DebounceQuiet:    10 * time.Millisecond,
+		DebounceMax:      100 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -556,4 +565,87 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// writePluggedCA writes a plugged-in CA to dir: signer (a root here)
+// signs, and root-cert.pem lists bundle.
+func writePluggedCA(t *testing.T, dir string, signer *ca.SigningMaterial, bundle ...*x509.Certificate) {
+	t.Helper()
+	key, err := mtls.EncodePrivateKeyPEM(signer.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, ca.CAKeyFile), string(key))
+	writeFile(t, filepath.Join(dir, ca.CACertFile), string(mtls.EncodeCertificatesPEM(signer.Cert)))
+	writeFile(t, filepath.Join(dir, ca.RootCertFile), string(mtls.EncodeCertificatesPEM(bundle...)))
+}
+
+// TestPluggedCARotation: replacing a plugged-in CA's files while the
+// controller runs (a root rotation: the new root joins the bundle and
+// signs) reaches new workload certificates, the published trust bundle and
+// the controller's own serving certificate, without a restart.
+func TestPluggedCARotation(t *testing.T) {
+	oldCA, err := ca.GenerateRoot("cluster.local", 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCA, err := ca.GenerateRoot("cluster.local", 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newTestMesh(t, func(m *testMesh) {
+		writePluggedCA(t, m.caDir, oldCA, oldCA.Root)
+		m.caReload = 20 * time.Millisecond
+	})
+	dial := func(roots []*x509.Certificate) (*grpc.ClientConn, error) {
+		creds, err := caclient.TransportCredentials(roots, "localhost")
+		if err != nil {
+			return nil, err
+		}
+		return grpc.NewClient(m.grpcAddr, grpc.WithTransportCredentials(creds))
+	}
+	fetch := func(roots []*x509.Certificate) (*mtls.Certificate, error) {
+		conn, err := dial(roots)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		c, err := caclient.New(conn, caclient.Options{Roots: roots, Token: "sleep-token"})
+		if err != nil {
+			return nil, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return c.Fetch(ctx, caclient.Request{Identity: spiffeid.RequireFromString("spiffe://cluster.local/ns/demo/sa/sleep")})
+	}
+	cert, err := fetch([]*x509.Certificate{oldCA.Root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cert.Leaf().CheckSignatureFrom(oldCA.Root); err != nil {
+		t.Fatalf("first certificate not signed by the plugged-in CA: %v", err)
+	}
+
+	writePluggedCA(t, m.caDir, newCA, oldCA.Root, newCA.Root)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		bundle, _ := mtls.ParseCertificatesPEM(m.app.RootPEM())
+		// Trusting only the new root proves the serving certificate was
+		// reissued too.
+		cert, err = fetch([]*x509.Certificate{newCA.Root})
+		if len(bundle) == 2 && err == nil && cert.Leaf().CheckSignatureFrom(newCA.Root) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the rotation: bundle of %d roots, fetch error %v", len(bundle), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// A broken version is ignored: the new CA keeps signing.
+	writeFile(t, filepath.Join(m.caDir, ca.CAKeyFile), "not a key")
+	time.Sleep(100 * time.Millisecond)
+	if cert, err = fetch([]*x509.Certificate{newCA.Root}); err != nil || cert.Leaf().CheckSignatureFrom(newCA.Root) != nil {
+		t.Fatalf("after a broken version: %v", err)
+	}
 }

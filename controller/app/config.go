@@ -30,6 +30,10 @@ type Config struct {
 	// CADir holds the CA's root (created on first start) or a plugged-in CA
 	// in local mode. On Kubernetes the root lives in Secrets instead.
 	CADir string
+	// CAReloadInterval is how often a plugged-in CA (files in CADir, or
+	// the cacerts Secret) is read again for a new version; zero means
+	// ca.DefaultReloadInterval.
+	CAReloadInterval time.Duration
 	// TokensFile lists static bearer tokens: "<token> <spiffe-id> [node]".
 	// Optional; callers can also authenticate with a mesh client certificate.
 	TokensFile string

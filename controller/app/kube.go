@@ -11,7 +11,6 @@ import (
 	"github.com/zmesh/zmesh/controller/status"
 	"github.com/zmesh/zmesh/controller/waypoints"
 	"github.com/zmesh/zmesh/pkg/kube"
-	"github.com/zmesh/zmesh/pkg/mtls"
 )
 
 // LeaseName is the leader-election Lease of the controller's writers.
@@ -47,7 +46,7 @@ func (a *App) newWriters() error {
 	if !a.disabled("rootcm") {
 		opts := rootcm.Options{
 			Client:  a.kube.Kube,
-			RootPEM: mtls.EncodeCertificatesPEM(a.authority.Root()),
+			RootPEM: a.RootPEM(),
 			Logger:  a.log.With("component", "rootcm"),
 		}
 		// The publisher takes one selector; with several (ORed), it

@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"net"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -41,7 +42,8 @@ type AuthorityOptions struct {
 // Authority signs leaf certificates with validated SigningMaterial. It is
 // safe for concurrent use.
 type Authority struct {
-	m          *SigningMaterial
+	// m is the current signing material; SetMaterial replaces it.
+	m          atomic.Pointer[SigningMaterial]
 	td         spiffeid.TrustDomain
 	defaultTTL time.Duration
 	maxTTL     time.Duration
@@ -55,7 +57,6 @@ func NewAuthority(m *SigningMaterial, opts AuthorityOptions) (*Authority, error)
 		return nil, errors.New("ca: authority needs a trust domain")
 	}
 	a := &Authority{
-		m:          m,
 		td:         opts.TrustDomain,
 		defaultTTL: opts.DefaultTTL,
 		maxTTL:     opts.MaxTTL,
@@ -73,17 +74,35 @@ func NewAuthority(m *SigningMaterial, opts AuthorityOptions) (*Authority, error)
 	if a.now == nil {
 		a.now = time.Now
 	}
-	if err := m.Validate(a.now()); err != nil {
+	if err := a.SetMaterial(m); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
+// SetMaterial validates m at the current time and makes it the material
+// of every certificate issued afterwards. When m is not valid, the current
+// material stays and the error says why.
+func (a *Authority) SetMaterial(m *SigningMaterial) error {
+	if err := m.Validate(a.now()); err != nil {
+		return err
+	}
+	a.m.Store(m)
+	return nil
+}
+
+// Material is the current signing material. Callers must not modify it.
+func (a *Authority) Material() *SigningMaterial { return a.m.Load() }
+
 // TrustDomain is the mesh trust domain.
 func (a *Authority) TrustDomain() spiffeid.TrustDomain { return a.td }
 
 // Root is the trust anchor every issued chain ends at.
-func (a *Authority) Root() *x509.Certificate { return a.m.Root }
+func (a *Authority) Root() *x509.Certificate { return a.m.Load().Root }
+
+// Roots is the mesh's trust bundle: every anchor peers must accept, the
+// issuing root among them.
+func (a *Authority) Roots() []*x509.Certificate { return a.m.Load().Anchors() }
 
 // MaxTTL is the longest lifetime the authority issues.
 func (a *Authority) MaxTTL() time.Duration { return a.maxTTL }
@@ -143,13 +162,14 @@ func (a *Authority) effectiveTTL(ttl time.Duration) time.Duration {
 }
 
 func (a *Authority) issue(tmpl *x509.Certificate, pub crypto.PublicKey, ttl time.Duration) ([]*x509.Certificate, error) {
+	m := a.m.Load()
 	now := a.now()
 	notAfter := now.Add(a.effectiveTTL(ttl))
-	if limit := a.m.NotAfter(); notAfter.After(limit) {
+	if limit := m.NotAfter(); notAfter.After(limit) {
 		notAfter = limit
 	}
 	if !notAfter.After(now) {
-		return nil, fmt.Errorf("ca: signing certificate expired at %s", a.m.NotAfter().UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("ca: signing certificate expired at %s", m.NotAfter().UTC().Format(time.RFC3339))
 	}
 	serial, err := randomSerial()
 	if err != nil {
@@ -157,13 +177,13 @@ func (a *Authority) issue(tmpl *x509.Certificate, pub crypto.PublicKey, ttl time
 	}
 	tmpl.SerialNumber = serial
 	tmpl.NotBefore = now.Add(-clockSkew)
-	if tmpl.NotBefore.Before(a.m.Cert.NotBefore) {
-		tmpl.NotBefore = a.m.Cert.NotBefore
+	if tmpl.NotBefore.Before(m.Cert.NotBefore) {
+		tmpl.NotBefore = m.Cert.NotBefore
 	}
 	tmpl.NotAfter = notAfter
 	tmpl.BasicConstraintsValid = true
 	tmpl.IsCA = false
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, a.m.Cert, pub, a.m.Key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, m.Cert, pub, m.Key)
 	if err != nil {
 		return nil, fmt.Errorf("ca: create certificate: %w", err)
 	}
@@ -171,7 +191,7 @@ func (a *Authority) issue(tmpl *x509.Certificate, pub crypto.PublicKey, ttl time
 	if err != nil {
 		return nil, fmt.Errorf("ca: parse issued certificate: %w", err)
 	}
-	return append([]*x509.Certificate{leaf}, a.m.Chain()...), nil
+	return append([]*x509.Certificate{leaf}, m.Chain()...), nil
 }
 
 // randomSerial returns a uniformly random positive 128-bit serial number.

@@ -24,6 +24,21 @@ type SigningMaterial struct {
 	Intermediates []*x509.Certificate
 	// Root is the trust anchor the chain ends at.
 	Root *x509.Certificate
+	// Bundle lists every trust anchor of the mesh, Root among them: a
+	// plugged-in CA's root-cert.pem, which holds the old and the new root
+	// while a root is rotated. Nil means Root alone.
+	Bundle []*x509.Certificate
+	// Plugged is set for a plugged-in CA (Istio's cacerts), which the
+	// operator may replace while the controller runs.
+	Plugged bool
+}
+
+// Anchors returns the mesh's trust anchors: Bundle, or Root alone.
+func (m *SigningMaterial) Anchors() []*x509.Certificate {
+	if len(m.Bundle) == 0 {
+		return []*x509.Certificate{m.Root}
+	}
+	return m.Bundle
 }
 
 // SelfSigned reports whether the signing certificate is the root.
@@ -71,6 +86,9 @@ func (m *SigningMaterial) Validate(now time.Time) error {
 	}
 	if err := m.Root.CheckSignatureFrom(m.Root); err != nil {
 		return fmt.Errorf("ca: root certificate %q is not self-signed: %w", m.Root.Subject, err)
+	}
+	if len(m.Bundle) > 0 && !containsCert(m.Bundle, m.Root) {
+		return fmt.Errorf("ca: root certificate %q is not in the trust bundle", m.Root.Subject)
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(m.Root)

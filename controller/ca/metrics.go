@@ -2,6 +2,7 @@ package ca
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -15,9 +16,10 @@ type metrics struct {
 	signErrors prometheus.Counter
 }
 
-// newMetrics creates the counters and registers them on reg (not registered
-// when reg is nil).
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics creates the counters and registers them, with gauges of the
+// authority's current root and chain expiry, on reg (not registered when
+// reg is nil).
+func newMetrics(reg prometheus.Registerer, a *Authority) (*metrics, error) {
 	m := &metrics{
 		csr: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "citadel_server_csr_count",
@@ -43,7 +45,20 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.csr, m.success, m.parseErr, m.authnErr, m.signErrors} {
+	expiry := func(name, help string, notAfter func(*SigningMaterial) time.Time) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 {
+			return float64(notAfter(a.Material()).Unix())
+		})
+	}
+	cs := []prometheus.Collector{m.csr, m.success, m.parseErr, m.authnErr, m.signErrors}
+	if a != nil {
+		cs = append(cs,
+			expiry("citadel_server_root_cert_expiry_timestamp", "Unix time the CA's root certificate expires.",
+				func(s *SigningMaterial) time.Time { return s.Root.NotAfter }),
+			expiry("citadel_server_cert_chain_expiry_timestamp", "Unix time the first certificate of the CA's signing chain expires.",
+				(*SigningMaterial).NotAfter))
+	}
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("ca: register metrics: %w", err)
 		}

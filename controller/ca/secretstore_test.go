@@ -3,6 +3,8 @@ package ca_test
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/x509"
 	"log/slog"
 	"strings"
 	"sync"
@@ -248,5 +250,58 @@ func TestSecretStoreArguments(t *testing.T) {
 	cancel()
 	if _, err := ca.LoadOrCreateFromSecret(cancelled, c.Kube, "ns", ca.LoadOptions{TrustDomain: "cluster.local"}); err == nil {
 		t.Error("unreachable API server: material returned")
+	}
+}
+
+// The cacerts Secret, edited while the controller runs, reaches the
+// Authority through the Reloader; a Secret that goes away changes nothing.
+func TestSecretStorePluggedReload(t *testing.T) {
+	c := kubetest.Clients(t)
+	ns := kubetest.Namespace(t, c, "casecret", nil)
+	ctx := context.Background()
+	oldRoot, err := ca.GenerateRoot("old root", 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	newRoot, err := ca.GenerateRoot("new root", 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	day := time.Now().Add(24 * time.Hour)
+	oldInter, oldKey := newIntermediate(t, "old intermediate", oldRoot.Root, oldRoot.Key, day)
+	newInter, newKey := newIntermediate(t, "new intermediate", newRoot.Root, newRoot.Key, day)
+	data := func(inter *x509.Certificate, key crypto.Signer, bundle ...*x509.Certificate) map[string][]byte {
+		return map[string][]byte{"ca-cert.pem": mtls.EncodeCertificatesPEM(inter), "ca-key.pem": keyPEM(t, key),
+			"root-cert.pem": mtls.EncodeCertificatesPEM(bundle...)}
+	}
+	putSecret(t, c, ns, ca.PluggedSecretName, data(oldInter, oldKey, oldRoot.Root))
+	m, err := ca.LoadOrCreateFromSecret(ctx, c.Kube, ns, ca.LoadOptions{TrustDomain: "cluster.local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ca.NewAuthority(m, ca.AuthorityOptions{TrustDomain: meshTD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ca.NewReloader(ca.ReloaderOptions{Load: ca.PluggedSecretLoader(c.Kube, ns), Authority: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Check(ctx) {
+		t.Fatal("unchanged Secret reloaded")
+	}
+	s := getSecret(t, c, ns, ca.PluggedSecretName)
+	s.Data = data(newInter, newKey, oldRoot.Root, newRoot.Root)
+	if _, err := c.Kube.CoreV1().Secrets(ns).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Check(ctx) || !a.Material().Cert.Equal(newInter) || !a.Root().Equal(newRoot.Root) || len(a.Roots()) != 2 {
+		t.Fatalf("edited Secret not reloaded: signer %s, %d anchors", a.Material().Cert.Subject, len(a.Roots()))
+	}
+	if err := c.Kube.CoreV1().Secrets(ns).Delete(ctx, ca.PluggedSecretName, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if r.Check(ctx) || !a.Material().Cert.Equal(newInter) {
+		t.Fatal("deleted Secret changed the Authority")
 	}
 }

@@ -85,7 +85,7 @@ func NewServer(opts ServerOptions) (*Server, error) {
 			return nil, errors.New("ca: empty trusted node identity")
 		}
 	}
-	m, err := newMetrics(opts.Registerer)
+	m, err := newMetrics(opts.Registerer, opts.Authority)
 	if err != nil {
 		return nil, err
 	}

@@ -55,6 +55,8 @@ type ServingCert struct {
 	ttl    time.Duration
 	log    *slog.Logger
 	holder *mtls.Holder
+	// renew asks the renewal goroutine to reissue now (see Renew).
+	renew chan struct{}
 
 	mu     sync.Mutex
 	cancel context.CancelFunc
@@ -73,6 +75,7 @@ func NewServingCert(a *Authority, opts ServingCertOptions) (*ServingCert, error)
 		ttl:    opts.TTL,
 		log:    opts.Logger,
 		holder: mtls.NewHolder(nil),
+		renew:  make(chan struct{}, 1),
 	}
 	if opts.DNSNames == nil {
 		s.dns = DefaultServingDNSNames()
@@ -122,6 +125,15 @@ func (s *ServingCert) Start(ctx context.Context) error {
 	return nil
 }
 
+// Renew has the certificate reissued now, in the background, for example
+// after the Authority's material changed. It never blocks.
+func (s *ServingCert) Renew() {
+	select {
+	case s.renew <- struct{}{}:
+	default:
+	}
+}
+
 // Stop ends renewal and waits for the goroutine. Safe to call without Start
 // and more than once.
 func (s *ServingCert) Stop() {
@@ -146,6 +158,8 @@ func (s *ServingCert) run(ctx context.Context, cur *mtls.Certificate) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case <-s.renew:
+			timer.Stop()
 		}
 		next, err := s.issue()
 		if err != nil {
@@ -175,8 +189,10 @@ func (s *ServingCert) issue() (*mtls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: issue serving certificate: %w", err)
 	}
-	n := len(chain)
-	cert, err := mtls.NewCertificate(key, chain[:n-1], chain[n-1:])
+	// Client certificates are verified against the whole trust bundle,
+	// so that peers holding certificates of an old root keep connecting
+	// while the root is rotated.
+	cert, err := mtls.NewCertificate(key, chain[:len(chain)-1], s.ca.Roots())
 	if err != nil {
 		return nil, fmt.Errorf("ca: serving certificate: %w", err)
 	}

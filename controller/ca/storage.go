@@ -179,7 +179,7 @@ func assemblePlugged(caCerts []*x509.Certificate, key crypto.Signer, roots, chai
 		}
 		inter = append(inter, c)
 	}
-	m := &SigningMaterial{Key: key, Cert: signer, Intermediates: inter, Root: roots[0]}
+	m := &SigningMaterial{Key: key, Cert: signer, Intermediates: inter, Root: roots[0], Bundle: roots, Plugged: true}
 	if len(roots) > 1 {
 		// Pick the root the signing certificate actually chains to.
 		for _, r := range roots {

@@ -15,6 +15,7 @@ import (
 	"github.com/zmesh/zmesh/pkg/log"
 
 	"github.com/zmesh/zmesh/controller/app"
+	"github.com/zmesh/zmesh/controller/ca"
 )
 
 func main() {
@@ -32,6 +33,7 @@ func main() {
 	flag.StringVar(&cfg.GRPCAddr, "grpc-addr", ":15012", "address for xDS and the CA (TLS)")
 	flag.StringVar(&cfg.MonitoringAddr, "monitoring-addr", ":15014", `address for /metrics, /healthz/ready and /debug/config_dump (loopback callers only) ("-" disables)`)
 	flag.StringVar(&cfg.CADir, "ca-dir", "", "directory of the CA's root (created if empty) or a plugged-in CA")
+	flag.DurationVar(&cfg.CAReloadInterval, "ca-reload-interval", ca.DefaultReloadInterval, "how often a plugged-in CA (--ca-dir files or the cacerts Secret) is read again for a new version")
 	flag.StringVar(&cfg.TokensFile, "tokens-file", "", `static bearer tokens, one "<token> <spiffe-id> [node]" per line`)
 	flag.StringVar(&nodeIDs, "node-identities", "", "comma-separated SPIFFE IDs allowed to request certificates for pods on their node (default: the ztunnel service account)")
 	flag.StringVar(&names, "serving-names", "", "comma-separated DNS names and IPs for the controller's serving certificate")
