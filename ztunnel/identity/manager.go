@@ -197,6 +197,7 @@ func (m *Manager) Snapshot() []Status {
 		e.mu.Lock()
 		if e.cert != nil {
 			s.Serial = e.cert.Leaf().SerialNumber.Text(16)
+			s.Issuer = e.cert.Leaf().Issuer.String()
 			s.NotBefore, s.NotAfter = e.cert.NotBefore(), e.cert.NotAfter()
 			s.Valid = now.Before(e.cert.NotAfter())
 		}
@@ -211,9 +212,12 @@ func (m *Manager) Snapshot() []Status {
 
 // Status is one identity's certificate state.
 type Status struct {
-	Identity  string    `json:"identity"`
-	Pods      int       `json:"pods"`
-	Serial    string    `json:"serial,omitempty"`
+	Identity string `json:"identity"`
+	Pods     int    `json:"pods"`
+	Serial   string `json:"serial,omitempty"`
+	// Issuer names the CA certificate that signed it (which CA, while a
+	// plugged-in CA is rotated).
+	Issuer    string    `json:"issuer,omitempty"`
 	NotBefore time.Time `json:"notBefore,omitzero"`
 	NotAfter  time.Time `json:"notAfter,omitzero"`
 	Valid     bool      `json:"valid"`

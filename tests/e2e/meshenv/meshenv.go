@@ -71,7 +71,14 @@ type Spec struct {
 	// WaypointArgs are extra flags for every waypoint process
 	// (--otlp-endpoint, say).
 	WaypointArgs []string
-	Logger       *slog.Logger
+	// CAFiles are written into the controller's CA directory (CADir)
+	// before it starts: a plugged-in CA (ca-cert.pem, ca-key.pem,
+	// root-cert.pem). Without them the controller makes its own root.
+	CAFiles map[string][]byte
+	// CAReloadInterval is how often the controller re-reads a plugged-in
+	// CA (its default when zero).
+	CAReloadInterval time.Duration
+	Logger           *slog.Logger
 }
 
 // Waypoint ports inside a waypoint pod (Istio's).
@@ -110,6 +117,9 @@ type Mesh struct {
 	waypoints []string
 	wpBinary  string
 	wpArgs    []string
+	// caFiles and caReload are Spec.CAFiles and Spec.CAReloadInterval.
+	caFiles   map[string][]byte
+	caReload  time.Duration
 	ztConfigs map[string]ztunnelapp.Config
 	closers   []func() // run in reverse by Close
 	closeErr  error    // the cluster's teardown error
@@ -127,7 +137,8 @@ func Start(ctx context.Context, spec Spec) (_ *Mesh, err error) {
 	m := &Mesh{Pods: map[string]*cluster.Pod{}, Agents: map[string]*nodeagent.Agent{},
 		Ztunnels: map[string]*ztunnelapp.App{}, ZtunnelProcs: map[string]*cluster.Process{}, ZtunnelHTTP: map[string]ZtunnelAddrs{},
 		ztConfigs: map[string]ztunnelapp.Config{}, log: spec.Logger, ztBinary: spec.ZtunnelBinary, cniPlugin: spec.CNIPlugin,
-		waypoints: spec.Waypoints, wpBinary: spec.WaypointBinary, wpArgs: spec.WaypointArgs, WaypointProcs: map[string]*cluster.Process{}}
+		waypoints: spec.Waypoints, wpBinary: spec.WaypointBinary, wpArgs: spec.WaypointArgs, WaypointProcs: map[string]*cluster.Process{},
+		caFiles: spec.CAFiles, caReload: spec.CAReloadInterval}
 	if len(spec.Waypoints) > 0 && spec.WaypointBinary == "" {
 		return nil, fmt.Errorf("waypoints need Spec.WaypointBinary")
 	}
@@ -226,6 +237,10 @@ func (m *Mesh) writeManifests(spec Spec) error {
 	return cluster.WriteYAML(filepath.Join(m.ConfigDir, "mesh.yaml"), objs...)
 }
 
+// CADir is the controller's CA directory; its root-cert.pem is the trust
+// bundle every proxy reads.
+func (m *Mesh) CADir() string { return filepath.Join(m.Cluster.WorkDir(), "ca") }
+
 // startControlPlane starts the controller with a token per node's ztunnel.
 func (m *Mesh) startControlPlane(ctx context.Context) error {
 	work := m.Cluster.WorkDir()
@@ -250,8 +265,16 @@ func (m *Mesh) startControlPlane(ctx context.Context) error {
 	if err := os.WriteFile(tokens, []byte(lines), 0o600); err != nil {
 		return err
 	}
+	if err := os.MkdirAll(m.CADir(), 0o700); err != nil {
+		return err
+	}
+	for name, data := range m.caFiles {
+		if err := os.WriteFile(filepath.Join(m.CADir(), name), data, 0o600); err != nil {
+			return err
+		}
+	}
 	ctrl, err := controllerapp.New(controllerapp.Config{
-		ConfigDir: m.ConfigDir, CADir: filepath.Join(work, "ca"), TokensFile: tokens,
+		ConfigDir: m.ConfigDir, CADir: m.CADir(), CAReloadInterval: m.caReload, TokensFile: tokens,
 		GRPCAddr: "127.0.0.1:0", MonitoringAddr: "-",
 		Index:  index.Config{AssumeCaptured: true},
 		Logger: m.log.With("proc", "controller"),
@@ -307,7 +330,7 @@ func (m *Mesh) startNode(ctx context.Context, n *cluster.Node) error {
 	}
 	m.ztConfigs[n.Name] = ztunnelapp.Config{
 		ControllerAddr: m.Controller.GRPCAddr().String(), ControllerName: "localhost",
-		RootCertFile: filepath.Join(m.Cluster.WorkDir(), "ca", "root-cert.pem"),
+		RootCertFile: filepath.Join(m.CADir(), "root-cert.pem"),
 		TokenFile:    filepath.Join(m.Cluster.WorkDir(), n.Name+".token"),
 		NodeName:     n.Name, NodeIP: n.IP.String(), ZDSSocket: sock,
 		AdminAddr: "127.0.0.1:0", MetricsAddr: "127.0.0.1:0", ReadyAddr: "127.0.0.1:0",
@@ -471,7 +494,7 @@ func (m *Mesh) StartWaypoint(ctx context.Context, pod string) error {
 	proc, err := m.Cluster.StartProcess(cluster.ProcessSpec{
 		Name: fmt.Sprintf("waypoint-%s-%d", pod, time.Now().UnixNano()), Netns: p.Netns, Path: m.wpBinary,
 		Args: append([]string{"--controller", fwd.addr(), "--controller-name", "localhost",
-			"--root-cert", filepath.Join(m.Cluster.WorkDir(), "ca", "root-cert.pem"), "--token-file", m.waypointToken(pod),
+			"--root-cert", filepath.Join(m.CADir(), "root-cert.pem"), "--token-file", m.waypointToken(pod),
 			"--pod-name", p.Name, "--pod-namespace", p.Namespace, "--service-account", p.ServiceAccount,
 			"--node-name", p.Node.Name, "--instance-ip", p.IP.String(),
 			"--admin-addr", "127.0.0.1:15000", "--metrics-addr", fmt.Sprintf(":%d", WaypointMetricsPort),
