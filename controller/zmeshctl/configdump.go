@@ -40,6 +40,7 @@ type certStatus struct {
 	Identity  string    `json:"identity"`
 	Pods      int       `json:"pods"`
 	Serial    string    `json:"serial,omitempty"`
+	Issuer    string    `json:"issuer,omitempty"`
 	NotBefore time.Time `json:"notBefore,omitzero"`
 	NotAfter  time.Time `json:"notAfter,omitzero"`
 	Valid     bool      `json:"valid"`
