@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -195,6 +196,24 @@ func run(ctx context.Context, echoBin, waypointBin, examples string, keep, verbo
 	d.say("applied examples/demo/waypoint.yaml: sleep -> httpbin VIP now goes through the waypoint (HBONE to it, L7 there): GET /admin/users -> %d %q (L7 AuthorizationPolicy), GET /hello -> %d from %s; waypoint counted %v requests in istio_requests_total",
 		denied.Status, strings.TrimSpace(string(denied.Body)), r.Status, r.Report.Pod, via)
 
+	// Access logs from the Telemetry API.
+	if err := d.apply(examples, "access-logs.yaml"); err != nil {
+		return err
+	}
+	var line accessLine
+	if err := d.until("the waypoint logs a request", func() bool {
+		if _, err := d.get("sleep", "http://10.96.0.10/logged"); err != nil {
+			return false
+		}
+		var ok bool
+		line, ok = d.waypointAccessLine("/logged")
+		return ok
+	}); err != nil {
+		return err
+	}
+	d.say("applied examples/demo/access-logs.yaml (Telemetry accessLogging, envoy provider): the waypoint's stdout has a JSON line per request, e.g. %s %s -> %d from %s via %s",
+		line.Method, line.Path, line.Code, line.Principal, line.Cluster)
+
 	if keep {
 		d.printTryIt()
 		<-ctx.Done()
@@ -257,6 +276,27 @@ func (d *demo) waypointRequests() (float64, error) {
 		}
 	}
 	return sum, nil
+}
+
+// accessLine is what the demo shows of a waypoint access log line.
+type accessLine struct {
+	Method    string `json:"method"`
+	Path      string `json:"path"`
+	Code      int    `json:"response_code"`
+	Principal string `json:"source_principal"`
+	Cluster   string `json:"upstream_cluster"`
+}
+
+// waypointAccessLine finds an access log line for path in the waypoint's
+// output.
+func (d *demo) waypointAccessLine(path string) (accessLine, bool) {
+	for l := range strings.Lines(d.m.WaypointProcs["waypoint"].Log()) {
+		var a accessLine
+		if json.Unmarshal([]byte(l), &a) == nil && a.Path == path {
+			return a, true
+		}
+	}
+	return accessLine{}, false
 }
 
 func (d *demo) reaches(src, dst string) bool {
