@@ -41,9 +41,12 @@ type ReloaderOptions struct {
 type Reloader struct {
 	opts ReloaderOptions
 	log  *slog.Logger
-	// last is the fingerprint of the material the Authority holds; only
-	// Run's goroutine touches it.
-	last [sha256.Size]byte
+	// last is the fingerprint of the material the Authority holds, and
+	// lastErr the problem last logged ("" when none), so that a version
+	// that stays broken is logged once. Only Check touches them; Check
+	// calls must not overlap.
+	last    [sha256.Size]byte
+	lastErr string
 }
 
 // NewReloader validates opts; Run starts reading.
@@ -79,20 +82,21 @@ func (r *Reloader) Run(ctx context.Context) {
 // Authority. It reports whether the Authority changed.
 func (r *Reloader) Check(ctx context.Context) bool {
 	m, err := r.opts.Load(ctx)
+	var fp [sha256.Size]byte
+	if err == nil {
+		if fp = fingerprint(m); fp == r.last {
+			r.problem(nil)
+			return false
+		}
+		err = r.opts.Authority.SetMaterial(m)
+	}
 	if err != nil {
 		if ctx.Err() == nil {
-			r.log.Error("plugged-in CA unreadable; still signing with the last good version", "error", err)
+			r.problem(err)
 		}
 		return false
 	}
-	fp := fingerprint(m)
-	if fp == r.last {
-		return false
-	}
-	if err := r.opts.Authority.SetMaterial(m); err != nil {
-		r.log.Error("plugged-in CA invalid; still signing with the last good version", "error", err)
-		return false
-	}
+	r.problem(nil)
 	r.last = fp
 	r.log.Info("plugged-in CA reloaded", "signer", m.Cert.Subject.String(), "root", m.Root.Subject.String(),
 		"trustAnchors", len(m.Anchors()), "notAfter", m.NotAfter())
@@ -100,6 +104,19 @@ func (r *Reloader) Check(ctx context.Context) bool {
 		r.opts.OnChange(m)
 	}
 	return true
+}
+
+// problem logs err unless it was the last one logged, and notes when a
+// problem is gone (nil err).
+func (r *Reloader) problem(err error) {
+	switch {
+	case err == nil && r.lastErr != "":
+		r.log.Info("plugged-in CA readable and valid again")
+		r.lastErr = ""
+	case err != nil && err.Error() != r.lastErr:
+		r.log.Error("plugged-in CA unreadable or invalid; still signing with the last good version", "error", err)
+		r.lastErr = err.Error()
+	}
 }
 
 // fingerprint identifies material by its certificates (the key must

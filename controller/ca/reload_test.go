@@ -1,11 +1,14 @@
 package ca_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,5 +144,41 @@ func TestServingCertRenewedAfterReload(t *testing.T) {
 	}
 	if err := a.SetMaterial(&ca.SigningMaterial{Key: next.Key, Cert: next.Cert, Root: next.Root, Bundle: []*x509.Certificate{m.Root}}); err == nil {
 		t.Fatal("material whose root is not in its bundle accepted")
+	}
+}
+
+// A version that stays broken is logged once, and its repair once.
+func TestReloaderLogsABrokenVersionOnce(t *testing.T) {
+	dir := t.TempDir()
+	root, err := ca.GenerateRoot("cluster.local", 0, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePlugged(t, dir, root.Cert, root.Key, root.Root, root.Root)
+	m, err := ca.LoadPlugged(dir, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ca.NewAuthority(m, ca.AuthorityOptions{TrustDomain: meshTD})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	r, err := ca.NewReloader(ca.ReloaderOptions{Load: ca.PluggedDirLoader(dir), Authority: a,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	writePEM(t, dir, ca.CAKeyFile, []byte("junk"))
+	for range 3 {
+		r.Check(ctx)
+	}
+	writePlugged(t, dir, root.Cert, root.Key, root.Root, root.Root)
+	for range 3 {
+		r.Check(ctx)
+	}
+	if errs, ok := strings.Count(logs.String(), "level=ERROR"), strings.Count(logs.String(), "valid again"); errs != 1 || ok != 1 {
+		t.Fatalf("%d error lines and %d recovery lines, want 1 and 1:\n%s", errs, ok, logs.String())
 	}
 }
