@@ -111,13 +111,26 @@ func (c *Certificate) NotAfter() time.Time { return c.notAfter }
 func (c *Certificate) TLSCertificate() *tls.Certificate { return c.tlsCert }
 
 // Verify checks that the chain verifies up to one of the roots at time now.
-func (c *Certificate) Verify(now time.Time) error {
+func (c *Certificate) Verify(now time.Time) error { return c.verify(c.pool, now) }
+
+// VerifyWith checks the chain against roots instead of the certificate's
+// own: whether peers trusting roots (a trust bundle that changed since the
+// certificate was issued) accept it at time now.
+func (c *Certificate) VerifyWith(roots []*x509.Certificate, now time.Time) error {
+	pool := x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	return c.verify(pool, now)
+}
+
+func (c *Certificate) verify(roots *x509.CertPool, now time.Time) error {
 	inter := x509.NewCertPool()
 	for _, ic := range c.chain[1:] {
 		inter.AddCert(ic)
 	}
 	_, err := c.chain[0].Verify(x509.VerifyOptions{
-		Roots:         c.pool,
+		Roots:         roots,
 		Intermediates: inter,
 		CurrentTime:   now,
 		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},

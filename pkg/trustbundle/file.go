@@ -36,9 +36,12 @@ type File struct {
 	log    *slog.Logger
 	bundle *x509bundle.Bundle // updated in place, so holders see reloads
 
-	mu      sync.Mutex // guards sum and lastErr (Reload's bookkeeping)
+	mu      sync.Mutex // guards sum, lastErr (Reload's bookkeeping) and onChange
 	sum     [sha256.Size]byte
 	lastErr string
+	// onChange are called, in order, after each reload that changed the
+	// authorities.
+	onChange []func()
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -82,9 +85,32 @@ func (f *File) Bundle() *x509bundle.Bundle { return f.bundle }
 // Authorities returns the current authorities (a copy).
 func (f *File) Authorities() []*x509.Certificate { return f.bundle.X509Authorities() }
 
+// OnChange registers fn to be called after every reload that changes the
+// authorities (from Start's goroutine, or Reload's caller), for example to
+// renew certificates the new anchors no longer accept. fn must not call
+// Reload.
+func (f *File) OnChange(fn func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.onChange = append(f.onChange, fn)
+}
+
 // Reload re-reads the file and reports whether the authorities changed. On
 // an error the previous authorities stay.
 func (f *File) Reload() (changed bool, err error) {
+	changed, err = f.reload()
+	if changed {
+		f.mu.Lock()
+		fns := f.onChange
+		f.mu.Unlock()
+		for _, fn := range fns {
+			fn()
+		}
+	}
+	return changed, err
+}
+
+func (f *File) reload() (changed bool, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	data, err := os.ReadFile(f.path)

@@ -98,6 +98,8 @@ func TestLoadRefusesBadFiles(t *testing.T) {
 func TestRotation(t *testing.T) {
 	f, path, oldRoot, newRoot := loadOldRoot(t)
 	b := f.Bundle()
+	var notified []string // the authorities each OnChange call saw
+	f.OnChange(func() { notified = append(notified, names(f.Authorities())) })
 	steps := []struct {
 		name    string
 		content []byte
@@ -124,6 +126,9 @@ func TestRotation(t *testing.T) {
 		if got := names(f.Authorities()); got != s.want {
 			t.Fatalf("%s: authorities %s, want %s", s.name, got, s.want)
 		}
+	}
+	if got := strings.Join(notified, " "); got != "old,new new" {
+		t.Fatalf("OnChange saw %q, want one call per change", got)
 	}
 }
 

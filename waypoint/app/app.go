@@ -135,7 +135,8 @@ func (a *App) Start(ctx context.Context) (err error) {
 		}
 		fetcher = ca
 	}
-	a.ident = &identity{id: a.id, fetch: fetcher, log: a.log.With("component", "identity")}
+	a.ident = &identity{id: a.id, fetch: fetcher, log: a.log.With("component", "identity"), renewNow: make(chan struct{}, 1)}
+	a.roots.OnChange(func() { a.ident.renewIfUntrusted(a.roots.Authorities()) })
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()

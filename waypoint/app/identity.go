@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,23 @@ type identity struct {
 	cur   atomic.Pointer[mtls.Certificate]
 	// lastErr is why the latest fetch failed, nil after a success.
 	lastErr atomic.Pointer[error]
+	// renewNow wakes run before its timer (see renewIfUntrusted); it must
+	// be made with a buffer of one.
+	renewNow chan struct{}
+}
+
+// renewIfUntrusted renews the certificate at once when roots, the mesh's
+// trust anchors as they changed, no longer accept it (a root rotation
+// retired its root): peers would refuse it until its normal renewal.
+func (i *identity) renewIfUntrusted(roots []*x509.Certificate) {
+	c := i.cur.Load()
+	if c == nil || c.VerifyWith(roots, time.Now()) == nil {
+		return
+	}
+	select {
+	case i.renewNow <- struct{}{}:
+	default:
+	}
 }
 
 // run renews until ctx ends.
@@ -57,6 +75,9 @@ func (i *identity) run(ctx context.Context) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-i.renewNow:
+			t.Stop()
+			i.log.Info("certificate no longer trusted by the mesh's trust anchors; renewing now", "identity", i.id.String())
 		}
 	}
 }

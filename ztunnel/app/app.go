@@ -128,6 +128,9 @@ func (a *App) Start(ctx context.Context) (err error) {
 	if err := a.identities.Start(ctx); err != nil {
 		return err
 	}
+	// A root rotation that retires a root renews the certificates issued
+	// under it at once.
+	a.roots.OnChange(func() { a.identities.RenewUntrusted(a.roots.Authorities()) })
 
 	engine := authz.NewEngine(a.state, a.log.With("component", "authz"))
 	a.tracker = authz.NewTracker(engine, a.log.With("component", "authz"))

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -58,6 +59,8 @@ type Manager struct {
 type entry struct {
 	refs   int // guarded by Manager.mu
 	cancel context.CancelFunc
+	// renewNow wakes the renewal loop before its timer (see RenewUntrusted).
+	renewNow chan struct{}
 
 	mu      sync.Mutex // guards cert, lastErr and changed
 	cert    *mtls.Certificate
@@ -122,7 +125,7 @@ func (m *Manager) Acquire(id spiffeid.ID) {
 		e.refs++
 		return
 	}
-	e := &entry{refs: 1, changed: make(chan struct{})}
+	e := &entry{refs: 1, changed: make(chan struct{}), renewNow: make(chan struct{}, 1)}
 	m.entries[id] = e
 	if m.ctx != nil && !m.stopped {
 		m.launch(id, e)
@@ -266,6 +269,31 @@ func (m *Manager) renew(ctx context.Context, id spiffeid.ID, e *entry) {
 			t.Stop()
 			return
 		case <-t.C:
+		case <-e.renewNow:
+			t.Stop()
+			log.Info("certificate no longer trusted by the mesh's trust anchors; renewing now")
+		}
+	}
+}
+
+// RenewUntrusted renews at once every certificate whose chain roots does
+// not accept: after a root rotation retired the root it was issued under,
+// peers refuse it long before its normal renewal. It does not wait for the
+// renewals.
+func (m *Manager) RenewUntrusted(roots []*x509.Certificate) {
+	now := m.opts.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, e := range m.entries {
+		e.mu.Lock()
+		cert := e.cert
+		e.mu.Unlock()
+		if cert == nil || cert.VerifyWith(roots, now) == nil {
+			continue
+		}
+		select {
+		case e.renewNow <- struct{}{}:
+		default:
 		}
 	}
 }

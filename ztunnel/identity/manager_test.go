@@ -236,3 +236,32 @@ func TestBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestRenewsUntrustedAtOnce: a certificate that a new trust bundle does not
+// accept (its root was retired) is renewed at once; one it accepts waits
+// for its half life.
+func TestRenewsUntrustedAtOnce(t *testing.T) {
+	ca := newTestCA(t, time.Hour)
+	m := newManager(t, ca)
+	m.Acquire(sleepID)
+	first := wait(t, m, sleepID)
+
+	m.RenewUntrusted([]*x509.Certificate{newTestCA(t, time.Hour).root, ca.root})
+	time.Sleep(100 * time.Millisecond)
+	if n := ca.fetches.Load(); n != 1 {
+		t.Fatalf("%d fetches with the issuing root still trusted, want 1", n)
+	}
+
+	m.RenewUntrusted([]*x509.Certificate{newTestCA(t, time.Hour).root})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := m.Certificate(sleepID)
+		if err == nil && c.Leaf().SerialNumber.Cmp(first.Leaf().SerialNumber) != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("an untrusted certificate was not renewed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
