@@ -11,6 +11,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	zlog "github.com/zmesh/zmesh/pkg/log"
 )
 
 // DefaultReloadInterval is how often a Reloader reads the plugged-in CA.
@@ -42,11 +44,11 @@ type Reloader struct {
 	opts ReloaderOptions
 	log  *slog.Logger
 	// last is the fingerprint of the material the Authority holds, and
-	// lastErr the problem last logged ("" when none), so that a version
-	// that stays broken is logged once. Only Check touches them; Check
+	// lastErr the problem last logged, so that a version that stays broken
+	// is logged once. Only Check touches them; Check
 	// calls must not overlap.
 	last    [sha256.Size]byte
-	lastErr string
+	lastErr zlog.LastError
 }
 
 // NewReloader validates opts; Run starts reading.
@@ -110,12 +112,11 @@ func (r *Reloader) Check(ctx context.Context) bool {
 // problem is gone (nil err).
 func (r *Reloader) problem(err error) {
 	switch {
-	case err == nil && r.lastErr != "":
+	case !r.lastErr.Changed(err):
+	case err == nil:
 		r.log.Info("plugged-in CA readable and valid again")
-		r.lastErr = ""
-	case err != nil && err.Error() != r.lastErr:
+	default:
 		r.log.Error("plugged-in CA unreadable or invalid; still signing with the last good version", "error", err)
-		r.lastErr = err.Error()
 	}
 }
 

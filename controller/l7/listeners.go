@@ -168,11 +168,9 @@ func (b *builder) httpListener(s *service, p *svcPort) (*listenerv3.Listener, er
 		}},
 		HttpFilters: filters,
 	}
-	if s.att.accessLog {
-		var err error
-		if hcm.AccessLog, err = fileAccessLog(); err != nil {
-			return nil, err
-		}
+	var err error
+	if hcm.AccessLog, err = accessLogs(s); err != nil {
+		return nil, err
 	}
 	a, err := typed(hcm)
 	if err != nil {
@@ -237,11 +235,9 @@ func (b *builder) tcpListener(s *service, p *svcPort) (*listenerv3.Listener, err
 		}
 		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: wc}
 	}
-	if s.att.accessLog {
-		var err error
-		if tp.AccessLog, err = fileAccessLog(); err != nil {
-			return nil, err
-		}
+	var err error
+	if tp.AccessLog, err = accessLogs(s); err != nil {
+		return nil, err
 	}
 	if err := add(TCPProxyName, tp); err != nil {
 		return nil, err

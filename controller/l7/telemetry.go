@@ -176,8 +176,12 @@ func (b *builder) checkAccessLogging(t *telemetryv1.Telemetry) {
 	}
 }
 
-// fileAccessLog is the access_log entry of a logged listener.
-func fileAccessLog() ([]*accesslogv3.AccessLog, error) {
+// accessLogs is the access_log of s's listeners: a file access log to
+// AccessLogPath when a Telemetry turned it on, else none.
+func accessLogs(s *service) ([]*accesslogv3.AccessLog, error) {
+	if !s.att.accessLog {
+		return nil, nil
+	}
 	a, err := typed(&filev3.FileAccessLog{Path: AccessLogPath})
 	if err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package log
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -19,5 +20,18 @@ func TestNew(t *testing.T) {
 	}
 	if _, err := New(&buf, "loud"); err == nil {
 		t.Error("bad level accepted")
+	}
+}
+
+func TestLastError(t *testing.T) {
+	var l LastError
+	a, b := errors.New("a"), errors.New("b")
+	for i, tc := range []struct {
+		err  error
+		want bool
+	}{{nil, false}, {a, true}, {a, false}, {errors.New("a"), false}, {b, true}, {nil, true}, {nil, false}} {
+		if got := l.Changed(tc.err); got != tc.want {
+			t.Errorf("step %d (%v): Changed = %v, want %v", i, tc.err, got, tc.want)
+		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	zlog "github.com/zmesh/zmesh/pkg/log"
 	"github.com/zmesh/zmesh/pkg/mtls"
 )
 
@@ -38,7 +39,7 @@ type File struct {
 
 	mu      sync.Mutex // guards sum, lastErr (Reload's bookkeeping) and onChange
 	sum     [sha256.Size]byte
-	lastErr string
+	lastErr zlog.LastError
 	// onChange are called, in order, after each reload that changed the
 	// authorities.
 	onChange []func()
@@ -167,12 +168,7 @@ func (f *File) Start(interval time.Duration) {
 			}
 			_, err := f.Reload()
 			f.mu.Lock()
-			msg := ""
-			if err != nil {
-				msg = err.Error()
-			}
-			report := msg != f.lastErr
-			f.lastErr = msg
+			report := f.lastErr.Changed(err)
 			f.mu.Unlock()
 			if report && err != nil {
 				f.log.Warn("trust anchors not reloaded; keeping the current ones", "path", f.path, "error", err)
